@@ -1,0 +1,196 @@
+"""Every operator setting in one place: names, defaults, parsing and validation."""
+
+import os
+from dataclasses import dataclass, field, fields
+
+from twisted.internet.endpoints import _parseServer  # validated, not used to listen
+
+
+class ConfigError(ValueError):
+    """A setting has a value the daemon cannot run with."""
+
+
+# The server's own Bitcoin address when the operator gives none. Farmers sign
+# every request for this address, so a production server should set its own.
+DEFAULT_ADDRESS = "15uC1tTcVsN3K4wycQ8Bj7m1UqL1GgtX8t"
+
+
+def default_data_dir(euid=None):
+    """Where the embedded PostgreSQL lives: a system path for root, else ./dataserv-data."""
+    if euid is None:
+        euid = os.geteuid()
+    return "/var/lib/dataserv" if euid == 0 else "./dataserv-data"
+
+
+def _integer(text, minimum, maximum=None):
+    try:
+        value = int(str(text).strip(), 10)
+    except ValueError:
+        raise ConfigError("must be a whole number, not %r" % (text,))
+    if value < minimum:
+        raise ConfigError("must be at least %d, not %d" % (minimum, value))
+    if maximum is not None and value > maximum:
+        raise ConfigError("must be at most %d, not %d" % (maximum, value))
+    return value
+
+
+def _number(text, minimum, maximum=None):
+    try:
+        value = float(str(text).strip())
+    except ValueError:
+        raise ConfigError("must be a number, not %r" % (text,))
+    if value != value or value < minimum:
+        raise ConfigError("must be at least %g, not %r" % (minimum, text))
+    if maximum is not None and value > maximum:
+        raise ConfigError("must be at most %g, not %r" % (maximum, text))
+    return value
+
+
+def _endpoint(text):
+    text = str(text).strip()
+    try:
+        _parseServer(text, None)
+    except Exception as e:
+        raise ConfigError("is not a server endpoint such as tcp:5000 (%s)" % (e,))
+    return text
+
+
+def _address(text):
+    from dataserv.addresses import InvalidAddress, parse_farmer_id
+
+    text = str(text).strip()
+    if len(text) == 40:  # a nodeid is not an address a farmer can sign for
+        raise ConfigError("must be a Bitcoin P2PKH address, not %r" % (text,))
+    try:
+        return parse_farmer_id(text)
+    except InvalidAddress:
+        raise ConfigError("must be a Bitcoin P2PKH address, not %r" % (text,))
+
+
+def _proxies(text):
+    import ipaddress
+
+    networks = []
+    for part in str(text).replace(",", " ").split():
+        try:
+            networks.append(ipaddress.ip_network(part, strict=False))
+        except ValueError:
+            raise ConfigError("must be IP addresses or networks, not %r" % (part,))
+    return tuple(networks)
+
+
+def _text(text):
+    return str(text).strip()
+
+
+def _flag(text):
+    if isinstance(text, bool):
+        return text
+    value = str(text).strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    raise ConfigError("must be true or false, not %r" % (text,))
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting: flag name, default (as text), parser and help."""
+
+    name: str
+    default: object
+    parse: object
+    help: str
+    flag: bool = False
+
+    @property
+    def attribute(self):
+        return self.name.replace("-", "_")
+
+    @property
+    def environment(self):
+        return "DATASERV_" + self.name.replace("-", "_").upper()
+
+
+OPTIONS = (
+    Option("listen", "tcp:5000", _endpoint, "endpoint to listen on (twisted endpoint string)"),
+    Option("database", "", _text,
+           "libpq DSN or postgresql:// URL; empty = embedded PostgreSQL in --data-dir"),
+    Option("data-dir", None, _text,
+           "embedded PostgreSQL directory [default: ./dataserv-data, /var/lib/dataserv as root]"),
+    Option("address", DEFAULT_ADDRESS, _address, "this server's Bitcoin address (farmers sign for it)"),
+    Option("online-time", "15", lambda v: _integer(v, 1, 10080),
+           "minutes since last contact that a farmer counts as online"),
+    Option("max-ping", "60", lambda v: _integer(v, 0, 86400),
+           "seconds between pings that are written; sooner pings answer 200 and write nothing"),
+    Option("auth-timeout", "30", lambda v: _integer(v, 1, 86400),
+           "seconds a signed Date header may differ from the server's clock"),
+    Option("height-limit", "200000", lambda v: _integer(v, 1),
+           "heights at or above this are refused with 413"),
+    Option("shard-size", "134217728", lambda v: _integer(v, 1), "bytes per unit of height"),
+    Option("summary-interval", "5", lambda v: _number(v, 0.1, 3600),
+           "seconds between rebuilds of the online list and totals"),
+    Option("history-interval", "300", lambda v: _number(v, 1),
+           "seconds between rows appended to the totals history"),
+    Option("uptime-days", "30", lambda v: _integer(v, 1, 3650),
+           "days of uptime that are reported and kept"),
+    Option("trusted-proxies", "", _proxies,
+           "peers (IPs/networks) whose X-Forwarded-For is believed"),
+    Option("pool-size", "4", lambda v: _integer(v, 1, 100), "PostgreSQL connections"),
+    Option("access-log", "", _text, "file for the HTTP access log (empty = none)"),
+    Option("skip-authentication", False, _flag,
+           "accept requests without signatures (testing only; warns on every start)", flag=True),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated settings. Build with from_mapping(); defaults live in OPTIONS."""
+
+    listen: str = "tcp:5000"
+    database: str = ""
+    data_dir: str = field(default_factory=default_data_dir)
+    address: str = DEFAULT_ADDRESS
+    online_time: int = 15
+    max_ping: int = 60
+    auth_timeout: int = 30
+    height_limit: int = 200000
+    shard_size: int = 134217728
+    summary_interval: float = 5.0
+    history_interval: float = 300.0
+    uptime_days: int = 30
+    trusted_proxies: tuple = ()
+    pool_size: int = 4
+    access_log: str = ""
+    skip_authentication: bool = False
+
+    @property
+    def online_seconds(self):
+        """The online window in seconds."""
+        return self.online_time * 60
+
+    @classmethod
+    def from_mapping(cls, values, environ=None):
+        """Parse raw values (flag wins, then DATASERV_* from environ, then default)."""
+        if environ is None:
+            environ = os.environ
+        parsed = {}
+        for option in OPTIONS:
+            raw = values.get(option.name)
+            if raw is None or (option.flag and raw is False):
+                raw = environ.get(option.environment)
+            if raw is None:
+                if option.default is None:
+                    continue
+                raw = option.default
+            try:
+                parsed[option.attribute] = option.parse(raw)
+            except ConfigError as e:
+                source = "--" + option.name
+                if values.get(option.name) is None and option.environment in environ:
+                    source = option.environment
+                raise ConfigError("%s %s" % (source, e))
+        if not parsed.get("data_dir"):
+            parsed.pop("data_dir", None)
+        return cls(**parsed)

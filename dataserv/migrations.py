@@ -1,0 +1,59 @@
+"""Numbered .sql files in dataserv/schema/, applied in order inside one transaction.
+
+An advisory lock makes a second daemon starting on the same database wait for the
+first one's migration instead of racing it.
+"""
+
+import os
+import re
+
+from twisted.internet import defer
+
+SCHEMA_DIR = os.path.join(os.path.dirname(__file__), "schema")
+# Any constant works; it only has to be the same for every dataserv process.
+LOCK_KEY = 0x64617461  # "data"
+_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+
+
+class SchemaTooNew(Exception):
+    """The database was migrated by a newer dataserv than this one."""
+
+
+def load(directory=None):
+    """[(version, name, sql)] from a schema directory, in version order."""
+    directory = directory or SCHEMA_DIR
+    found = []
+    for name in sorted(os.listdir(directory)):
+        match = _NAME.match(name)
+        if match:
+            with open(os.path.join(directory, name), encoding="utf-8") as f:
+                found.append((int(match.group(1)), name, f.read()))
+    versions = [v for v, _, _ in found]
+    if versions != list(range(1, len(versions) + 1)):
+        raise ValueError("schema files must be numbered 0001, 0002, ... without gaps: %r"
+                         % ([n for _, n, _ in found],))
+    return found
+
+
+@defer.inlineCallbacks
+def apply_all(cursor, steps):
+    """Bring the schema up to date; returns the version it ends at. Runs in one transaction."""
+    yield cursor.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
+    yield cursor.execute(
+        "CREATE TABLE IF NOT EXISTS schema_version ("
+        " version integer PRIMARY KEY,"
+        " name text NOT NULL,"
+        " applied_at timestamptz NOT NULL DEFAULT now())")
+    yield cursor.execute("SELECT coalesce(max(version), 0) FROM schema_version")
+    current = cursor.fetchall()[0][0]
+    newest = steps[-1][0] if steps else 0
+    if current > newest:
+        raise SchemaTooNew(
+            "the database is at schema version %d but this dataserv only knows up to %d; "
+            "it was used by a newer dataserv: upgrade this one" % (current, newest))
+    for version, name, sql in steps:
+        if version > current:
+            yield cursor.execute(sql)
+            yield cursor.execute(
+                "INSERT INTO schema_version (version, name) VALUES (%s, %s)", (version, name))
+    return max(current, newest)

@@ -1,0 +1,85 @@
+-- Times are Unix seconds (double precision): the daemon's injected clock decides
+-- "now", never the database's, so tests with a Clock and several daemons agree.
+
+CREATE TABLE farmers (
+    id                 bigserial PRIMARY KEY,          -- registration order
+    btc_addr           text NOT NULL UNIQUE,
+    payout_addr        text NOT NULL,
+    height             bigint NOT NULL DEFAULT 0,
+    reg_time           double precision NOT NULL,
+    last_seen          double precision NOT NULL,
+    last_ip            text,                            -- never published
+    bandwidth_upload   double precision NOT NULL DEFAULT 0,
+    bandwidth_download double precision NOT NULL DEFAULT 0
+);
+
+-- "online since T" is a range scan on this index.
+CREATE INDEX farmers_last_seen ON farmers (last_seen);
+
+-- Online seconds per farmer per UTC day; uptime is their sum over a window.
+CREATE TABLE uptime_days (
+    farmer_id      bigint NOT NULL REFERENCES farmers (id) ON DELETE CASCADE,
+    day            date NOT NULL,
+    online_seconds double precision NOT NULL,
+    PRIMARY KEY (farmer_id, day)
+);
+CREATE INDEX uptime_days_day ON uptime_days (day);
+
+-- The primary key is what makes a second audit of one block by one farmer fail,
+-- however the two requests race.
+CREATE TABLE audits (
+    farmer_id    bigint NOT NULL REFERENCES farmers (id) ON DELETE CASCADE,
+    block        bigint NOT NULL,
+    response     text NOT NULL,
+    submitted_at double precision NOT NULL,
+    PRIMARY KEY (farmer_id, block)
+);
+
+CREATE TABLE totals_history (
+    at             double precision PRIMARY KEY,
+    online_farmers integer NOT NULL,
+    total_tb       double precision NOT NULL,
+    total_height   bigint NOT NULL
+);
+
+-- Record contacts (pings, heights, bandwidth, audits) for many farmers in one
+-- statement, so concurrent pings share one commit. A contact moves last_seen when
+-- it comes at least p_min_gap after the previous one (the ping throttle; pass
+-- '-Infinity' for contacts that are never throttled), and credits the farmer with
+-- the time since the previous contact, at most p_window, split across UTC days.
+-- Returns one row per known farmer: whether its contact was written.
+CREATE FUNCTION record_contacts(p_addrs text[], p_ats double precision[],
+                                p_min_gap double precision, p_window double precision)
+RETURNS TABLE (btc_addr text, written boolean)
+LANGUAGE sql AS $$
+    WITH input AS (
+        SELECT u.addr, max(u.at) AS at FROM unnest(p_addrs, p_ats) AS u(addr, at)
+        GROUP BY u.addr
+    ), target AS (
+        SELECT f.id, f.btc_addr, f.last_seen AS previous, i.at
+        FROM farmers f JOIN input i ON f.btc_addr = i.addr
+        FOR UPDATE OF f
+    ), moved AS (
+        UPDATE farmers f SET last_seen = greatest(t.previous, t.at)
+        FROM target t
+        WHERE f.id = t.id AND t.at >= t.previous + p_min_gap
+        RETURNING f.id, t.at,
+                  greatest(0, least(t.at - t.previous, p_window)) AS covered
+    ), pieces AS (
+        SELECT m.id, g.day::date AS day,
+               least(m.at, extract(epoch FROM g.day + interval '1 day'))
+               - greatest(m.at - m.covered, extract(epoch FROM g.day)) AS seconds
+        FROM moved m,
+             LATERAL generate_series(
+                 date_trunc('day', to_timestamp(m.at - m.covered) AT TIME ZONE 'UTC'),
+                 date_trunc('day', to_timestamp(m.at) AT TIME ZONE 'UTC'),
+                 interval '1 day') AS g(day)
+        WHERE m.covered > 0
+    ), credited AS (
+        INSERT INTO uptime_days AS u (farmer_id, day, online_seconds)
+        SELECT id, day, seconds FROM pieces WHERE seconds > 0
+        ON CONFLICT (farmer_id, day)
+        DO UPDATE SET online_seconds = u.online_seconds + excluded.online_seconds
+    )
+    SELECT t.btc_addr, m.id IS NOT NULL FROM target t LEFT JOIN moved m ON m.id = t.id
+$$;
