@@ -189,14 +189,18 @@ class Cluster:
         with open(os.path.join(self.pgdata, "postgresql.auto.conf"), "a") as f:
             f.write("# written by dataserv\n" + "\n".join(settings) + "\n")
 
+    def prepare(self):
+        """Find binaries and create/check directories; raises ClusterError saying why not."""
+        if self.bindir is None:
+            self.bindir = find_bindir()
+        self._prepare_directories()
+
     def start(self):
         """Initialise if needed and start the server (or adopt one already running).
 
         Blocking; returns the libpq DSN to connect with.
         """
-        if self.bindir is None:
-            self.bindir = find_bindir()
-        self._prepare_directories()
+        self.prepare()
         if not self.is_initialised():
             self.initialise()
         if self.is_running():

@@ -47,20 +47,23 @@ CREATE TABLE totals_history (
 -- it comes at least p_min_gap after the previous one (the ping throttle; pass
 -- '-Infinity' for contacts that are never throttled), and credits the farmer with
 -- the time since the previous contact, at most p_window, split across UTC days.
--- Returns one row per known farmer: whether its contact was written.
-CREATE FUNCTION record_contacts(p_addrs text[], p_ats double precision[],
+-- Returns one row per known farmer: whether its contact was written. The last IP
+-- is kept with each written contact.
+CREATE FUNCTION record_contacts(p_addrs text[], p_ats double precision[], p_ips text[],
                                 p_min_gap double precision, p_window double precision)
 RETURNS TABLE (btc_addr text, written boolean)
 LANGUAGE sql AS $$
     WITH input AS (
-        SELECT u.addr, max(u.at) AS at FROM unnest(p_addrs, p_ats) AS u(addr, at)
+        SELECT u.addr, max(u.at) AS at, max(u.ip) AS ip
+        FROM unnest(p_addrs, p_ats, p_ips) AS u(addr, at, ip)
         GROUP BY u.addr
     ), target AS (
-        SELECT f.id, f.btc_addr, f.last_seen AS previous, i.at
+        SELECT f.id, f.btc_addr, f.last_seen AS previous, i.at, i.ip
         FROM farmers f JOIN input i ON f.btc_addr = i.addr
         FOR UPDATE OF f
     ), moved AS (
-        UPDATE farmers f SET last_seen = greatest(t.previous, t.at)
+        UPDATE farmers f SET last_seen = greatest(t.previous, t.at),
+                             last_ip = coalesce(t.ip, f.last_ip)
         FROM target t
         WHERE f.id = t.id AND t.at >= t.previous + p_min_gap
         RETURNING f.id, t.at,

@@ -1,0 +1,220 @@
+"""The HTTP API: a Klein app as a class, with one table from rejections to responses."""
+
+import ipaddress
+import json
+
+from klein import Klein
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from dataserv import farmers as rules
+from dataserv import render
+from dataserv.database import DatabaseUnavailable
+
+TEXT = b"text/html; charset=utf-8"  # what 2.2.x (Flask) sent for its plain answers
+JSON = b"application/json"
+RETRY_AFTER = b"5"
+
+# (route, rejection) -> (status, body). Bodies are the contract's, byte for byte.
+_REGISTER = "Registration Failed: Invalid Bitcoin address."
+ERRORS = {
+    ("register", rules.InvalidFarmerId): (400, _REGISTER),
+    ("register", rules.Unauthenticated): (401, "Registration Failed: Invalid authentication headers."),
+    ("register", rules.InvalidPayout): (400, _REGISTER),
+    ("register", rules.AlreadyRegistered): (409, "Registration Failed: Address already is registered."),
+    ("ping", rules.InvalidFarmerId): (400, "Ping Failed: Invalid Bitcoin address."),
+    ("ping", rules.Unauthenticated): (401, "Ping Failed: Invalid authentication headers."),
+    ("ping", rules.FarmerNotFound): (404, "Ping Failed: Farmer not found."),
+    ("height", rules.InvalidHeight): (400, "Invalid height."),
+    ("height", rules.InvalidFarmerId): (400, "Invalid Bitcoin address."),
+    ("height", rules.Unauthenticated): (401, "Set height failed: Invalid authentication headers."),
+    ("height", rules.HeightLimitExceeded): (413, "Height limit exceeded."),
+    ("height", rules.FarmerNotFound): (404, "Farmer not found."),
+    ("bandwidth", rules.InvalidFarmerId): (400, "Invalid nodeid."),
+    ("bandwidth", rules.InvalidBandwidth): (400, "Invalid bandwidth."),
+    ("bandwidth", rules.Unauthenticated): (401, "Set bandwidth failed: Invalid authentication headers."),
+    ("bandwidth", rules.FarmerNotFound): (404, "Farmer not found."),
+    ("audit", rules.InvalidFarmerId): (400, "Invalid nodeid."),
+    ("audit", rules.InvalidBlock): (400, "Invalid block."),
+    ("audit", rules.InvalidResponse): (400, "Invalid response."),
+    ("audit", rules.Unauthenticated): (401, "Audit failed: Invalid authentication headers."),
+    ("audit", rules.FarmerNotFound): (404, "Farmer not found."),
+    ("audit", rules.DuplicateAudit): (409, "Duplicate audit: Block {block}"),
+    ("farmer", rules.InvalidFarmerId): (400, "Invalid nodeid."),
+    ("farmer", rules.FarmerNotFound): (404, "Farmer not found."),
+}
+UNAVAILABLE = (503, "Service unavailable: the database cannot be reached. Try again later.")
+NOT_SUMMARISED = (503, "Service unavailable: the online list is being built. Try again shortly.")
+MAX_HISTORY_POINTS = 1000
+
+
+def _header(request, name):
+    return request.requestHeaders.getRawHeaders(name, [None])[0]
+
+
+class API:
+    """Routes as methods; collaborators come in through the constructor."""
+
+    app = Klein()
+    log = Logger()
+
+    def __init__(self, farmers, summariser, database, settings, clock, metrics=None):
+        self.farmers = farmers
+        self.summariser = summariser
+        self.database = database
+        self.settings = settings
+        self.clock = clock
+        self.metrics = metrics
+        self._trusted = settings.trusted_proxies
+
+    def resource(self):
+        """The twisted.web resource for this API."""
+        return self.app.resource()
+
+    # -- helpers -------------------------------------------------------------
+
+    def client_ip(self, request):
+        """The client's IP: the peer, or X-Forwarded-For's last hop when the peer is a
+        trusted proxy."""
+        peer = getattr(request.getClientAddress(), "host", None)
+        if peer and self._trusted:
+            forwarded = _header(request, b"X-Forwarded-For")
+            try:
+                peer_ip = ipaddress.ip_address(peer)
+            except ValueError:
+                return peer
+            if forwarded and any(peer_ip in net for net in self._trusted):
+                hops = [h.strip() for h in forwarded.decode("latin-1").split(",") if h.strip()]
+                # Walk back from our proxy: the first hop that is not trusted is the client.
+                for hop in reversed(hops):
+                    try:
+                        hop_ip = ipaddress.ip_address(hop)
+                    except ValueError:
+                        break
+                    peer = hop
+                    if not any(hop_ip in net for net in self._trusted):
+                        break
+        return peer
+
+    def _rules_request(self, request, now):
+        return rules.Request(
+            date=_header(request, b"Date"),
+            authorization=_header(request, b"Authorization"),
+            now=now,
+            ip=self.client_ip(request),
+        )
+
+    def _text(self, request, status, body, content_type=TEXT):
+        request.setResponseCode(status)
+        request.setHeader(b"Content-Type", content_type)
+        return body.encode("utf-8") if isinstance(body, str) else body
+
+    def _answer(self, route, request, d, success):
+        """Attach the success renderer and the one error table to a rules Deferred."""
+
+        def ok(result):
+            return success(result)
+
+        def failed(failure):
+            error = failure.value
+            if isinstance(error, DatabaseUnavailable):
+                request.setHeader(b"Retry-After", RETRY_AFTER)
+                return self._text(request, *UNAVAILABLE)
+            for kind in type(error).__mro__:
+                entry = ERRORS.get((route, kind))
+                if entry is not None:
+                    status, body = entry
+                    if isinstance(error, rules.Unauthenticated) and error.skew is not None:
+                        request.setHeader(b"X-Clock-Skew", str(int(error.skew)).encode())
+                    if isinstance(error, rules.DuplicateAudit):
+                        body = body.format(block=error.block)
+                    return self._text(request, status, body)
+            return failure
+
+        return d.addCallbacks(ok, failed)
+
+    # -- legacy routes -------------------------------------------------------
+
+    @app.route("/api/address", methods=["GET"])
+    def address(self, request):
+        """The server's own address, for clients to sign for."""
+        return self._text(request, 200, render.json_bytes({"address": self.settings.address}), JSON)
+
+    @app.route("/api/register/<farmer_id>", methods=["GET"])
+    @app.route("/api/register/<farmer_id>/<payout>", methods=["GET"])
+    def register(self, request, farmer_id, payout=None):
+        """Register a farmer, optionally with a payout address."""
+        now = self.clock.seconds()
+        d = defer.maybeDeferred(
+            self.farmers.register, farmer_id, payout, self._rules_request(request, now))
+        return self._answer("register", request, d, lambda record: self._text(
+            request, 200, render.json_bytes(render.farmer_dict(record, now, 100.0)), JSON))
+
+    @app.route("/api/ping/<farmer_id>", methods=["GET"])
+    def ping(self, request, farmer_id):
+        """Keep-alive."""
+        now = self.clock.seconds()
+        d = defer.maybeDeferred(self.farmers.ping, farmer_id, self._rules_request(request, now))
+        return self._answer("ping", request, d, lambda _: self._text(request, 200, "Ping accepted."))
+
+    @app.route("/api/height/<farmer_id>/<height>", methods=["GET"])
+    def height(self, request, farmer_id, height):
+        """Advertise storage generated."""
+        now = self.clock.seconds()
+        d = defer.maybeDeferred(
+            self.farmers.set_height, farmer_id, height, self._rules_request(request, now))
+        return self._answer("height", request, d,
+                            lambda _: self._text(request, 200, "Height accepted."))
+
+    @app.route("/api/online", methods=["GET"])
+    def online(self, request):
+        """Online farmers as 2.2.x's HTML fragment."""
+        snap = self.summariser.snapshot
+        if snap is None:
+            return self._not_summarised(request)
+        return self._text(request, 200, snap.online_html)
+
+    @app.route("/api/online/json", methods=["GET"])
+    def online_json(self, request):
+        """Online farmers as JSON (gzip when the client accepts it)."""
+        snap = self.summariser.snapshot
+        if snap is None:
+            return self._not_summarised(request)
+        request.setHeader(b"Access-Control-Allow-Origin", b"*")
+        request.setHeader(b"Vary", b"Accept-Encoding")
+        accept = _header(request, b"Accept-Encoding") or b""
+        if b"gzip" in accept.lower():
+            request.setHeader(b"Content-Encoding", b"gzip")
+            return self._text(request, 200, snap.online_json_gzip, JSON)
+        return self._text(request, 200, snap.online_json, JSON)
+
+    @app.route("/api/total", methods=["GET"])
+    def total(self, request):
+        """Online count and terabytes managed."""
+        snap = self.summariser.snapshot
+        if snap is None:
+            return self._not_summarised(request)
+        request.setHeader(b"Access-Control-Allow-Origin", b"*")
+        return self._text(request, 200, snap.total_json, JSON)
+
+    def _not_summarised(self, request):
+        request.setHeader(b"Retry-After", RETRY_AFTER)
+        return self._text(request, *NOT_SUMMARISED)
+
+    # -- operations ----------------------------------------------------------
+
+    @app.route("/health", methods=["GET"])
+    def health(self, request):
+        """200 when the database is ready, 503 with the reason when not."""
+        ok, details = self.database.status()
+        snap = self.summariser.snapshot
+        details = dict(details)
+        details["summary"] = {
+            "passes": self.summariser.passes,
+            "age_seconds": None if snap is None else round(self.clock.seconds() - snap.built_at, 3),
+            "online_farmers": None if snap is None else snap.online_farmers,
+        }
+        if not ok:
+            request.setHeader(b"Retry-After", RETRY_AFTER)
+        return self._text(request, 200 if ok else 503,
+                          json.dumps(details, sort_keys=True).encode(), JSON)

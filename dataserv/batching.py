@@ -1,0 +1,59 @@
+"""Group commit: requests that arrive while a write is in flight share the next one."""
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+
+class GroupCommit:
+    """Collect items and write them with ``flush(items)`` one batch at a time.
+
+    The first item after an idle spell is written at once; items that arrive while a
+    batch is being written wait and go together in the next batch, which starts as
+    soon as the previous one returns (no fixed window). Each caller's Deferred fires
+    with ``flush``'s result only after the batch holding its item has finished, so
+    an answer given to a client always follows the commit.
+    """
+
+    log = Logger()
+
+    def __init__(self, flush, max_batch=5000):
+        self._flush = flush
+        self._max_batch = max_batch
+        self._waiting = []
+        self._busy = False
+        self.batches = 0
+        self.items = 0
+
+    def submit(self, item):
+        """Queue one item; the Deferred fires with the result of the batch it went in.
+
+        Cancelling the Deferred does not take the item out of its batch.
+        """
+        d = defer.Deferred()
+        self._waiting.append((item, d))
+        if not self._busy:
+            self._next()
+        return d
+
+    def _next(self):
+        if not self._waiting:
+            self._busy = False
+            return
+        self._busy = True
+        batch = self._waiting[:self._max_batch]
+        del self._waiting[:self._max_batch]
+        self.batches += 1
+        self.items += len(batch)
+        result = defer.maybeDeferred(self._flush, [item for item, _ in batch])
+        result.addBoth(self._deliver, batch)
+
+    def _deliver(self, result, batch):
+        for _, d in batch:
+            if not d.called:
+                if isinstance(result, defer.Failure):
+                    d.errback(result)
+                else:
+                    d.callback(result)
+        if isinstance(result, defer.Failure):
+            result = None  # every caller has it; not an unhandled error here
+        self._next()

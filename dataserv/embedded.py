@@ -1,0 +1,65 @@
+"""The embedded PostgreSQL as a service: started with the daemon, stopped with it."""
+
+from twisted.application import service
+from twisted.internet import defer, threads
+from twisted.logger import Logger
+
+from dataserv.pgcluster import Cluster
+
+
+class EmbeddedPostgres(service.Service):
+    """Runs a :class:`~dataserv.pgcluster.Cluster`; blocking steps run in a thread."""
+
+    log = Logger()
+    name = "embedded-postgres"
+
+    def __init__(self, reactor, cluster):
+        self.reactor = reactor
+        self.cluster = cluster
+        self._started = None
+        self._waiters = []
+
+    @classmethod
+    def checked(cls, reactor, data_dir):
+        """Build one after checking, synchronously, that the cluster can be set up
+        (binaries found, data dir reachable); raises ClusterError saying why not."""
+        cluster = Cluster(data_dir)
+        cluster.prepare()
+        return cls(reactor, cluster)
+
+    def _in_thread(self, f):
+        return threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), f)
+
+    def startService(self):  # noqa: N802
+        super().startService()
+        self.log.info("starting embedded PostgreSQL in {pgdata}", pgdata=self.cluster.pgdata)
+        self._started = self._in_thread(self.cluster.start)
+        self._started.addCallbacks(self._up, self._failed)
+
+    def _up(self, dsn):
+        self.log.info("embedded PostgreSQL is up ({dsn})", dsn=dsn)
+        waiters, self._waiters = self._waiters, []
+        for d in waiters:
+            d.callback(dsn)
+        return dsn
+
+    def _failed(self, failure):
+        self.log.critical("embedded PostgreSQL did not start: {error}", error=failure.value)
+        waiters, self._waiters = self._waiters, []
+        for d in waiters:
+            d.errback(failure)
+        return None
+
+    def dsn(self):
+        """A Deferred of the DSN once the cluster runs."""
+        d = defer.Deferred()
+        if self._started is not None and self._started.called and self.cluster.socket_dir:
+            d.callback(self.cluster.dsn())
+        else:
+            self._waiters.append(d)
+        return d
+
+    def stopService(self):  # noqa: N802
+        super().stopService()
+        self.log.info("stopping embedded PostgreSQL")
+        return self._in_thread(self.cluster.stop)

@@ -1,0 +1,211 @@
+"""The rules for farmers: what each call checks, in which order, and what it records.
+
+No SQL and no HTTP here: :class:`Farmers` gets a store, a signature verifier and the
+settings, and each method gets the raw route values, the request's headers, "now"
+(read once at request entry) and the client's IP. Rejections are exceptions from
+this module; the API layer maps them to status codes and texts.
+"""
+
+import re
+from dataclasses import dataclass
+
+from twisted.internet import defer
+
+from dataserv import addresses
+from dataserv.auth import AuthenticationFailed
+from dataserv.batching import GroupCommit
+from dataserv.store import FarmerRecord  # noqa: F401 (re-exported for callers' types)
+
+
+class Rejected(Exception):
+    """A request the rules refuse."""
+
+
+class InvalidFarmerId(Rejected):
+    """The <id> is neither a P2PKH address nor a nodeid."""
+
+
+class InvalidPayout(Rejected):
+    """The payout address is not a P2PKH or P2SH address."""
+
+
+class Unauthenticated(Rejected):
+    """Missing, malformed or wrong signature headers, or a Date outside the window."""
+
+    def __init__(self, skew=None):
+        super().__init__(skew)
+        self.skew = skew
+
+
+class AlreadyRegistered(Rejected):
+    """The address is registered already."""
+
+
+class FarmerNotFound(Rejected):
+    """No farmer has that address."""
+
+
+class InvalidHeight(Rejected):
+    """The height is not a non-negative whole number."""
+
+
+class HeightLimitExceeded(Rejected):
+    """The height is at or above the configured limit."""
+
+
+class InvalidBandwidth(Rejected):
+    """Upload/download are not non-negative numbers."""
+
+
+class InvalidBlock(Rejected):
+    """The audited block height is not a non-negative whole number."""
+
+
+class InvalidResponse(Rejected):
+    """The audit response is not 64 hex digits."""
+
+
+class DuplicateAudit(Rejected):
+    """The farmer has already submitted an audit for this block."""
+
+    def __init__(self, block):
+        super().__init__(block)
+        self.block = block
+
+
+_WHOLE = re.compile(r"^[0-9]{1,18}$")
+_NUMBER = re.compile(r"^[0-9]{1,18}(\.[0-9]{1,18})?$")
+_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+
+
+def parse_whole(text, error):
+    """A non-negative int from route text, or raise error()."""
+    if not _WHOLE.match(text):
+        raise error()
+    return int(text)
+
+
+def parse_amount(text):
+    """A non-negative finite float from route text, or raise InvalidBandwidth."""
+    if not _NUMBER.match(text):
+        raise InvalidBandwidth()
+    return float(text)
+
+
+@dataclass(frozen=True)
+class Request:
+    """What the rules need from an HTTP request."""
+
+    date: object           # the Date header as sent (bytes/str) or None
+    authorization: object  # the Authorization header or None
+    now: float             # Unix seconds, read once at request entry
+    ip: str = None         # the client's IP (never published)
+
+
+class Farmers:
+    """Register, ping, height, bandwidth and audits, each in the contract's check order."""
+
+    def __init__(self, store, verifier, settings):
+        self.store = store
+        self.verifier = verifier
+        self.settings = settings
+        self.pings = GroupCommit(self._write_pings)
+
+    # -- shared checks --------------------------------------------------------
+
+    def _farmer_id(self, text):
+        try:
+            return addresses.parse_farmer_id(text)
+        except addresses.InvalidAddress:
+            raise InvalidFarmerId()
+
+    def _authenticate(self, address, request):
+        if self.settings.skip_authentication:
+            return
+        try:
+            self.verifier.verify(address, request.date, request.authorization, request.now)
+        except AuthenticationFailed as e:
+            raise Unauthenticated(getattr(e, "skew", None))
+
+    # -- the calls ------------------------------------------------------------
+
+    @defer.inlineCallbacks
+    def register(self, farmer_id, payout, request):
+        """Register a farmer (payout defaults to its own address); returns its record."""
+        address = self._farmer_id(farmer_id)
+        self._authenticate(address, request)
+        if payout is None:
+            payout = address
+        else:
+            try:
+                payout = addresses.parse_payout_address(payout)
+            except addresses.InvalidAddress:
+                raise InvalidPayout()
+        record = yield self.store.register(address, payout, request.now, request.ip)
+        if record is None:
+            raise AlreadyRegistered()
+        return record
+
+    @defer.inlineCallbacks
+    def ping(self, farmer_id, request):
+        """Keep-alive; one sooner than --max-ping after the last contact writes nothing."""
+        address = self._farmer_id(farmer_id)
+        self._authenticate(address, request)
+        known = yield self.pings.submit((address, request.now, request.ip))
+        if address not in known:
+            raise FarmerNotFound()
+
+    def _write_pings(self, contacts):
+        return self.store.record_contacts(
+            contacts, self.settings.max_ping, self.settings.online_seconds)
+
+    @defer.inlineCallbacks
+    def set_height(self, farmer_id, height_text, request):
+        """Advertise generated storage; always a contact, never throttled."""
+        # 2.2.x matched the height in the route itself, so its syntax comes first.
+        height = parse_whole(height_text, InvalidHeight)
+        address = self._farmer_id(farmer_id)
+        self._authenticate(address, request)
+        if height >= self.settings.height_limit:
+            raise HeightLimitExceeded()
+        found = yield self.store.set_height(
+            address, height, request.now, request.ip, self.settings.online_seconds)
+        if not found:
+            raise FarmerNotFound()
+
+    @defer.inlineCallbacks
+    def set_bandwidth(self, farmer_id, upload_text, download_text, request):
+        """Report upload/download bandwidth; a contact."""
+        address = self._farmer_id(farmer_id)
+        upload, download = parse_amount(upload_text), parse_amount(download_text)
+        self._authenticate(address, request)
+        found = yield self.store.set_bandwidth(
+            address, upload, download, request.now, request.ip, self.settings.online_seconds)
+        if not found:
+            raise FarmerNotFound()
+
+    @defer.inlineCallbacks
+    def audit(self, farmer_id, block_text, response, request):
+        """Store the farmer's audit response for a block; a contact."""
+        address = self._farmer_id(farmer_id)
+        block = parse_whole(block_text, InvalidBlock)
+        if not _SHA256.match(response):
+            raise InvalidResponse()
+        self._authenticate(address, request)
+        outcome = yield self.store.add_audit(
+            address, block, response.lower(), request.now, request.ip,
+            self.settings.online_seconds)
+        if outcome == "unknown":
+            raise FarmerNotFound()
+        if outcome == "duplicate":
+            raise DuplicateAudit(block)
+
+    @defer.inlineCallbacks
+    def status(self, farmer_id, now):
+        """(record, audits count, last audited block, online seconds) for self-service."""
+        address = self._farmer_id(farmer_id)
+        record = yield self.store.farmer(address)
+        if record is None:
+            raise FarmerNotFound()
+        count, last_block = yield self.store.audit_summary(record.id)
+        return record, count, last_block

@@ -1,0 +1,86 @@
+"""Bodies of the public routes, as 2.2.x wrote them, plus the fields beyond it."""
+
+import datetime
+import json
+
+from dataserv.addresses import address_to_nodeid
+
+DAY = 86400
+
+
+def uptime_window_start(reg_time, now, days):
+    """Start of the uptime window: the first UTC day counted, or registration if later."""
+    first_day = first_uptime_day(now, days)
+    day_start = (first_day - datetime.date(1970, 1, 1)).days * DAY
+    return max(reg_time, day_start)
+
+
+def first_uptime_day(now, days):
+    """The oldest UTC day (a date) inside a ``days``-day uptime window ending at now."""
+    today = datetime.datetime.fromtimestamp(now, datetime.timezone.utc).date()
+    return today - datetime.timedelta(days=days - 1)
+
+
+def uptime_percent(recorded_seconds, record, now, online_window, days):
+    """Percent of the window the farmer was online, 3 decimals.
+
+    ``recorded_seconds`` are the seconds credited by written contacts; the time since
+    the last contact counts too, up to the online window, since the farmer is online
+    until that runs out.
+    """
+    start = uptime_window_start(record.reg_time, now, days)
+    elapsed = now - start
+    if elapsed <= 0:
+        return 100.0
+    current = min(max(0.0, now - record.last_seen), online_window)
+    return round(min(100.0, 100.0 * (recorded_seconds + current) / elapsed), 3)
+
+
+def farmer_dict(record, now, uptime):
+    """The farmer JSON object: 2.2.x's four fields first, then ours."""
+    return {
+        "btc_addr": record.btc_addr,
+        "payout_addr": record.payout_addr,
+        "height": record.height,
+        "last_seen": max(0, int(now - record.last_seen)),
+        "nodeid": address_to_nodeid(record.btc_addr),
+        "reg_time": int(record.reg_time),
+        "uptime": uptime,
+        "bandwidth_upload": record.bandwidth_upload,
+        "bandwidth_download": record.bandwidth_download,
+    }
+
+
+def last_seen_text(seconds):
+    """2.2.x's wording: seconds under a minute, then minutes, then hours."""
+    seconds = max(0, int(seconds))
+    if seconds < 60:
+        return "%d second(s)" % seconds
+    if seconds < 3600:
+        return "%d minute(s)" % (seconds // 60)
+    return "%d hour(s)" % (seconds // 3600)
+
+
+def online_html_entry(record, now):
+    """One farmer's entry on /api/online (entries are concatenated, no newline)."""
+    return "%s |  Last Seen: %s | Height: %d<br/>" % (
+        record.payout_addr, last_seen_text(now - record.last_seen), record.height)
+
+
+def total_tb(total_height, shard_size):
+    """Terabytes managed, as /api/total reports them: always a float, 2 decimals."""
+    return float(round(total_height * shard_size / 1024 ** 4, 2))
+
+
+def total_dict(now, online_farmers, total_height, shard_size):
+    """The /api/total object."""
+    return {
+        "id": int(now / 60 / 30),
+        "total_TB": total_tb(total_height, shard_size),
+        "total_farmers": online_farmers,
+    }
+
+
+def json_bytes(value):
+    """Compact UTF-8 JSON."""
+    return json.dumps(value, separators=(", ", ": ")).encode("utf-8")

@@ -1,0 +1,229 @@
+"""Every SQL statement dataserv runs, one method per use case, nothing else.
+
+Methods take plain values (the canonical address, "now" as Unix seconds) and return
+plain values or :class:`FarmerRecord`. Each one names its transaction; the names feed
+the per-statement timings in :attr:`FarmerStore.timings`.
+"""
+
+import math
+from collections import namedtuple
+
+from twisted.internet import defer
+
+FARMER_COLUMNS = ("id, btc_addr, payout_addr, height, reg_time, last_seen,"
+                  " bandwidth_upload, bandwidth_download")
+
+FarmerRecord = namedtuple("FarmerRecord", [
+    "id", "btc_addr", "payout_addr", "height", "reg_time", "last_seen",
+    "bandwidth_upload", "bandwidth_download"])
+
+HistoryRow = namedtuple("HistoryRow", ["at", "online_farmers", "total_tb", "total_height"])
+
+NEVER_THROTTLED = -math.inf
+
+
+class Timings:
+    """Count and total seconds per named transaction."""
+
+    def __init__(self, clock):
+        self.clock = clock
+        self.counts = {}
+        self.seconds = {}
+
+    def measure(self, name, d):
+        """Record how long the Deferred d takes under name."""
+        started = self.clock.seconds()
+
+        def done(result):
+            self.counts[name] = self.counts.get(name, 0) + 1
+            self.seconds[name] = self.seconds.get(name, 0.0) + self.clock.seconds() - started
+            return result
+
+        return d.addBoth(done)
+
+
+class FarmerStore:
+    """The farmers' tables in PostgreSQL, through a :class:`dataserv.database.Database`."""
+
+    def __init__(self, database, clock):
+        self.db = database
+        self.timings = Timings(clock)
+
+    def _query(self, name, sql, params=None):
+        return self.timings.measure(name, self.db.run_query(sql, params))
+
+    def _interaction(self, name, interaction, *args):
+        return self.timings.measure(name, self.db.run_interaction(interaction, *args))
+
+    # -- farmers ------------------------------------------------------------
+
+    @defer.inlineCallbacks
+    def register(self, address, payout, now, ip):
+        """Insert a farmer; returns its record, or None if the address is taken."""
+        rows = yield self._query(
+            "register",
+            "INSERT INTO farmers (btc_addr, payout_addr, reg_time, last_seen, last_ip)"
+            " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (btc_addr) DO NOTHING"
+            " RETURNING " + FARMER_COLUMNS,
+            (address, payout, now, now, ip))
+        return FarmerRecord(*rows[0]) if rows else None
+
+    @defer.inlineCallbacks
+    def farmer(self, address):
+        """The farmer's record, or None."""
+        rows = yield self._query(
+            "farmer", "SELECT " + FARMER_COLUMNS + " FROM farmers WHERE btc_addr = %s",
+            (address,))
+        return FarmerRecord(*rows[0]) if rows else None
+
+    @defer.inlineCallbacks
+    def record_contacts(self, contacts, min_gap, window):
+        """Record [(address, at, ip)] in one statement and one commit.
+
+        Returns {address: written} for the farmers that exist; a contact is written
+        when it comes ``min_gap`` or more after the previous one.
+        """
+        addresses, ats, ips = zip(*contacts) if contacts else ((), (), ())
+        rows = yield self._query(
+            "record_contacts",
+            "SELECT btc_addr, written FROM record_contacts(%s::text[], %s::float8[],"
+            " %s::text[], %s, %s)",
+            (list(addresses), list(ats), list(ips), min_gap, window))
+        return dict(rows)
+
+    def set_height(self, address, height, now, ip, window):
+        """Set the height and record a contact; returns whether the farmer exists."""
+        @defer.inlineCallbacks
+        def interaction(cursor):
+            yield cursor.execute(
+                "UPDATE farmers SET height = %s WHERE btc_addr = %s", (height, address))
+            if cursor.rowcount == 0:
+                return False
+            yield _contact(cursor, address, now, ip, window)
+            return True
+
+        return self._interaction("set_height", interaction)
+
+    def set_bandwidth(self, address, upload, download, now, ip, window):
+        """Set the bandwidth figures and record a contact; whether the farmer exists."""
+        @defer.inlineCallbacks
+        def interaction(cursor):
+            yield cursor.execute(
+                "UPDATE farmers SET bandwidth_upload = %s, bandwidth_download = %s"
+                " WHERE btc_addr = %s", (upload, download, address))
+            if cursor.rowcount == 0:
+                return False
+            yield _contact(cursor, address, now, ip, window)
+            return True
+
+        return self._interaction("set_bandwidth", interaction)
+
+    def add_audit(self, address, block, response, now, ip, window):
+        """Store an audit: "accepted", "duplicate" or "unknown" (no such farmer)."""
+        @defer.inlineCallbacks
+        def interaction(cursor):
+            yield cursor.execute(
+                "INSERT INTO audits (farmer_id, block, response, submitted_at)"
+                " SELECT id, %s, %s, %s FROM farmers WHERE btc_addr = %s"
+                " ON CONFLICT (farmer_id, block) DO NOTHING RETURNING farmer_id",
+                (block, response, now, address))
+            if cursor.rowcount == 0:
+                yield cursor.execute("SELECT 1 FROM farmers WHERE btc_addr = %s", (address,))
+                return "duplicate" if cursor.rowcount else "unknown"
+            yield _contact(cursor, address, now, ip, window)
+            return "accepted"
+
+        return self._interaction("add_audit", interaction)
+
+    @defer.inlineCallbacks
+    def audit_summary(self, farmer_id):
+        """(number of audits, highest audited block or None) for one farmer."""
+        rows = yield self._query(
+            "audit_summary",
+            "SELECT count(*), max(block) FROM audits WHERE farmer_id = %s", (farmer_id,))
+        return rows[0][0], rows[0][1]
+
+    # -- the summary's reads ------------------------------------------------
+
+    @defer.inlineCallbacks
+    def online_since(self, cutoff):
+        """Records of farmers seen at or after cutoff, by height desc then registration."""
+        rows = yield self._query(
+            "online_since",
+            "SELECT " + FARMER_COLUMNS + " FROM farmers WHERE last_seen >= %s"
+            " ORDER BY height DESC, id", (cutoff,))
+        return [FarmerRecord(*row) for row in rows]
+
+    @defer.inlineCallbacks
+    def online_seconds(self, first_day, seen_since=None, farmer_id=None):
+        """{farmer id: seconds credited since first_day}, for farmers seen since
+        ``seen_since`` or for one farmer."""
+        sql = ("SELECT u.farmer_id, sum(u.online_seconds) FROM uptime_days u"
+               " JOIN farmers f ON f.id = u.farmer_id WHERE u.day >= %s")
+        params = [first_day]
+        if seen_since is not None:
+            sql += " AND f.last_seen >= %s"
+            params.append(seen_since)
+        if farmer_id is not None:
+            sql += " AND u.farmer_id = %s"
+            params.append(farmer_id)
+        rows = yield self._query("online_seconds", sql + " GROUP BY u.farmer_id", params)
+        return dict(rows)
+
+    def prune_uptime(self, before_day):
+        """Drop uptime buckets older than before_day (a date)."""
+        return self._query(
+            "prune_uptime",
+            "WITH gone AS (DELETE FROM uptime_days WHERE day < %s RETURNING 1)"
+            " SELECT count(*) FROM gone", (before_day,))
+
+    # -- totals history -----------------------------------------------------
+
+    def append_history(self, at, online_farmers, total_tb, total_height, min_gap=0):
+        """Add one totals row unless one newer than ``at - min_gap`` exists (another
+        daemon on the same database may have written it)."""
+        return self._query(
+            "append_history",
+            "INSERT INTO totals_history (at, online_farmers, total_tb, total_height)"
+            " SELECT %s, %s, %s, %s WHERE NOT EXISTS"
+            " (SELECT 1 FROM totals_history WHERE at > %s)"
+            " ON CONFLICT (at) DO NOTHING RETURNING at",
+            (at, online_farmers, total_tb, total_height, at - min_gap))
+
+    @defer.inlineCallbacks
+    def last_history_time(self):
+        """When the newest totals row was written, or None."""
+        rows = yield self._query("last_history_time", "SELECT max(at) FROM totals_history")
+        return rows[0][0]
+
+    @defer.inlineCallbacks
+    def history(self, since, until, points):
+        """Totals rows in [since, until], averaged into at most ``points`` buckets."""
+        rows = yield self._query(
+            "history",
+            "WITH span AS (SELECT count(*) AS n FROM totals_history WHERE at BETWEEN %(s)s AND %(u)s),"
+            " numbered AS (SELECT *, (row_number() OVER (ORDER BY at) - 1) AS i"
+            "   FROM totals_history WHERE at BETWEEN %(s)s AND %(u)s)"
+            " SELECT max(at), round(avg(online_farmers))::int, avg(total_tb),"
+            "        round(avg(total_height))::bigint"
+            " FROM numbered, span"
+            " GROUP BY (i * %(p)s) / greatest(span.n, 1)"
+            " ORDER BY 1",
+            {"s": since, "u": until, "p": points})
+        return [HistoryRow(*row) for row in rows]
+
+    # -- maintenance --------------------------------------------------------
+
+    def truncate_all(self):
+        """Empty every table (tests and benchmarks only)."""
+        return self._query(
+            "truncate_all",
+            "TRUNCATE audits, uptime_days, totals_history, farmers RESTART IDENTITY CASCADE"
+            " ; SELECT 1")
+
+
+def _contact(cursor, address, now, ip, window):
+    return cursor.execute(
+        "SELECT written FROM record_contacts(%s::text[], %s::float8[], %s::text[], %s, %s)",
+        ([address], [now], [ip], NEVER_THROTTLED, window))
+

@@ -1,0 +1,52 @@
+"""`twistd dataserv`: the command-line options and makeService()."""
+
+from twisted.python import usage
+
+from dataserv.config import OPTIONS, ConfigError, Settings
+from dataserv.pgcluster import ClusterError
+
+
+def _help(option):
+    default = option.default
+    if option.name == "data-dir":
+        shown = ""  # the help text already says it
+    elif option.flag:
+        shown = ""
+    else:
+        shown = " [default: %s]" % (default if default != "" else "none",)
+    return "%s%s (env %s)" % (option.help, shown, option.environment)
+
+
+class Options(usage.Options):
+    """Every flag of the daemon; each also read from DATASERV_<NAME> (the flag wins)."""
+
+    synopsis = "[options]"
+    longdesc = ("Run the dataserv farmer registry. With no --database, a private "
+                "PostgreSQL cluster is started in --data-dir.")
+    optParameters = [[o.name, None, None, _help(o)] for o in OPTIONS if not o.flag]
+    optFlags = [[o.name, None, _help(o)] for o in OPTIONS if o.flag]
+
+    def __init__(self, environ=None):
+        super().__init__()
+        self.environ = environ
+        self.settings = None
+
+    def postOptions(self):  # noqa: N802 (Twisted's name)
+        """Validate everything now, before anything listens: one clear line and exit."""
+        try:
+            self.settings = Settings.from_mapping(
+                {o.name: self[o.name] for o in OPTIONS}, environ=self.environ)
+        except ConfigError as e:
+            raise SystemExit("dataserv: error: %s" % (e,))
+
+
+def makeService(options, reactor=None):  # noqa: N802 (twistd's name)
+    """The daemon's MultiService for validated options."""
+    if reactor is None:
+        from twisted.internet import reactor  # only entry points touch the global reactor
+    from dataserv.service import Dataserv
+
+    try:
+        return Dataserv(options.settings, reactor)
+    except ClusterError as e:
+        raise SystemExit("dataserv: error: %s" % (e,))

@@ -1,0 +1,3 @@
+from twisted.application.service import ServiceMaker
+
+dataserv = ServiceMaker("dataserv", "dataserv.tap", "dataserv farmer registry", "dataserv")
