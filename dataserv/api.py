@@ -48,6 +48,19 @@ NOT_SUMMARISED = (503, "Service unavailable: the online list is being built. Try
 MAX_HISTORY_POINTS = 1000
 
 
+def _query_number(request, name, default):
+    values = request.args.get(name)
+    if not values or values[0] == b"":
+        return default
+    try:
+        value = float(values[0])
+    except ValueError:
+        value = float("nan")
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError("Invalid %s: expected Unix seconds." % name.decode())
+    return value
+
+
 def _header(request, name):
     return request.requestHeaders.getRawHeaders(name, [None])[0]
 
@@ -148,7 +161,9 @@ class API:
         d = defer.maybeDeferred(
             self.farmers.register, farmer_id, payout, self._rules_request(request, now))
         return self._answer("register", request, d, lambda record: self._text(
-            request, 200, render.json_bytes(render.farmer_dict(record, now, 100.0)), JSON))
+            request, 200, render.json_bytes(render.farmer_dict(record, now, render.uptime_percent(
+                0.0, record, now, self.settings.online_seconds, self.settings.uptime_days))),
+            JSON))
 
     @app.route("/api/ping/<farmer_id>", methods=["GET"])
     def ping(self, request, farmer_id):
@@ -200,6 +215,69 @@ class API:
     def _not_summarised(self, request):
         request.setHeader(b"Retry-After", RETRY_AFTER)
         return self._text(request, *NOT_SUMMARISED)
+
+    # -- beyond the legacy API ----------------------------------------------
+
+    @app.route("/api/bandwidth/<farmer_id>/<upload>/<download>", methods=["GET"])
+    def bandwidth(self, request, farmer_id, upload, download):
+        """Report upload/download bandwidth."""
+        now = self.clock.seconds()
+        d = defer.maybeDeferred(self.farmers.set_bandwidth, farmer_id, upload, download,
+                                self._rules_request(request, now))
+        return self._answer("bandwidth", request, d,
+                            lambda _: self._text(request, 200, "Bandwidth accepted."))
+
+    @app.route("/api/audit/<farmer_id>/<block>/<response>", methods=["GET"])
+    def audit(self, request, farmer_id, block, response):
+        """Submit an audit response (a SHA-256) for a block."""
+        now = self.clock.seconds()
+        d = defer.maybeDeferred(self.farmers.audit, farmer_id, block, response,
+                                self._rules_request(request, now))
+        return self._answer("audit", request, d,
+                            lambda _: self._text(request, 200, "Audit accepted."))
+
+    @app.route("/api/farmer/<farmer_id>", methods=["GET"])
+    def farmer(self, request, farmer_id):
+        """Self-service status: the farmer JSON plus online state and audits."""
+        now = self.clock.seconds()
+        d = defer.maybeDeferred(self.farmers.status, farmer_id, now)
+
+        def found(status):
+            body = render.farmer_dict(status.record, now, status.uptime)
+            online_until = status.record.last_seen + self.settings.online_seconds
+            body.update({
+                "online": now < online_until,
+                "online_until": int(online_until),
+                "audits": status.audits,
+                "last_audit_block": status.last_audit_block,
+            })
+            request.setHeader(b"Access-Control-Allow-Origin", b"*")
+            return self._text(request, 200, render.json_bytes(body), JSON)
+
+        return self._answer("farmer", request, d, found)
+
+    @app.route("/api/total/history", methods=["GET"])
+    def total_history(self, request):
+        """Totals over time: ?since=&until= (Unix seconds), at most 1000 points."""
+        now = self.clock.seconds()
+        try:
+            since = _query_number(request, b"since", now - 7 * 86400)
+            until = _query_number(request, b"until", now)
+        except ValueError as e:
+            return self._text(request, 400, str(e))
+        if since > until:
+            return self._text(request, 400, "Invalid range: since is after until.")
+        d = self.farmers.store.history(since, until, MAX_HISTORY_POINTS)
+
+        def rows(history):
+            request.setHeader(b"Access-Control-Allow-Origin", b"*")
+            body = {"since": since, "until": until, "history": [
+                {"time": int(row.at), "total_farmers": row.online_farmers,
+                 "total_TB": round(row.total_tb, 2), "total_height": row.total_height}
+                for row in history]}
+            return self._text(request, 200, render.json_bytes(body), JSON)
+
+        return self._answer("history", request, d, rows)
 
     # -- operations ----------------------------------------------------------
 

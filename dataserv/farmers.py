@@ -11,10 +11,9 @@ from dataclasses import dataclass
 
 from twisted.internet import defer
 
-from dataserv import addresses
+from dataserv import addresses, render
 from dataserv.auth import AuthenticationFailed
 from dataserv.batching import GroupCommit
-from dataserv.store import FarmerRecord  # noqa: F401 (re-exported for callers' types)
 
 
 class Rejected(Exception):
@@ -90,6 +89,16 @@ def parse_amount(text):
     if not _NUMBER.match(text):
         raise InvalidBandwidth()
     return float(text)
+
+
+@dataclass(frozen=True)
+class FarmerStatus:
+    """What /api/farmer/<id> reports."""
+
+    record: object
+    uptime: float
+    audits: int
+    last_audit_block: object
 
 
 @dataclass(frozen=True)
@@ -202,10 +211,15 @@ class Farmers:
 
     @defer.inlineCallbacks
     def status(self, farmer_id, now):
-        """(record, audits count, last audited block, online seconds) for self-service."""
+        """A :class:`FarmerStatus` for self-service; no authentication (it is public)."""
         address = self._farmer_id(farmer_id)
         record = yield self.store.farmer(address)
         if record is None:
             raise FarmerNotFound()
         count, last_block = yield self.store.audit_summary(record.id)
-        return record, count, last_block
+        days = self.settings.uptime_days
+        credited = yield self.store.online_seconds(
+            render.first_uptime_day(now, days), farmer_id=record.id)
+        uptime = render.uptime_percent(
+            credited.get(record.id, 0.0), record, now, self.settings.online_seconds, days)
+        return FarmerStatus(record, uptime, count, last_block)

@@ -17,7 +17,10 @@ from dataserv import render
 from dataserv.database import DatabaseUnavailable
 
 SLICE = 2000
-UPTIME_REFRESH = 60.0
+# The uptime sums are a GROUP BY over up to 30 days of buckets: refresh them every
+# pass while that is cheap, and back off so that they never take more than this
+# share of the time when the field is large.
+UPTIME_SHARE = 0.05
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,7 @@ class Summariser(service.Service):
         self._waiting = None
         self._uptime = {}
         self._uptime_at = None
+        self._uptime_every = 0.0
         self._history_at = None
 
     def startService(self):  # noqa: N802
@@ -106,12 +110,14 @@ class Summariser(service.Service):
 
     @defer.inlineCallbacks
     def _refresh_uptime(self, now):
-        if self._uptime_at is not None and now - self._uptime_at < UPTIME_REFRESH:
+        if self._uptime_at is not None and now - self._uptime_at < self._uptime_every:
             return
         first_day = render.first_uptime_day(now, self.settings.uptime_days)
         self._uptime = yield self.store.online_seconds(
             first_day, seen_since=now - self.settings.online_seconds)
+        took = self.clock.seconds() - now
         self._uptime_at = now
+        self._uptime_every = took / UPTIME_SHARE
 
     @defer.inlineCallbacks
     def _build(self, records, now):

@@ -1,0 +1,154 @@
+"""A farmer client on treq that signs its requests like the clients in the field.
+
+Used by the tests, the benchmark and by hand::
+
+    python -m dataserv.client http://127.0.0.1:5000 register|ping|height N|...
+"""
+
+import json
+import sys
+from dataclasses import dataclass
+
+import treq
+from twisted.internet import defer
+
+from dataserv.signing import FarmerKey, headers_for
+
+
+@dataclass(frozen=True)
+class Reply:
+    """Status code, headers and body of one answer."""
+
+    status: int
+    headers: object
+    body: bytes
+
+    @property
+    def text(self):
+        """The body as text."""
+        return self.body.decode("utf-8", "replace")
+
+    def json(self):
+        """The body parsed as JSON."""
+        return json.loads(self.body)
+
+
+class FarmerClient:
+    """Speaks every route for one farmer key. ``http`` is treq or a StubTreq."""
+
+    def __init__(self, url, key, server_address=None, http=treq, use_nodeid=False):
+        self.url = url.rstrip("/")
+        self.key = key
+        self.server_address = server_address
+        self.http = http
+        self.farmer_id = key.nodeid if use_nodeid else key.address
+
+    @defer.inlineCallbacks
+    def _get(self, path, signed, headers=None):
+        all_headers = dict(headers or {})
+        if signed:
+            if self.server_address is None:
+                reply = yield self.address()
+                self.server_address = reply.json()["address"]
+            all_headers.update(headers_for(self.key, self.server_address))
+        response = yield self.http.get(self.url + path, headers=all_headers)
+        body = yield response.content()
+        return Reply(response.code, response.headers, body)
+
+    def address(self):
+        """GET /api/address (unsigned, as the field clients do first)."""
+        return self._get("/api/address", signed=False)
+
+    def register(self, payout=None):
+        """GET /api/register/<id>[/<payout>]."""
+        path = "/api/register/" + self.farmer_id
+        if payout:
+            path += "/" + payout
+        return self._get(path, signed=True)
+
+    def ping(self):
+        """GET /api/ping/<id>."""
+        return self._get("/api/ping/" + self.farmer_id, signed=True)
+
+    def height(self, height):
+        """GET /api/height/<id>/<height>."""
+        return self._get("/api/height/%s/%s" % (self.farmer_id, height), signed=True)
+
+    def bandwidth(self, upload, download):
+        """GET /api/bandwidth/<id>/<upload>/<download>."""
+        return self._get("/api/bandwidth/%s/%s/%s" % (self.farmer_id, upload, download),
+                         signed=True)
+
+    def audit(self, block, response):
+        """GET /api/audit/<id>/<block>/<sha256 hex>."""
+        return self._get("/api/audit/%s/%s/%s" % (self.farmer_id, block, response), signed=True)
+
+    def status(self):
+        """GET /api/farmer/<id> (public)."""
+        return self._get("/api/farmer/" + self.farmer_id, signed=False)
+
+    def online(self):
+        """GET /api/online."""
+        return self._get("/api/online", signed=False)
+
+    def online_json(self, gzip=False):
+        """GET /api/online/json."""
+        headers = {b"Accept-Encoding": b"gzip"} if gzip else None
+        return self._get("/api/online/json", signed=False, headers=headers)
+
+    def total(self):
+        """GET /api/total."""
+        return self._get("/api/total", signed=False)
+
+    def history(self, since=None, until=None):
+        """GET /api/total/history."""
+        query = "&".join("%s=%s" % (k, v) for k, v in (("since", since), ("until", until))
+                         if v is not None)
+        return self._get("/api/total/history" + ("?" + query if query else ""), signed=False)
+
+
+USAGE = """usage: python -m dataserv.client URL [--seed TEXT] COMMAND [ARGS]
+commands: address, register [PAYOUT], ping, height N, bandwidth UP DOWN,
+          audit BLOCK SHA256, status, online, online-json, total, history"""
+
+
+def main(argv=None, reactor=None):
+    """Run one command against a server and print the answer."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    seed = "dataserv-client"
+    if "--seed" in argv:
+        i = argv.index("--seed")
+        seed = argv[i + 1]
+        del argv[i:i + 2]
+    if len(argv) < 2:
+        print(USAGE, file=sys.stderr)
+        return 2
+    url, command, args = argv[0], argv[1].replace("-", "_"), argv[2:]
+    client = FarmerClient(url, FarmerKey.from_seed(seed.encode()))
+    method = getattr(client, command, None)
+    if method is None:
+        print(USAGE, file=sys.stderr)
+        return 2
+    from twisted.internet import reactor as default_reactor
+
+    reactor = reactor or default_reactor
+    outcome = {}
+
+    def show(reply):
+        print("%d %s" % (reply.status, reply.text))
+        outcome["code"] = 0 if reply.status == 200 else 1
+
+    def failed(failure):
+        print("error: %s" % failure.getErrorMessage(), file=sys.stderr)
+        outcome["code"] = 1
+
+    print("farmer %s" % client.farmer_id, file=sys.stderr)
+    d = defer.maybeDeferred(method, *args)
+    d.addCallbacks(show, failed)
+    d.addBoth(lambda _: reactor.stop())
+    reactor.run()
+    return outcome.get("code", 1)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
