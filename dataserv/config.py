@@ -139,6 +139,8 @@ OPTIONS = (
            "peers (IPs/networks) whose X-Forwarded-For is believed"),
     Option("pool-size", "4", lambda v: _integer(v, 1, 100), "PostgreSQL connections"),
     Option("access-log", "", _text, "file for the HTTP access log (empty = none)"),
+    Option("reuse-port", False, _flag,
+           "listen with SO_REUSEPORT so several daemons share the port (tcp only)", flag=True),
     Option("skip-authentication", False, _flag,
            "accept requests without signatures (testing only; warns on every start)", flag=True),
 )
@@ -163,6 +165,7 @@ class Settings:
     trusted_proxies: tuple = ()
     pool_size: int = 4
     access_log: str = ""
+    reuse_port: bool = False
     skip_authentication: bool = False
 
     @property
@@ -193,4 +196,11 @@ class Settings:
                 raise ConfigError("%s %s" % (source, e))
         if not parsed.get("data_dir"):
             parsed.pop("data_dir", None)
+        if parsed.get("reuse_port"):
+            from dataserv.listening import ReusePortError, parse_tcp
+
+            try:
+                parse_tcp(parsed["listen"])
+            except ReusePortError as e:
+                raise ConfigError(str(e))
         return cls(**parsed)

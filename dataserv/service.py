@@ -12,6 +12,7 @@ from dataserv.auth import Verifier
 from dataserv.database import Database
 from dataserv.embedded import EmbeddedPostgres
 from dataserv.farmers import Farmers
+from dataserv.listening import ReusePortService
 from dataserv.store import FarmerStore
 from dataserv.summary import Summariser
 
@@ -76,8 +77,11 @@ class Dataserv(service.MultiService):
         self.site = Site(self.api.resource(), logPath=settings.access_log or None,
                          reactor=reactor)
         self.site.displayTracebacks = False
-        self.endpoint = serverFromString(reactor, settings.listen)
-        self.http = StreamServerEndpointService(self.endpoint, self.site)
-        self.http._raiseSynchronously = True
+        if settings.reuse_port:
+            self.http = ReusePortService(reactor, settings.listen, self.site)
+        else:
+            self.http = StreamServerEndpointService(
+                serverFromString(reactor, settings.listen), self.site)
+            self.http._raiseSynchronously = True
         self.http.setServiceParent(self)
 

@@ -1,0 +1,74 @@
+"""Listening with SO_REUSEPORT, so several daemons can share one port (scale-out).
+
+Each process binds its own socket to the same address and the kernel spreads new
+connections between them. Only ``tcp:PORT[:interface=HOST][:backlog=N]`` endpoint
+strings are supported this way.
+"""
+
+import socket
+
+from twisted.application import service
+from twisted.logger import Logger
+
+
+class ReusePortError(ValueError):
+    """The listen string cannot be served with SO_REUSEPORT."""
+
+
+def parse_tcp(listen):
+    """(host, port, backlog, family) from a tcp/tcp6 endpoint string."""
+    parts = listen.split(":")
+    kind = parts[0]
+    if kind not in ("tcp", "tcp6") or len(parts) < 2:
+        raise ReusePortError("--reuse-port needs a tcp:PORT endpoint, not %r" % (listen,))
+    family = socket.AF_INET6 if kind == "tcp6" else socket.AF_INET
+    host, port, backlog = ("::" if kind == "tcp6" else "0.0.0.0"), None, 50
+    for part in parts[1:]:
+        key, _, value = part.partition("=")
+        if not value and port is None:
+            port = key
+        elif key == "port":
+            port = value
+        elif key == "interface":
+            host = value
+        elif key == "backlog":
+            backlog = value
+        else:
+            raise ReusePortError("--reuse-port: unsupported endpoint option %r" % (part,))
+    try:
+        return host, int(port), int(backlog), family
+    except (TypeError, ValueError):
+        raise ReusePortError("--reuse-port needs a numeric port in %r" % (listen,))
+
+
+class ReusePortService(service.Service):
+    """Listens on the address of ``listen`` with SO_REUSEPORT set."""
+
+    log = Logger()
+
+    def __init__(self, reactor, listen, factory):
+        self.reactor = reactor
+        self.address = parse_tcp(listen)
+        self.factory = factory
+        self.port = None
+
+    def privilegedStartService(self):  # noqa: N802 (Twisted's name)
+        host, port, backlog, family = self.address
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind((host, port))
+            sock.listen(backlog)
+            sock.setblocking(False)
+            self.port = self.reactor.adoptStreamPort(sock.fileno(), family, self.factory)
+        finally:
+            sock.close()  # the reactor holds its own duplicate of the descriptor
+        self.log.info("listening on {host}:{port} with SO_REUSEPORT", host=host, port=port)
+        super().privilegedStartService()
+
+    def stopService(self):  # noqa: N802
+        super().stopService()
+        if self.port is not None:
+            port, self.port = self.port, None
+            return port.stopListening()
