@@ -111,6 +111,38 @@ class Request:
     ip: str = None         # the client's IP (never published)
 
 
+class RecentContacts:
+    """When this process last wrote each farmer's contact, to throttle pings in memory.
+
+    last_seen only ever grows and farmers are never deleted, so if this process wrote
+    a contact at T, the farmer exists and its last_seen is at least T: a ping sooner
+    than max-ping after T is throttled whatever other daemons on the same database
+    did. Bounded: expired entries go first, then everything.
+    """
+
+    def __init__(self, max_age, limit=250000):
+        self.max_age = max_age
+        self.limit = limit
+        self._written = {}
+
+    def throttled(self, address, now):
+        """Whether a ping now is known to be too soon."""
+        written = self._written.get(address)
+        return written is not None and 0 <= now - written < self.max_age
+
+    def wrote(self, address, now):
+        """Remember a contact written at now."""
+        if len(self._written) >= self.limit:
+            self._written = {a: t for a, t in self._written.items() if now - t < self.max_age}
+            if len(self._written) >= self.limit:
+                self._written.clear()
+        if now > self._written.get(address, float("-inf")):
+            self._written[address] = now
+
+    def __len__(self):
+        return len(self._written)
+
+
 class Farmers:
     """Register, ping, height, bandwidth and audits, each in the contract's check order."""
 
@@ -119,6 +151,7 @@ class Farmers:
         self.verifier = verifier
         self.settings = settings
         self.pings = GroupCommit(self._write_pings)
+        self.recent = RecentContacts(settings.max_ping)
 
     # -- shared checks --------------------------------------------------------
 
@@ -153,6 +186,7 @@ class Farmers:
         record = yield self.store.register(address, payout, request.now, request.ip)
         if record is None:
             raise AlreadyRegistered()
+        self.recent.wrote(address, request.now)
         return record
 
     @defer.inlineCallbacks
@@ -160,9 +194,13 @@ class Farmers:
         """Keep-alive; one sooner than --max-ping after the last contact writes nothing."""
         address = self._farmer_id(farmer_id)
         self._authenticate(address, request)
+        if self.recent.throttled(address, request.now):
+            return
         known = yield self.pings.submit((address, request.now, request.ip))
         if address not in known:
             raise FarmerNotFound()
+        if known[address]:
+            self.recent.wrote(address, request.now)
 
     def _write_pings(self, contacts):
         return self.store.record_contacts(
@@ -181,6 +219,7 @@ class Farmers:
             address, height, request.now, request.ip, self.settings.online_seconds)
         if not found:
             raise FarmerNotFound()
+        self.recent.wrote(address, request.now)
 
     @defer.inlineCallbacks
     def set_bandwidth(self, farmer_id, upload_text, download_text, request):
@@ -192,6 +231,7 @@ class Farmers:
             address, upload, download, request.now, request.ip, self.settings.online_seconds)
         if not found:
             raise FarmerNotFound()
+        self.recent.wrote(address, request.now)
 
     @defer.inlineCallbacks
     def audit(self, farmer_id, block_text, response, request):
@@ -208,6 +248,7 @@ class Farmers:
             raise FarmerNotFound()
         if outcome == "duplicate":
             raise DuplicateAudit(block)
+        self.recent.wrote(address, request.now)
 
     @defer.inlineCallbacks
     def status(self, farmer_id, now):
