@@ -1,0 +1,150 @@
+"""Scenario h: one summary pass at 1 000 000 registered / 100 000 online farmers.
+
+``python -m benchmarks.summary_pass DSN [--registered N] [--online N]`` seeds the
+farmers table with COPY (and 30 days of uptime buckets for the online farmers, made
+in SQL), then runs the real Summariser on the real reactor three times while a 5 ms
+LoopingCall watches how late the reactor gets to it (the longest stall). Prints one
+JSON line.
+"""
+
+import argparse
+import hashlib
+import json
+import resource
+import statistics
+import sys
+import time
+
+from twisted.internet import defer, task
+
+from benchmarks import seed
+from dataserv.addresses import nodeid_to_address
+from dataserv.config import Settings
+from dataserv.database import Database
+from dataserv.store import FarmerStore
+from dataserv.summary import Summariser
+
+
+def fake_addresses(count):
+    """Valid, distinct P2PKH addresses (no keys needed to seed)."""
+    for i in range(count):
+        yield nodeid_to_address(hashlib.sha256(b"seed-%d" % i).digest()[:20].hex())
+
+
+def seed_field(dsn, registered, online, now):
+    """COPY ``registered`` farmers, ``online`` of them seen within the last minutes."""
+    seed.truncate(dsn)
+    rows = []
+    for i, address in enumerate(fake_addresses(registered)):
+        seen = now - (i % 600) if i < online else now - 86400 - i
+        rows.append((address, address, (i * 7919) % 20000, now - 90 * 86400, seen))
+    seed.copy_farmers(dsn, rows)
+    conn = seed.connect(dsn)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "INSERT INTO uptime_days (farmer_id, day, online_seconds)"
+                " SELECT f.id, d::date, 80000 FROM farmers f,"
+                " generate_series(current_date - 29, current_date, interval '1 day') d"
+                " WHERE f.last_seen >= %s", (now - 900,))
+            cur.execute("ANALYZE uptime_days")
+    finally:
+        conn.close()
+
+
+class StallWatch:
+    """How late a 5 ms LoopingCall fires: the longest time the reactor was busy."""
+
+    def __init__(self, reactor, period=0.005):
+        self.reactor = reactor
+        self.period = period
+        self.longest = 0.0
+        self._last = None
+        self._loop = task.LoopingCall(self._tick)
+
+    def _tick(self):
+        now = time.perf_counter()
+        if self._last is not None:
+            self.longest = max(self.longest, now - self._last - self.period)
+        self._last = now
+
+    def start(self):
+        """Begin watching."""
+        self._loop.start(self.period)
+
+    def reset(self):
+        """Forget what was seen so far."""
+        self.longest, self._last = 0.0, None
+
+    def stop(self):
+        """Stop watching."""
+        self._loop.stop()
+
+
+@defer.inlineCallbacks
+def measure(reactor, dsn, registered, online, passes=3):
+    """Seed, then time ``passes`` summary passes; returns the report dict."""
+    settings = Settings(database=dsn)
+    db = Database(reactor, dsn, pool_size=2)
+    db.startService()
+    yield db.when_ready()
+    seeded_at = time.time()
+    yield task.deferLater(reactor, 0, seed_field, dsn, registered, online, seeded_at)
+    seeding = time.time() - seeded_at
+    summariser = Summariser(FarmerStore(db, reactor), settings, reactor)
+    watch = StallWatch(reactor)
+    watch.start()
+    walls, stalls = [], []
+    for _ in range(passes):
+        yield task.deferLater(reactor, 0.2, lambda: None)
+        watch.reset()
+        started = time.perf_counter()
+        yield summariser.run_pass()
+        walls.append(time.perf_counter() - started)
+        yield task.deferLater(reactor, 0.02, lambda: None)
+        stalls.append(watch.longest)
+    watch.stop()
+    snapshot = summariser.snapshot
+    db.stopService()
+    return {
+        "registered": registered,
+        "online": snapshot.online_farmers if snapshot else None,
+        "seed_seconds": round(seeding, 1),
+        "pass_seconds": [round(w, 3) for w in walls],
+        "pass_seconds_median": round(statistics.median(walls), 3),
+        "longest_stall_ms": round(max(stalls) * 1000, 1),
+        "stall_ms_per_pass": [round(s * 1000, 1) for s in stalls],
+        "online_json_bytes": len(snapshot.online_json) if snapshot else None,
+        "online_json_gzip_bytes": len(snapshot.online_json_gzip) if snapshot else None,
+        "failures": summariser.failures,
+        "max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+
+
+def main(argv=None):
+    """Command line entry point."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("dsn")
+    parser.add_argument("--registered", type=int, default=1000000)
+    parser.add_argument("--online", type=int, default=100000)
+    args = parser.parse_args(argv)
+    from twisted.internet import reactor
+
+    outcome = {}
+
+    def done(report):
+        outcome["report"] = report
+        print(json.dumps(report))
+
+    def failed(failure):
+        outcome["error"] = failure
+        failure.printTraceback()
+
+    d = measure(reactor, args.dsn, args.registered, args.online)
+    d.addCallbacks(done, failed).addBoth(lambda _: reactor.stop())
+    reactor.run()
+    return 0 if "report" in outcome else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
