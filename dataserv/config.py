@@ -181,8 +181,11 @@ class Settings:
         parsed = {}
         for option in OPTIONS:
             raw = values.get(option.name)
-            if raw is None or (option.flag and raw is False):
+            source = "--" + option.name
+            # usage.Options leaves an absent flag as 0, not False: fall back on either.
+            if raw is None or (option.flag and not raw):
                 raw = environ.get(option.environment)
+                source = option.environment
             if raw is None:
                 if option.default is None:
                     continue
@@ -190,9 +193,6 @@ class Settings:
             try:
                 parsed[option.attribute] = option.parse(raw)
             except ConfigError as e:
-                source = "--" + option.name
-                if values.get(option.name) is None and option.environment in environ:
-                    source = option.environment
                 raise ConfigError("%s %s" % (source, e))
         if not parsed.get("data_dir"):
             parsed.pop("data_dir", None)

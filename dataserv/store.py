@@ -8,6 +8,7 @@ the per-statement timings in :attr:`FarmerStore.timings`.
 import math
 from collections import namedtuple
 
+import psycopg2.extensions
 from twisted.internet import defer
 
 FARMER_COLUMNS = ("id, btc_addr, payout_addr, height, reg_time, last_seen,"
@@ -20,6 +21,7 @@ FarmerRecord = namedtuple("FarmerRecord", [
 HistoryRow = namedtuple("HistoryRow", ["at", "online_farmers", "total_tb", "total_height"])
 
 NEVER_THROTTLED = -math.inf
+RETRIES = 3
 
 
 class Timings:
@@ -84,52 +86,56 @@ class FarmerStore:
         when it comes ``min_gap`` or more after the previous one.
         """
         addresses, ats, ips = zip(*contacts) if contacts else ((), (), ())
-        rows = yield self._query(
-            "record_contacts",
-            "SELECT btc_addr, written FROM record_contacts(%s::text[], %s::float8[],"
-            " %s::text[], %s, %s)",
-            (list(addresses), list(ats), list(ips), min_gap, window))
-        return dict(rows)
+        params = (list(addresses), list(ats), list(ips), min_gap, window)
+        for attempt in range(RETRIES):
+            try:
+                rows = yield self._query(
+                    "record_contacts",
+                    "SELECT btc_addr, written FROM record_contacts(%s::text[], %s::float8[],"
+                    " %s::text[], %s, %s)", params)
+            except psycopg2.extensions.TransactionRollbackError:
+                # Locks are taken in id order, so this should not happen; if PostgreSQL
+                # still picks us as a deadlock victim, the statement is safe to repeat.
+                if attempt == RETRIES - 1:
+                    raise
+                continue
+            return dict(rows)
 
+    @defer.inlineCallbacks
     def set_height(self, address, height, now, ip, window):
         """Set the height and record a contact; returns whether the farmer exists."""
-        @defer.inlineCallbacks
-        def interaction(cursor):
-            yield cursor.execute(
-                "UPDATE farmers SET height = %s WHERE btc_addr = %s", (height, address))
-            if cursor.rowcount == 0:
-                return False
-            yield _contact(cursor, address, now, ip, window)
-            return True
+        rows = yield self._query(
+            "set_height", "SELECT set_height(%s, %s, %s, %s, %s)",
+            (address, height, now, ip, window))
+        return rows[0][0]
 
-        return self._interaction("set_height", interaction)
-
+    @defer.inlineCallbacks
     def set_bandwidth(self, address, upload, download, now, ip, window):
         """Set the bandwidth figures and record a contact; whether the farmer exists."""
-        @defer.inlineCallbacks
-        def interaction(cursor):
-            yield cursor.execute(
-                "UPDATE farmers SET bandwidth_upload = %s, bandwidth_download = %s"
-                " WHERE btc_addr = %s", (upload, download, address))
-            if cursor.rowcount == 0:
-                return False
-            yield _contact(cursor, address, now, ip, window)
-            return True
-
-        return self._interaction("set_bandwidth", interaction)
+        rows = yield self._query(
+            "set_bandwidth", "SELECT set_bandwidth(%s, %s, %s, %s, %s, %s)",
+            (address, upload, download, now, ip, window))
+        return rows[0][0]
 
     def add_audit(self, address, block, response, now, ip, window):
         """Store an audit: "accepted", "duplicate" or "unknown" (no such farmer)."""
         @defer.inlineCallbacks
         def interaction(cursor):
+            # Lock the farmer first: the audit's foreign key would otherwise take a
+            # share lock that two audits of one farmer both hold and both try to
+            # upgrade when they record the contact, which deadlocks.
+            yield cursor.execute(
+                "SELECT id FROM farmers WHERE btc_addr = %s FOR UPDATE", (address,))
+            found = cursor.fetchall()
+            if not found:
+                return "unknown"
             yield cursor.execute(
                 "INSERT INTO audits (farmer_id, block, response, submitted_at)"
-                " SELECT id, %s, %s, %s FROM farmers WHERE btc_addr = %s"
+                " VALUES (%s, %s, %s, %s)"
                 " ON CONFLICT (farmer_id, block) DO NOTHING RETURNING farmer_id",
-                (block, response, now, address))
+                (found[0][0], block, response, now))
             if cursor.rowcount == 0:
-                yield cursor.execute("SELECT 1 FROM farmers WHERE btc_addr = %s", (address,))
-                return "duplicate" if cursor.rowcount else "unknown"
+                return "duplicate"
             yield _contact(cursor, address, now, ip, window)
             return "accepted"
 

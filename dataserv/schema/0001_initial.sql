@@ -58,8 +58,11 @@ LANGUAGE sql AS $$
         FROM unnest(p_addrs, p_ats, p_ips) AS u(addr, at, ip)
         GROUP BY u.addr
     ), target AS (
+        -- Rows are locked in id order, so concurrent batches (from several
+        -- daemons) queue behind each other instead of deadlocking.
         SELECT f.id, f.btc_addr, f.last_seen AS previous, i.at, i.ip
         FROM farmers f JOIN input i ON f.btc_addr = i.addr
+        ORDER BY f.id
         FOR UPDATE OF f
     ), moved AS (
         UPDATE farmers f SET last_seen = greatest(t.previous, t.at),
@@ -85,4 +88,26 @@ LANGUAGE sql AS $$
         DO UPDATE SET online_seconds = u.online_seconds + excluded.online_seconds
     )
     SELECT t.btc_addr, m.id IS NOT NULL FROM target t LEFT JOIN moved m ON m.id = t.id
+$$;
+
+-- A height or bandwidth report: set the figures and record a (never throttled)
+-- contact in one round trip. Returns whether the farmer exists.
+CREATE FUNCTION set_height(p_addr text, p_height bigint, p_at double precision,
+                           p_ip text, p_window double precision)
+RETURNS boolean
+LANGUAGE sql AS $$
+    UPDATE farmers SET height = p_height WHERE btc_addr = p_addr;
+    SELECT count(*) > 0 FROM record_contacts(ARRAY[p_addr], ARRAY[p_at], ARRAY[p_ip],
+                                             '-Infinity', p_window);
+$$;
+
+CREATE FUNCTION set_bandwidth(p_addr text, p_upload double precision,
+                              p_download double precision, p_at double precision,
+                              p_ip text, p_window double precision)
+RETURNS boolean
+LANGUAGE sql AS $$
+    UPDATE farmers SET bandwidth_upload = p_upload, bandwidth_download = p_download
+    WHERE btc_addr = p_addr;
+    SELECT count(*) > 0 FROM record_contacts(ARRAY[p_addr], ARRAY[p_at], ARRAY[p_ip],
+                                             '-Infinity', p_window);
 $$;
