@@ -72,6 +72,7 @@ class Summariser(service.Service):
         super().startService()
         self._waiting = self._when_ready()
         self._waiting.addCallback(self._start_loop)
+        self._waiting.addErrback(self._never_ready)
 
     def _start_loop(self, _):
         if not self.running:
@@ -79,6 +80,12 @@ class Summariser(service.Service):
         self._loop = task.LoopingCall(self.run_pass)
         self._loop.clock = self.clock
         self._loop.start(self.settings.summary_interval, now=True)
+
+    def _never_ready(self, failure):
+        # stopService cancels the wait; anything else would otherwise be an
+        # unhandled error in a Deferred nobody holds.
+        if failure.check(defer.CancelledError) is None:
+            self.log.failure("summaries not started", failure)
 
     def stopService(self):  # noqa: N802
         super().stopService()

@@ -1,0 +1,148 @@
+"""Tests for :mod:`dataserv.batching`: one write in flight, the rest wait and share."""
+
+import gc
+
+from twisted.internet import defer
+from twisted.trial.unittest import SynchronousTestCase
+
+from dataserv.batching import GroupCommit
+
+
+class WriteFailed(Exception):
+    """What the fake flush fails with."""
+
+
+class RecordingFlush:
+    """A flush function that records each batch and lets the test finish it."""
+
+    def __init__(self):
+        self.batches = []
+        self.pending = []
+
+    def __call__(self, items):
+        self.batches.append(list(items))
+        d = defer.Deferred()
+        self.pending.append(d)
+        return d
+
+    def finish(self, result=None):
+        """Fire the oldest unfinished flush with result (a value or an exception)."""
+        d = self.pending.pop(0)
+        if isinstance(result, Exception):
+            d.errback(result)
+        else:
+            d.callback(result)
+
+
+class GroupCommitTests(SynchronousTestCase):
+    """GroupCommit with a flush whose Deferreds the test fires by hand."""
+
+    def setUp(self):
+        self.flush = RecordingFlush()
+        self.group = GroupCommit(self.flush)
+
+    def submit_all(self, *items):
+        return [self.group.submit(item) for item in items]
+
+    def test_first_item_flushes_at_once(self):
+        """After an idle spell the first item is written without waiting."""
+        self.group.submit("a")
+        self.assertEqual(self.flush.batches, [["a"]])
+
+    def test_items_arriving_during_a_flush_share_the_next(self):
+        """Items submitted while a batch is in flight wait, then go in one batch."""
+        self.submit_all("a", "b", "c")
+        self.assertEqual(self.flush.batches, [["a"]])
+        self.flush.finish()
+        self.assertEqual(self.flush.batches, [["a"], ["b", "c"]])
+        self.assertEqual((self.group.batches, self.group.items), (2, 3))
+
+    def test_idle_again_after_the_queue_drains(self):
+        """Once every batch is done, the next item starts a batch of its own at once."""
+        self.group.submit("a")
+        self.flush.finish()
+        self.group.submit("b")
+        self.assertEqual(self.flush.batches, [["a"], ["b"]])
+
+    def test_callers_fire_only_after_their_flush(self):
+        """A caller hears nothing until the batch holding its item has been written."""
+        first, second, third = self.submit_all("a", "b", "c")
+        self.assertNoResult(first)
+        self.flush.finish("one")
+        self.assertEqual(self.successResultOf(first), "one")
+        self.assertNoResult(second)
+        self.assertNoResult(third)
+        self.flush.finish("two")
+        self.assertEqual([self.successResultOf(d) for d in (second, third)], ["two", "two"])
+
+    def test_failed_flush_fails_every_caller_of_its_batch(self):
+        """A failing write errbacks each of its callers; the next batch still runs."""
+        first, second, third, fourth = self.submit_all("a", "b", "c", "d")
+        self.flush.finish()
+        self.flush.finish(WriteFailed("disk on fire"))
+        for d in (second, third, fourth):
+            self.failureResultOf(d, WriteFailed)
+        self.assertEqual(self.successResultOf(first), None)
+        late = self.group.submit("e")
+        self.assertEqual(self.flush.batches[-1], ["e"])
+        self.flush.finish("fine")
+        self.assertEqual(self.successResultOf(late), "fine")
+
+    def test_failure_while_others_wait_moves_on(self):
+        """Items queued behind a failing batch are flushed after it fails."""
+        first, second = self.submit_all("a", "b")
+        self.flush.finish(WriteFailed())
+        self.failureResultOf(first, WriteFailed)
+        self.assertEqual(self.flush.batches, [["a"], ["b"]])
+        self.flush.finish("ok")
+        self.assertEqual(self.successResultOf(second), "ok")
+
+    def test_synchronous_flush_errors_are_delivered(self):
+        """A flush that raises instead of returning a Deferred fails its callers too."""
+        def explode(items):
+            raise WriteFailed(items)
+
+        group = GroupCommit(explode)
+        self.failureResultOf(group.submit("a"), WriteFailed)
+        self.failureResultOf(group.submit("b"), WriteFailed)
+        self.assertEqual(group.batches, 2)
+
+    def assert_cancel_keeps_item(self, outcome):
+        """Cancel the second caller, finish both batches with outcome; nothing leaks."""
+        first, second, third = self.submit_all("a", "b", "c")
+        second.cancel()
+        self.failureResultOf(second, defer.CancelledError)
+        self.flush.finish()
+        self.assertEqual(self.flush.batches[1], ["b", "c"])
+        self.flush.finish(outcome)
+        del first, second
+        gc.collect()  # an unconsumed failure would be logged (and fail the test) here
+        return third
+
+    def test_cancelled_caller_keeps_its_item(self):
+        """Cancelling a caller does not take its item out of the batch."""
+        third = self.assert_cancel_keeps_item("written")
+        self.assertEqual(self.successResultOf(third), "written")
+
+    def test_cancelled_caller_of_a_failed_batch(self):
+        """A failed batch with a cancelled caller leaves no unhandled error behind."""
+        third = self.assert_cancel_keeps_item(WriteFailed())
+        self.failureResultOf(third, WriteFailed)
+
+    def test_max_batch_splits(self):
+        """No batch holds more than max_batch items; the rest follow in order."""
+        group = GroupCommit(self.flush, max_batch=2)
+        calls = [group.submit(item) for item in "abcde"]
+        for _ in range(3):
+            self.flush.finish("done")
+        self.assertEqual(self.flush.batches, [["a"], ["b", "c"], ["d", "e"]])
+        self.assertEqual([self.successResultOf(d) for d in calls], ["done"] * 5)
+
+    def test_max_batch_leaves_remainder_for_later(self):
+        """What does not fit in a batch waits for the one after."""
+        group = GroupCommit(self.flush, max_batch=2)
+        calls = [group.submit(item) for item in "abcd"]
+        self.flush.finish()
+        self.flush.finish()
+        self.assertNoResult(calls[3])
+        self.assertEqual(self.flush.batches[-1], ["d"])

@@ -1,0 +1,172 @@
+"""Tests for :mod:`dataserv.render`: the public bodies, byte for byte, and uptime."""
+
+import calendar
+import datetime
+import json
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from dataserv import render
+from dataserv.signing import FarmerKey
+from dataserv.store import FarmerRecord
+
+FARMER = FarmerKey.from_seed(b"render farmer")
+PAYOUT = FarmerKey.from_seed(b"render payout").address
+MIDNIGHT = calendar.timegm((2023, 11, 15, 0, 0, 0))  # a UTC midnight
+HOUR = 3600
+DAY = 86400
+SHARD = 128 * 1024 ** 2  # the default shard size: 8192 shards make one TiB
+ONLINE_WINDOW = 15 * 60
+
+
+def record(last_seen=MIDNIGHT, reg_time=MIDNIGHT, height=0, payout=PAYOUT):
+    """A farmer record with the fields a test cares about."""
+    return FarmerRecord(
+        id=1, btc_addr=FARMER.address, payout_addr=payout, height=height,
+        reg_time=reg_time, last_seen=last_seen, bandwidth_upload=1.5,
+        bandwidth_download=2.5)
+
+
+class LastSeenTextTests(SynchronousTestCase):
+    """2.2.x's seconds / minutes / hours wording, integer division."""
+
+    def assert_texts(self, expected):
+        self.assertEqual({s: render.last_seen_text(s) for s in expected}, expected)
+
+    def test_seconds_below_a_minute(self):
+        self.assert_texts({0: "0 second(s)", 1: "1 second(s)", 59: "59 second(s)",
+                           59.9: "59 second(s)"})
+
+    def test_minutes_from_sixty_seconds(self):
+        self.assert_texts({60: "1 minute(s)", 119: "1 minute(s)", 120: "2 minute(s)",
+                           3599: "59 minute(s)"})
+
+    def test_hours_from_sixty_minutes_and_past_a_day(self):
+        self.assert_texts({3600: "1 hour(s)", 7199: "1 hour(s)", 86399: "23 hour(s)",
+                           90000: "25 hour(s)", 10 * DAY: "240 hour(s)"})
+
+    def test_negative_is_zero(self):
+        """A last_seen slightly in the future (another daemon's clock) reads as 0."""
+        self.assertEqual(render.last_seen_text(-5), "0 second(s)")
+
+
+class OnlineHtmlTests(SynchronousTestCase):
+    """One /api/online entry."""
+
+    def test_exact_format(self):
+        """Payout address, a bar, TWO spaces, Last Seen, Height, <br/>, no newline."""
+        entry = render.online_html_entry(record(last_seen=MIDNIGHT, height=7), MIDNIGHT + 150)
+        self.assertEqual(entry, PAYOUT + " |  Last Seen: 2 minute(s) | Height: 7<br/>")
+
+    def test_uses_payout_not_farmer_address(self):
+        entry = render.online_html_entry(record(), MIDNIGHT)
+        self.assertTrue(entry.startswith(PAYOUT + " |"))
+        self.assertNotIn(FARMER.address, entry)
+
+
+class TotalTests(SynchronousTestCase):
+    """The /api/total object."""
+
+    def test_total_tb_is_a_float_with_two_decimals(self):
+        expected = {
+            0: 0.0,          # nothing online: still a float
+            8192: 1.0,       # exactly one TiB
+            40: 0.0,         # 40/8192 TiB = 0.0049 rounds down
+            41: 0.01,        # 41/8192 TiB = 0.0050 rounds up
+            200000: 24.41,   # 24.414 TiB
+        }
+        got = {h: render.total_tb(h, SHARD) for h in expected}
+        self.assertEqual(got, expected)
+        self.assertEqual({type(v) for v in got.values()}, {float})
+
+    def test_total_tb_serialises_as_a_float(self):
+        body = render.json_bytes(render.total_dict(MIDNIGHT, 3, 8192, SHARD))
+        self.assertIn(b'"total_TB": 1.0', body)
+        self.assertIn(b'"total_farmers": 3', body)
+
+    def test_id_counts_half_hours(self):
+        """id = whole half-hours since the epoch; it changes on the half-hour."""
+        half_hours = MIDNIGHT // 1800
+        ids = [render.total_dict(now, 0, 0, SHARD)["id"]
+               for now in (MIDNIGHT, MIDNIGHT + 1799.5, MIDNIGHT + 1800)]
+        self.assertEqual(ids, [half_hours, half_hours, half_hours + 1])
+        self.assertIsInstance(ids[0], int)
+
+
+class FarmerDictTests(SynchronousTestCase):
+    """The farmer JSON object."""
+
+    def test_fields(self):
+        reg = MIDNIGHT - 2 * DAY + 0.75
+        d = render.farmer_dict(record(last_seen=MIDNIGHT - 30, reg_time=reg, height=12),
+                               MIDNIGHT, 99.5)
+        self.assertEqual(list(d)[:4], ["btc_addr", "payout_addr", "height", "last_seen"])
+        self.assertEqual(d, {
+            "btc_addr": FARMER.address, "payout_addr": PAYOUT, "height": 12,
+            "last_seen": 30, "nodeid": FARMER.nodeid, "reg_time": int(reg),
+            "uptime": 99.5, "bandwidth_upload": 1.5, "bandwidth_download": 2.5})
+        json.loads(render.json_bytes(d))  # serialisable
+
+    def test_last_seen_never_wraps_at_a_day(self):
+        """2.2.x used timedelta.seconds, which restarts at 0 each day; we do not."""
+        d = render.farmer_dict(record(last_seen=MIDNIGHT), MIDNIGHT + DAY + 100, 0.0)
+        self.assertEqual(d["last_seen"], DAY + 100)
+
+    def test_last_seen_whole_seconds_never_negative(self):
+        seen = [render.farmer_dict(record(last_seen=MIDNIGHT), now, 0.0)["last_seen"]
+                for now in (MIDNIGHT + 59.9, MIDNIGHT - 3)]
+        self.assertEqual(seen, [59, 0])
+
+
+class UptimeTests(SynchronousTestCase):
+    """uptime_percent and its window."""
+
+    def uptime(self, recorded, now, days=30, **fields):
+        return render.uptime_percent(recorded, record(**fields), now, ONLINE_WINDOW, days)
+
+    def test_first_uptime_day(self):
+        now = MIDNIGHT + 5
+        self.assertEqual(render.first_uptime_day(now, 1), datetime.date(2023, 11, 15))
+        self.assertEqual(render.first_uptime_day(now, 30), datetime.date(2023, 10, 17))
+        self.assertEqual(render.first_uptime_day(MIDNIGHT - 1, 1), datetime.date(2023, 11, 14))
+
+    def test_window_starts_at_registration_when_later(self):
+        start = render.uptime_window_start(MIDNIGHT + 100, MIDNIGHT + 200, 30)
+        self.assertEqual(start, MIDNIGHT + 100)
+
+    def test_window_starts_at_first_day_for_old_farmers(self):
+        start = render.uptime_window_start(MIDNIGHT - 90 * DAY, MIDNIGHT + 200, 3)
+        self.assertEqual(start, MIDNIGHT - 2 * DAY)
+
+    def test_just_registered_is_full(self):
+        """No time has passed since registration: nothing to be absent from."""
+        self.assertEqual(self.uptime(0, MIDNIGHT), 100.0)
+
+    def test_registration_in_the_future_is_full(self):
+        """Another daemon's clock may be ahead; never a negative or infinite figure."""
+        self.assertEqual(self.uptime(0, MIDNIGHT - 10), 100.0)
+
+    def test_current_contact_counts_up_to_the_online_window(self):
+        """An hour after registration with no other contact: online 15 of 60 minutes."""
+        self.assertEqual(self.uptime(0, MIDNIGHT + HOUR), 25.0)
+
+    def test_time_since_a_recent_contact_counts(self):
+        """Credited half an hour plus ten minutes since the last contact, of an hour."""
+        value = self.uptime(1800, MIDNIGHT + HOUR, last_seen=MIDNIGHT + HOUR - 600)
+        self.assertAlmostEqual(value, 100.0 * 2400 / 3600, places=3)
+
+    def test_never_over_a_hundred(self):
+        self.assertEqual(self.uptime(10 * HOUR, MIDNIGHT + HOUR, last_seen=MIDNIGHT + HOUR), 100.0)
+
+    def test_last_seen_ahead_of_now_adds_nothing(self):
+        value = self.uptime(900, MIDNIGHT + HOUR, last_seen=MIDNIGHT + HOUR + 30)
+        self.assertEqual(value, 25.0)
+
+    def test_three_decimals(self):
+        self.assertEqual(self.uptime(0, MIDNIGHT + 3 * ONLINE_WINDOW), 33.333)
+
+    def test_old_farmer_measured_from_first_day(self):
+        """Registered long ago, one-day window, noon: half a day credited is 50 %."""
+        value = self.uptime(6 * HOUR, MIDNIGHT + 12 * HOUR, days=1,
+                            reg_time=MIDNIGHT - 90 * DAY, last_seen=MIDNIGHT + 12 * HOUR)
+        self.assertEqual(value, 50.0)

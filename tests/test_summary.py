@@ -1,0 +1,267 @@
+"""Tests for :mod:`dataserv.summary`: snapshots, failures, scheduling, history."""
+
+import calendar
+import gc
+import gzip
+import json
+
+from twisted.internet import defer, task
+from twisted.trial import unittest
+
+from dataserv import summary
+from dataserv.config import Settings
+from dataserv.signing import FarmerKey
+from dataserv.store import FarmerStore
+from dataserv.summary import Summariser
+from tests import pg
+
+T = calendar.timegm((2023, 11, 15, 12, 0, 0))
+INTERVAL = 5.0
+HISTORY = 300.0
+SETTINGS = Settings(summary_interval=INTERVAL, history_interval=HISTORY, online_time=15)
+WINDOW = SETTINGS.online_seconds
+ALICE, BOB, CAROL, GONE = (FarmerKey.from_seed(b"summary " + name).address
+                           for name in (b"alice", b"bob", b"carol", b"gone"))
+
+
+class DatabaseSummaryTests(unittest.TestCase):
+    """A Summariser over a real store; the Clock decides "now"."""
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.db = yield pg.open_database(self)
+        self.clock = task.Clock()
+        self.clock.advance(T)
+        self.store = FarmerStore(self.db, self.clock)
+        self.summariser = Summariser(self.store, SETTINGS, self.clock)
+
+    @defer.inlineCallbacks
+    def add_farmers(self, *farmers):
+        """Register (address, height, seen at) in the order given."""
+        for address, height, seen in farmers:
+            yield self.store.register(address, address, seen, None)
+            yield self.store.set_height(address, height, seen, None, WINDOW)
+
+    def add_three_online(self):
+        # 16384 shards of 128 MiB: exactly 2 TiB between the three of them.
+        return self.add_farmers((ALICE, 4096, T - 30), (BOB, 8192, T - 90),
+                                (CAROL, 4096, T - 4000), (GONE, 4096, T - 2 * WINDOW))
+
+    @defer.inlineCallbacks
+    def pass_at(self, when):
+        self.clock.advance(when - self.clock.seconds())
+        yield self.summariser.run_pass()
+        return self.summariser.snapshot
+
+    @defer.inlineCallbacks
+    def history_times(self):
+        rows = yield self.db.run_query("SELECT at FROM totals_history ORDER BY at")
+        return [r[0] for r in rows]
+
+    @defer.inlineCallbacks
+    def test_snapshot(self):
+        """Online set, order (height, then registration), HTML, JSON, gzip, totals."""
+        yield self.add_three_online()
+        yield self.store.set_height(CAROL, 4096, T - 60, None, WINDOW)  # CAROL is back
+        snap = yield self.pass_at(T)
+        self.assertEqual((snap.built_at, snap.online_farmers, snap.total_height),
+                         (T, 3, 16384))
+        self.assertEqual(snap.online_html, (
+            BOB + " |  Last Seen: 1 minute(s) | Height: 8192<br/>"
+            + ALICE + " |  Last Seen: 30 second(s) | Height: 4096<br/>"
+            + CAROL + " |  Last Seen: 1 minute(s) | Height: 4096<br/>").encode("ascii"))
+        listed = json.loads(snap.online_json)["farmers"]
+        self.assertEqual([(f["btc_addr"], f["payout_addr"], f["height"], f["last_seen"])
+                          for f in listed],
+                         [(BOB, BOB, 8192, 90), (ALICE, ALICE, 4096, 30),
+                          (CAROL, CAROL, 4096, 60)])
+        self.assertEqual(gzip.decompress(snap.online_json_gzip), snap.online_json)
+        self.assertEqual(json.loads(snap.total_json),
+                         {"id": int(T // 1800), "total_TB": 2.0, "total_farmers": 3})
+        self.assertEqual(snap.total_tb, 2.0)
+        self.assertEqual((self.summariser.passes, self.summariser.failures), (1, 0))
+
+    @defer.inlineCallbacks
+    def test_nobody_online(self):
+        snap = yield self.pass_at(T)
+        self.assertEqual((snap.online_html, snap.online_json), (b"", b'{"farmers": []}'))
+        self.assertEqual(json.loads(snap.total_json)["total_TB"], 0.0)
+        self.assertEqual(gzip.decompress(snap.online_json_gzip), b'{"farmers": []}')
+
+    @defer.inlineCallbacks
+    def test_uptime_in_the_json(self):
+        """The listed uptime comes from the credited seconds, not a constant."""
+        yield self.add_farmers((ALICE, 1, T - 3600))
+        yield self.store.record_contacts([(ALICE, T - 600, None)], 60, WINDOW)
+        snap = yield self.pass_at(T)
+        # Registered an hour ago, online for the 15 minutes after that and for the
+        # last 10: 25 of 60 minutes.
+        self.assertEqual(json.loads(snap.online_json)["farmers"][0]["uptime"], 41.667)
+
+    @defer.inlineCallbacks
+    def test_farmers_drop_out_as_time_passes(self):
+        yield self.add_three_online()
+        counts = []
+        for when in (T, T - 90 + WINDOW, T - 90 + WINDOW + 1, T - 30 + WINDOW + 1):
+            snap = yield self.pass_at(when)
+            counts.append(snap.online_farmers)
+        self.assertEqual(counts, [2, 2, 1, 0])
+
+    @defer.inlineCallbacks
+    def test_sliced_build_is_one_document(self):
+        """Big lists are built in slices with a pause between; the JSON is still whole."""
+        self.patch(summary, "SLICE", 2)
+        pauses = []
+
+        def pause():
+            pauses.append(self.clock.seconds())
+            return defer.succeed(None)
+
+        self.summariser = Summariser(self.store, SETTINGS, self.clock, pause=pause)
+        yield self.add_farmers(*[(FarmerKey.from_seed(b"%d" % i).address, i, T)
+                                 for i in range(5)])
+        snap = yield self.pass_at(T)
+        heights = [f["height"] for f in json.loads(snap.online_json)["farmers"]]
+        self.assertEqual(heights, [4, 3, 2, 1, 0])
+        self.assertEqual(len(pauses), 2)
+        self.assertEqual(snap.online_html.count(b"<br/>"), 5)
+
+    @defer.inlineCallbacks
+    def test_database_down_keeps_the_snapshot(self):
+        yield self.add_three_online()
+        before = yield self.pass_at(T)
+        yield self.db.stopService()
+        yield self.pass_at(T + INTERVAL)  # must not raise
+        self.assertIdentical(self.summariser.snapshot, before)
+        self.assertEqual((self.summariser.passes, self.summariser.failures), (1, 1))
+
+    @defer.inlineCallbacks
+    def test_store_error_keeps_the_snapshot(self):
+        before = yield self.pass_at(T)
+        working = self.store.online_since
+
+        def broken_once(cutoff):
+            self.patch(self.store, "online_since", working)
+            raise RuntimeError("query planner on strike")
+
+        self.patch(self.store, "online_since", broken_once)
+        yield self.pass_at(T + INTERVAL)
+        self.assertIdentical(self.summariser.snapshot, before)
+        self.assertEqual((self.summariser.passes, self.summariser.failures), (1, 1))
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        # The next pass works again.
+        after = yield self.pass_at(T + 2 * INTERVAL)
+        self.assertEqual(after.built_at, T + 2 * INTERVAL)
+
+    @defer.inlineCallbacks
+    def test_history_at_most_every_interval(self):
+        """A pass every 5 s writes a totals row only every 300 s."""
+        yield self.add_three_online()
+        for step in range(int(3 * HISTORY / INTERVAL) + 2):
+            yield self.pass_at(T + step * INTERVAL)
+        times = yield self.history_times()
+        self.assertEqual(times, [T + k * HISTORY for k in range(4)])
+        # ALICE and BOB, seen at T - 30 and T - 90, are gone 15 minutes later.
+        points = yield self.store.history(T, T + 3 * HISTORY, 10)
+        self.assertEqual([p.online_farmers for p in points], [2, 2, 2, 0])
+
+    @defer.inlineCallbacks
+    def test_history_respects_another_daemons_row(self):
+        """A second summariser on the same database waits for the row the first wrote."""
+        yield self.pass_at(T)
+        other = Summariser(self.store, SETTINGS, self.clock)
+        for when in (T + 10, T + HISTORY):
+            self.clock.advance(when - self.clock.seconds())
+            yield other.run_pass()
+        times = yield self.history_times()
+        self.assertEqual(times, [T, T + HISTORY])
+
+
+class FakeStore:
+    """Just what a summary pass asks for; online_since may hang until the test says."""
+
+    def __init__(self):
+        self.online_calls = []
+        self.hanging = None
+
+    def online_seconds(self, first_day, seen_since=None, farmer_id=None):
+        return defer.succeed({})
+
+    def online_since(self, cutoff):
+        self.online_calls.append(cutoff)
+        if self.hanging is not None:
+            return self.hanging
+        return defer.succeed([])
+
+    def last_history_time(self):
+        return defer.succeed(None)
+
+    def append_history(self, at, online_farmers, total_tb, total_height, min_gap=0):
+        return defer.succeed([(at,)])
+
+    def prune_uptime(self, before_day):
+        return defer.succeed([(0,)])
+
+
+class ScheduleTests(unittest.SynchronousTestCase):
+    """The service's LoopingCall on a Clock, with a store the test controls."""
+
+    def setUp(self):
+        self.clock = task.Clock()
+        self.store = FakeStore()
+
+    def start(self, **kwargs):
+        service = Summariser(self.store, SETTINGS, self.clock, **kwargs)
+        service.startService()
+        self.addCleanup(lambda: service.running and service.stopService())
+        return service
+
+    def advance(self, intervals):
+        for _ in range(intervals):
+            self.clock.advance(INTERVAL)
+
+    def test_a_pass_every_interval(self):
+        service = self.start()
+        self.assertEqual(len(self.store.online_calls), 1)  # at once on start
+        self.advance(3)
+        self.assertEqual(self.store.online_calls,
+                         [t - WINDOW for t in (0, INTERVAL, 2 * INTERVAL, 3 * INTERVAL)])
+        self.assertEqual(service.passes, 4)
+
+    def test_a_hanging_pass_blocks_the_next(self):
+        self.store.hanging = defer.Deferred()
+        service = self.start()
+        self.advance(4)
+        self.assertEqual(len(self.store.online_calls), 1)
+        self.store.hanging, hung = None, self.store.hanging
+        hung.callback([])
+        self.assertEqual(service.passes, 1)
+        self.advance(1)
+        self.assertEqual(len(self.store.online_calls), 2)
+        self.assertEqual(service.passes, 2)
+
+    def test_stop_ends_the_passes(self):
+        service = self.start()
+        service.stopService()
+        self.advance(3)
+        self.assertEqual(len(self.store.online_calls), 1)
+
+    def test_when_ready_delays_the_first_pass(self):
+        ready = defer.Deferred()
+        self.start(when_ready=lambda: ready)
+        self.advance(3)
+        self.assertEqual(self.store.online_calls, [])
+        ready.callback(None)
+        self.assertEqual(len(self.store.online_calls), 1)
+        self.advance(1)
+        self.assertEqual(len(self.store.online_calls), 2)
+
+    def test_stopped_before_ready(self):
+        """Stopping while the database is not ready runs no pass and leaks no error."""
+        ready = defer.Deferred()  # like Database.when_ready: no canceller
+        service = self.start(when_ready=lambda: ready)
+        service.stopService()
+        del ready, service
+        gc.collect()  # an unhandled CancelledError would be logged here
+        self.advance(3)
+        self.assertEqual(self.store.online_calls, [])
