@@ -62,4 +62,17 @@ class EmbeddedPostgres(service.Service):
     def stopService(self):  # noqa: N802
         super().stopService()
         self.log.info("stopping embedded PostgreSQL")
-        return self._in_thread(self.cluster.stop)
+        # A start still busy in its thread (initdb, pg_ctl start) would bring the
+        # server up after a stop run beside it: let it finish, then stop.
+        finished = defer.Deferred()
+
+        def start_finished(result):
+            finished.callback(None)
+            return result
+
+        if self._started is None:
+            finished.callback(None)
+        else:
+            self._started.addBoth(start_finished)
+        finished.addCallback(lambda _: self._in_thread(self.cluster.stop))
+        return finished

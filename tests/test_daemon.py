@@ -1,0 +1,355 @@
+"""End to end: `twistd dataserv` as a real process, over real sockets, with its own
+embedded PostgreSQL. The plugin must come from the installed package (the child runs
+in a scratch directory), so run `pip install .` after changing the source."""
+
+import filecmp
+import glob
+import hashlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+from treq.client import HTTPClient
+from twisted.internet import defer, reactor, task
+from twisted.trial import unittest
+from twisted.web.client import Agent, HTTPConnectionPool
+
+from dataserv.client import FarmerClient
+from dataserv.config import OPTIONS
+from dataserv.pgcluster import Cluster, ClusterError
+from dataserv.signing import FarmerKey
+from tests.test_pgcluster import reachable_directory, server_bindir
+
+SOURCE_TREE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
+# One TiB per unit of height: /api/total's total_TB then equals the summed height.
+TIB = 1024 ** 4
+
+
+def stale_installed_files():
+    """Source files that the installed package (what twistd runs) lacks or has otherwise."""
+    found = subprocess.run(
+        [sys.executable, "-c", "import dataserv, os; print(os.path.dirname(dataserv.__file__))"],
+        cwd="/", env=child_environment(), capture_output=True, text=True, check=True)
+    installed = found.stdout.strip()
+    stale = []
+    for pattern in ("*.py", os.path.join("schema", "*.sql")):
+        for source in glob.glob(os.path.join(SOURCE_TREE, "dataserv", pattern)):
+            relative = os.path.relpath(source, os.path.join(SOURCE_TREE, "dataserv"))
+            target = os.path.join(installed, relative)
+            if not (os.path.exists(target) and filecmp.cmp(source, target, shallow=False)):
+                stale.append(relative)
+    return sorted(stale)
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that nothing listened on a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def is_listening(port):
+    """Whether something accepts connections on 127.0.0.1:port."""
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def first_line_of_answer(port, request):
+    """Send raw request bytes and return the first line of the answer (b"" if none)."""
+    received = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        try:
+            s.sendall(request)
+            while b"\r\n" not in received:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                received += chunk
+        except OSError:
+            pass  # a reset: whatever arrived before it is the answer
+    return received.split(b"\r\n", 1)[0]
+
+
+def sleep(seconds):
+    """A Deferred that fires after ``seconds`` on the real reactor."""
+    return task.deferLater(reactor, seconds, lambda: None)
+
+
+@defer.inlineCallbacks
+def eventually(check, timeout, what):
+    """Call check() (may return a Deferred) until it is true; fail after timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = yield check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError("%s did not happen within %ss" % (what, timeout))
+        yield sleep(0.1)
+
+
+def http_client():
+    """treq without persistent connections, so the reactor is clean after a test."""
+    return HTTPClient(Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=False)))
+
+
+def child_environment(**extra):
+    """This process's environment without the daemon's DATASERV_* settings, plus ``extra``."""
+    settings = {o.environment for o in OPTIONS}
+    env = {k: v for k, v in os.environ.items() if k not in settings}
+    env.update(extra)
+    return env
+
+
+class Daemon:
+    """One `twistd -n` child in a directory of its own; killed (with its PostgreSQL
+    stopped) at cleanup if a test leaves it running."""
+
+    _stale = None
+
+    def __init__(self, testcase, directory=None, data_dir=None):
+        if not os.access(TWISTD, os.X_OK):
+            raise unittest.SkipTest("no twistd next to %s" % (sys.executable,))
+        if Daemon._stale is None:
+            Daemon._stale = stale_installed_files()
+        if Daemon._stale:
+            raise AssertionError("twistd would run an installed dataserv that differs from "
+                                 "this source (%s): run `pip install .` first"
+                                 % (", ".join(Daemon._stale),))
+        self.bindir = server_bindir()
+        self.testcase = testcase
+        self.directory = directory or reachable_directory(testcase, "dataserv-daemon-")
+        self.data_dir = data_dir or os.path.join(self.directory, "data")
+        self.port = free_port()
+        self.url = "http://127.0.0.1:%d" % (self.port,)
+        self.process = None
+
+    def listen_string(self):
+        return "tcp:%d:interface=127.0.0.1" % (self.port,)
+
+    def spawn(self, twistd_args, cwd=None, env=None):
+        """Start twistd with ``twistd_args`` after -n and --pidfile."""
+        self.testcase.addCleanup(self._stop_cluster)
+        with open(self._log("stdout"), "w") as stdout, open(self._log("stderr"), "w") as stderr:
+            self.process = subprocess.Popen(
+                [TWISTD, "-n", "--pidfile", os.path.join(self.directory, "twistd.pid")]
+                + list(twistd_args),
+                cwd=cwd or self.directory, env=env or child_environment(),
+                stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL)
+        self.testcase.addCleanup(self._kill)
+        return self
+
+    def start(self, *flags):
+        """`twistd -n dataserv` on our port and data dir, plus ``flags``."""
+        return self.spawn(["dataserv", "--listen", self.listen_string(),
+                           "--data-dir", self.data_dir, "--summary-interval", "0.5",
+                           "--shard-size", str(TIB)] + list(flags))
+
+    def _log(self, name):
+        return os.path.join(self.directory, name)
+
+    def error_output(self):
+        """What the child wrote on stderr so far."""
+        with open(self._log("stderr")) as f:
+            return f.read()
+
+    def output(self):
+        """Everything the child wrote so far, for failure messages."""
+        with open(self._log("stdout")) as f:
+            return f.read() + "\n" + self.error_output()
+
+    def cluster(self):
+        return Cluster(self.data_dir, bindir=self.bindir)
+
+    def cluster_running(self):
+        """Whether the daemon's PostgreSQL runs (or left a postmaster.pid behind)."""
+        return (self.cluster().is_running()
+                or os.path.exists(os.path.join(self.data_dir, "pg", "postmaster.pid")))
+
+    @defer.inlineCallbacks
+    def wait_healthy(self, http, timeout=60):
+        """Poll /health until it answers 200."""
+        def healthy():
+            if self.process.poll() is not None:
+                raise AssertionError("daemon exited with %s:\n%s"
+                                     % (self.process.returncode, self.output()))
+            d = http.get(self.url + "/health")
+            d.addCallback(lambda response: response.code == 200)
+            d.addErrback(lambda _: False)
+            return d
+        yield eventually(healthy, timeout, "a healthy /health")
+
+    @defer.inlineCallbacks
+    def wait_exit(self, timeout):
+        """Wait for the child to exit; its exit code."""
+        yield eventually(lambda: self.process.poll() is not None, timeout,
+                         "the exit of twistd")
+        return self.process.returncode
+
+    @defer.inlineCallbacks
+    def terminate(self, timeout=30):
+        """SIGTERM, then wait; the exit code."""
+        self.process.send_signal(signal.SIGTERM)
+        code = yield self.wait_exit(timeout)
+        return code
+
+    def _kill(self):
+        if self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def _stop_cluster(self):
+        try:
+            self.cluster().stop()
+        except ClusterError:
+            pass
+
+
+class ServingTests(unittest.TestCase):
+    """A daemon that starts, serves farmers and stops with its PostgreSQL."""
+
+    timeout = 90
+
+    def setUp(self):
+        self.http = http_client()
+        self.key = FarmerKey.from_seed(b"dataserv daemon test farmer")
+
+    def client(self, daemon):
+        return FarmerClient(daemon.url, self.key, http=self.http)
+
+    @defer.inlineCallbacks
+    def started(self, daemon=None):
+        daemon = (daemon or Daemon(self)).start()
+        yield daemon.wait_healthy(self.http)
+        return daemon
+
+    @defer.inlineCallbacks
+    def stopped_cleanly(self, daemon):
+        code = yield daemon.terminate(30)
+        # twistd ends by re-raising the signal it was stopped with.
+        self.assertIn(code, (0, -signal.SIGTERM), daemon.output())
+        self.assertIn("Server Shut Down.", daemon.output())
+        self.assertFalse(daemon.cluster_running(), "PostgreSQL still running")
+        self.assertFalse(is_listening(daemon.port))
+
+    @defer.inlineCallbacks
+    def assertStatus(self, call, status, *args):  # noqa: N802
+        reply = yield call(*args)
+        self.assertEqual(reply.status, status, reply.text)
+        return reply
+
+    @defer.inlineCallbacks
+    def test_serves_farmers_and_stops_cleanly(self):
+        daemon = yield self.started()
+        farmer = self.client(daemon)
+        reply = yield self.assertStatus(farmer.register, 200)
+        self.assertEqual(reply.json()["btc_addr"], self.key.address)
+        yield self.assertStatus(farmer.register, 409)
+        yield self.assertStatus(farmer.ping, 200)
+        yield self.assertStatus(farmer.height, 200, 3)
+
+        def online():
+            d = farmer.online()
+            d.addCallback(lambda reply: self.key.address in reply.text)
+            return d
+        yield eventually(online, 10, "the farmer in /api/online")
+        listed = (yield farmer.online_json()).json()["farmers"]
+        self.assertEqual([(f["payout_addr"], f["height"]) for f in listed],
+                         [(self.key.address, 3)])
+        total = (yield farmer.total()).json()
+        self.assertEqual((total["total_farmers"], total["total_TB"]), (1, 3.0))
+
+        yield self.assertStatus(farmer.bandwidth, 200, 100, 200)
+        yield self.assertStatus(farmer.audit, 200, 1, hashlib.sha256(b"block 1").hexdigest())
+        status = (yield self.assertStatus(farmer.status, 200)).json()
+        self.assertTrue(status["online"])
+        self.assertEqual(status["audits"], 1)
+
+        yield self.stopped_cleanly(daemon)
+
+    @defer.inlineCallbacks
+    def test_oversized_requests_get_an_answer(self):
+        daemon = yield self.started()
+        long_url = b"GET /" + b"a" * 20000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+        long_header = (b"GET /health HTTP/1.1\r\nHost: x\r\nX-Long: " + b"a" * 20000
+                       + b"\r\n\r\n")
+        for request in (long_url, long_header):
+            line = first_line_of_answer(daemon.port, request)
+            self.assertRegex(line, rb"^HTTP/1\.[01] 4\d\d ", request[:20])
+        # The daemon still serves after refusing them.
+        yield self.assertStatus(self.client(daemon).address, 200)
+        yield self.stopped_cleanly(daemon)
+
+    @defer.inlineCallbacks
+    def test_restart_keeps_farmers(self):
+        first = yield self.started()
+        yield self.assertStatus(self.client(first).register, 200)
+        yield self.stopped_cleanly(first)
+        second = yield self.started(Daemon(self, data_dir=first.data_dir))
+        yield self.assertStatus(self.client(second).register, 409)
+        yield self.stopped_cleanly(second)
+
+    @defer.inlineCallbacks
+    def test_stop_while_postgres_starts(self):
+        # SIGTERM during the first start (initdb): the start must not finish
+        # after the stop and leave a server behind.
+        daemon = Daemon(self).start()
+        yield eventually(lambda: "starting embedded PostgreSQL" in daemon.output(), 30,
+                         "the embedded start")
+        yield self.stopped_cleanly(daemon)
+
+    @defer.inlineCallbacks
+    def test_tac_file(self):
+        daemon = Daemon(self)
+        daemon.spawn(["-y", os.path.join(SOURCE_TREE, "dataserv.tac")], cwd=SOURCE_TREE,
+                     env=child_environment(DATASERV_LISTEN=daemon.listen_string(),
+                                           DATASERV_DATA_DIR=daemon.data_dir))
+        yield daemon.wait_healthy(self.http)
+        self.assertTrue(daemon.cluster_running())
+        yield self.stopped_cleanly(daemon)
+
+
+class StartupRefusalTests(unittest.TestCase):
+    """Start-up problems stop the daemon with one clear line, before it listens."""
+
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def refused(self, daemon, *flags):
+        """Start with flags, expect a quick non-zero exit; its stderr."""
+        daemon.start(*flags)
+        code = yield daemon.wait_exit(20)
+        self.assertNotEqual(code, 0, daemon.output())
+        self.assertFalse(is_listening(daemon.port))
+        self.assertFalse(daemon.cluster_running())
+        return daemon.error_output()
+
+    @defer.inlineCallbacks
+    def test_invalid_flag(self):
+        daemon = Daemon(self)
+        stderr = yield self.refused(daemon, "--max-ping", "-5")
+        lines = stderr.strip().splitlines()
+        self.assertEqual(len(lines), 1, stderr)
+        self.assertTrue(lines[0].startswith("dataserv: error:"), stderr)
+        self.assertIn("--max-ping", lines[0])
+        self.assertFalse(os.path.exists(daemon.data_dir), "data dir created anyway")
+
+    @defer.inlineCallbacks
+    def test_unreachable_data_dir(self):
+        if os.geteuid() != 0:
+            raise unittest.SkipTest("only root runs the cluster as another user")
+        private = os.path.join(reachable_directory(self), "private")
+        os.mkdir(private, 0o700)
+        before = os.stat(private)
+        daemon = Daemon(self, data_dir=os.path.join(private, "data"))
+        stderr = yield self.refused(daemon)
+        self.assertIn("dataserv: error:", stderr)
+        self.assertIn(private, stderr)
+        self.assertIn("--data-dir", stderr)
+        after = os.stat(private)
+        self.assertEqual((after.st_mode, after.st_uid, after.st_gid),
+                         (before.st_mode, before.st_uid, before.st_gid))

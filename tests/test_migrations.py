@@ -1,0 +1,179 @@
+"""Schema migrations against real PostgreSQL, each test in a database of its own."""
+
+import os
+import shutil
+import tempfile
+import uuid
+
+import psycopg2
+from psycopg2.extensions import make_dsn
+from twisted.internet import defer, reactor
+from twisted.trial import unittest
+
+from dataserv import migrations
+from dataserv.database import Database
+from tests import pg
+
+
+def _fast_backoff():
+    while True:
+        yield 0.1
+
+
+def admin(dsn, sql, params=None):
+    """Run one statement on a short-lived autocommit connection; rows if any."""
+    connection = psycopg2.connect(dsn)
+    try:
+        connection.autocommit = True
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchall() if cursor.description else None
+    finally:
+        connection.close()
+
+
+def private_database(testcase):
+    """DSN of a new, empty database on the suite's server, dropped at cleanup."""
+    name = "dataserv_migrations_%s" % (uuid.uuid4().hex[:12],)
+    try:
+        admin(pg.dsn(), "CREATE DATABASE %s" % (name,))
+    except psycopg2.Error as e:
+        raise unittest.SkipTest("cannot create a private database: %s" % (e,))
+    testcase.addCleanup(admin, pg.dsn(), "DROP DATABASE IF EXISTS %s WITH (FORCE)" % (name,))
+    return make_dsn(pg.dsn(), dbname=name)
+
+
+def schema_directory(testcase, steps):
+    """A temporary schema dir holding ``steps`` ({file name: sql})."""
+    directory = tempfile.mkdtemp(prefix="dataserv-schema-")
+    testcase.addCleanup(shutil.rmtree, directory, True)
+    add_steps(directory, steps)
+    return directory
+
+
+def add_steps(directory, steps):
+    """Write more migration files into a schema dir."""
+    for name, sql in steps.items():
+        with open(os.path.join(directory, name), "w", encoding="utf-8") as f:
+            f.write(sql)
+
+
+def start_database(testcase, dsn, schema_dir=None):
+    """A started Database (stopped at cleanup); wait on its when_ready() as needed."""
+    db = Database(reactor, dsn, pool_size=1, retry_backoff=_fast_backoff, schema_dir=schema_dir)
+    db.startService()
+    testcase.addCleanup(db.stopService)
+    return db
+
+
+def recorded(dsn):
+    """(version, name, applied_at) rows of schema_version."""
+    return admin(dsn, "SELECT version, name, applied_at FROM schema_version ORDER BY version")
+
+
+class MigrationTests(unittest.TestCase):
+    """apply_all on a private database."""
+
+    timeout = 60
+
+    def setUp(self):
+        self.dsn = private_database(self)
+
+    @defer.inlineCallbacks
+    def test_fresh_database_gets_every_migration(self):
+        steps = migrations.load()
+        db = yield start_database(self, self.dsn).when_ready()
+        self.assertEqual(db.schema_version, len(steps))
+        self.assertEqual([(v, n) for v, n, _ in recorded(self.dsn)],
+                         [(v, n) for v, n, _ in steps])
+        rows = admin(self.dsn, "SELECT count(*) FROM farmers")
+        self.assertEqual(rows, [(0,)])
+
+    @defer.inlineCallbacks
+    def test_rerun_applies_nothing(self):
+        steps = migrations.load()
+        db = yield start_database(self, self.dsn).when_ready()
+        before = recorded(self.dsn)
+        version = yield db.run_interaction(migrations.apply_all, steps)
+        self.assertEqual(version, len(steps))
+        self.assertEqual(recorded(self.dsn), before)
+        yield db.stopService()
+        again = yield start_database(self, self.dsn).when_ready()
+        self.assertEqual(again.schema_version, len(steps))
+        self.assertEqual(recorded(self.dsn), before)
+
+    @defer.inlineCallbacks
+    def test_only_new_steps_are_applied(self):
+        # 0001 has no IF NOT EXISTS: running it twice would fail.
+        directory = schema_directory(self, {"0001_first.sql": "CREATE TABLE first (n int)"})
+        db = yield start_database(self, self.dsn, directory).when_ready()
+        self.assertEqual(db.schema_version, 1)
+        add_steps(directory, {"0002_second.sql": "CREATE TABLE second (n int)"})
+        version = yield db.run_interaction(migrations.apply_all, migrations.load(directory))
+        self.assertEqual(version, 2)
+        self.assertEqual([(v, n) for v, n, _ in recorded(self.dsn)],
+                         [(1, "0001_first.sql"), (2, "0002_second.sql")])
+
+    @defer.inlineCallbacks
+    def test_schema_newer_than_code_is_refused(self):
+        steps = migrations.load()
+        db = yield start_database(self, self.dsn).when_ready()
+        future = len(steps) + 1
+        admin(self.dsn, "INSERT INTO schema_version (version, name) VALUES (%s, 'future')",
+              (future,))
+        before = recorded(self.dsn)
+        with self.assertRaises(migrations.SchemaTooNew) as caught:
+            yield db.run_interaction(migrations.apply_all, steps)
+        message = str(caught.exception)
+        self.assertIn("schema version %d" % (future,), message)
+        self.assertIn("only knows up to %d" % (len(steps),), message)
+        self.assertIn("newer dataserv", message)
+        self.assertEqual(recorded(self.dsn), before)
+
+    @defer.inlineCallbacks
+    def test_concurrent_starts_apply_once(self):
+        # The first step is applied alone, as by an older release; then two daemons
+        # upgrade at once. nextval() is not rolled back, so it counts every attempt
+        # at the slow step, including one that failed and was retried.
+        admin(self.dsn, "CREATE SEQUENCE attempts")
+        directory = schema_directory(self, {"0001_first.sql": "CREATE TABLE first (n int)"})
+        first = yield start_database(self, self.dsn, directory).when_ready()
+        yield first.stopService()
+        add_steps(directory, {"0002_slow.sql": (
+            "SELECT nextval('attempts');"
+            "SELECT pg_sleep(0.5);"
+            "CREATE TABLE slow (n int);"
+            "INSERT INTO slow VALUES (1);")})
+        both = [start_database(self, self.dsn, directory) for _ in range(2)]
+        yield defer.gatherResults([db.when_ready() for db in both])
+        self.assertEqual([db.schema_version for db in both], [2, 2])
+        self.assertEqual(admin(self.dsn, "SELECT last_value FROM attempts"), [(1,)])
+        self.assertEqual(admin(self.dsn, "SELECT n FROM slow"), [(1,)])
+        self.assertEqual([v for v, _, _ in recorded(self.dsn)], [1, 2])
+
+
+class LoadTests(unittest.SynchronousTestCase):
+    """migrations.load reads numbered files in order and refuses gaps."""
+
+    def _load(self, names):
+        return migrations.load(schema_directory(self, {n: "SELECT 1" for n in names}))
+
+    def test_in_order(self):
+        found = self._load(["0002_b.sql", "0001_a.sql", "README", "0003_c.sql"])
+        self.assertEqual([(v, n) for v, n, _ in found],
+                         [(1, "0001_a.sql"), (2, "0002_b.sql"), (3, "0003_c.sql")])
+        self.assertEqual(found[0][2], "SELECT 1")
+
+    def test_gap(self):
+        with self.assertRaises(ValueError) as caught:
+            self._load(["0001_a.sql", "0003_c.sql"])
+        self.assertIn("0003_c.sql", str(caught.exception))
+
+    def test_not_from_one(self):
+        self.assertRaises(ValueError, self._load, ["0002_b.sql"])
+
+    def test_duplicate_number(self):
+        self.assertRaises(ValueError, self._load, ["0001_a.sql", "0001_b.sql"])
+
+    def test_shipped_schema_loads(self):
+        self.assertEqual(migrations.load()[0][:2], (1, "0001_initial.sql"))
