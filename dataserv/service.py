@@ -2,10 +2,10 @@
 
 from twisted.application import service
 from twisted.application.internet import StreamServerEndpointService
-from twisted.internet import threads
+from twisted.internet import task, threads
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
-from twisted.web import server
+from twisted.web import http, server
 
 from dataserv.api import API
 from dataserv.auth import Verifier
@@ -19,6 +19,35 @@ from dataserv.summary import Summariser
 log = Logger()
 
 
+class _Channel(http.HTTPChannel):
+    """An HTTPChannel that answers an over-long request line or header.
+
+    Twisted drops the connection without a word when a line is longer than
+    MAX_LENGTH, and answers too many header bytes with a 400 followed by a close
+    that can reset the connection before the client reads it. Here the answer is
+    followed by a half-close and the rest of the request is discarded, so the
+    client gets to read the status line.
+    """
+
+    def lineLengthExceeded(self, line):  # noqa: N802 (Twisted's name)
+        if self._receivedHeaderSize == 0:  # still in this request's first line
+            self._refuse(b"414 URI Too Long")
+        else:
+            self._refuse(b"431 Request Header Fields Too Large")
+
+    def _respondToBadRequestAndDisconnect(self):  # noqa: N802 (Twisted's name)
+        self._refuse(b"400 Bad Request")
+
+    def _refuse(self, status):
+        # Nothing more of this connection is parsed: no request can start after this.
+        self.dataReceived = self.lineReceived = self.rawDataReceived = lambda data: None
+        self.transport.write(
+            b"HTTP/1.1 " + status + b"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        # The channel's idle timeout still ends a client that never closes its side.
+        half_close = getattr(self.transport, "loseWriteConnection", None)
+        (half_close or self.transport.loseConnection)()
+
+
 class Site(server.Site):
     """A Site whose access log is a plain file with a 64 KiB buffer, or nothing.
 
@@ -28,6 +57,7 @@ class Site(server.Site):
     """
 
     noisy = False
+    protocol = _Channel
 
     def _openLogFile(self, path):  # noqa: N802 (Twisted's name)
         return open(path, "a", buffering=1 << 16, newline="\n")
@@ -69,6 +99,7 @@ class Dataserv(service.MultiService):
         self.farmers = Farmers(self.store, self.verifier, settings)
         self.summariser = Summariser(
             self.store, settings, reactor,
+            pause=lambda: task.deferLater(reactor, 0, lambda: None),
             offload=lambda f, *a: threads.deferToThreadPool(
                 reactor, reactor.getThreadPool(), f, *a),
             when_ready=self.database.when_ready)
