@@ -246,7 +246,7 @@ class API:
             body = render.farmer_dict(status.record, now, status.uptime)
             online_until = status.record.last_seen + self.settings.online_seconds
             body.update({
-                "online": now < online_until,
+                "online": now <= online_until,  # as the online list: seen within the window
                 "online_until": int(online_until),
                 "audits": status.audits,
                 "last_audit_block": status.last_audit_block,
