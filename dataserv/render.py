@@ -8,11 +8,14 @@ from dataserv.addresses import address_to_nodeid
 DAY = 86400
 
 
+def day_start(day):
+    """Unix seconds at 00:00 UTC of a date."""
+    return (day - datetime.date(1970, 1, 1)).days * DAY
+
+
 def uptime_window_start(reg_time, now, days):
     """Start of the uptime window: the first UTC day counted, or registration if later."""
-    first_day = first_uptime_day(now, days)
-    day_start = (first_day - datetime.date(1970, 1, 1)).days * DAY
-    return max(reg_time, day_start)
+    return max(reg_time, day_start(first_uptime_day(now, days)))
 
 
 def first_uptime_day(now, days):
@@ -28,8 +31,14 @@ def uptime_percent(recorded_seconds, record, now, online_window, days):
     the last contact counts too, up to the online window, since the farmer is online
     until that runs out.
     """
-    start = uptime_window_start(record.reg_time, now, days)
-    elapsed = now - start
+    window_start = day_start(first_uptime_day(now, days))
+    return uptime_since(recorded_seconds, record, now, online_window, window_start)
+
+
+def uptime_since(recorded_seconds, record, now, online_window, window_start):
+    """uptime_percent with the window's first midnight already worked out (the
+    summariser does that once per pass, not once per farmer)."""
+    elapsed = now - max(record.reg_time, window_start)
     if elapsed <= 0:
         return 100.0
     current = min(max(0.0, now - record.last_seen), online_window)
@@ -49,6 +58,24 @@ def farmer_dict(record, now, uptime):
         "bandwidth_upload": record.bandwidth_upload,
         "bandwidth_download": record.bandwidth_download,
     }
+
+
+def farmer_json_static(record):
+    """The parts of a farmer's JSON that never change (identity, payout, registration),
+    so the summariser can keep them between passes: (before height, after last_seen)."""
+    return (
+        '{"btc_addr": "%s", "payout_addr": "%s", "height": ' % (record.btc_addr, record.payout_addr),
+        ', "nodeid": "%s", "reg_time": %d, "uptime": ' % (
+            address_to_nodeid(record.btc_addr), int(record.reg_time)),
+    )
+
+
+def farmer_json(static, record, now, uptime):
+    """The same text as ``json_bytes(farmer_dict(...))`` (decoded), made by formatting
+    around the static parts: a tenth of the cost, which matters at 100 000 farmers."""
+    return '%s%d, "last_seen": %d%s%r, "bandwidth_upload": %r, "bandwidth_download": %r}' % (
+        static[0], record.height, max(0, int(now - record.last_seen)), static[1],
+        uptime, record.bandwidth_upload, record.bandwidth_download)
 
 
 def last_seen_text(seconds):

@@ -151,29 +151,53 @@ class FarmerStore:
 
     # -- the summary's reads ------------------------------------------------
 
-    @defer.inlineCallbacks
-    def online_since(self, cutoff):
-        """Records of farmers seen at or after cutoff, by height desc then registration."""
-        rows = yield self._query(
-            "online_since",
-            "SELECT " + FARMER_COLUMNS + " FROM farmers WHERE last_seen >= %s"
-            " ORDER BY height DESC, id", (cutoff,))
-        return [FarmerRecord(*row) for row in rows]
+    def _fetch_in_slices(self, name, sql, params, pause, size=2000):
+        """All rows of a query, converted ``size`` at a time with ``pause()`` between,
+        so 100 000 rows never hold the reactor for one long stretch."""
+        pause = pause or (lambda: defer.succeed(None))
+
+        @defer.inlineCallbacks
+        def interaction(cursor):
+            yield cursor.execute(sql, params)
+            rows = cursor.fetchmany(size)
+            while len(rows) % size == 0 and rows:
+                yield pause()
+                chunk = cursor.fetchmany(size)
+                if not chunk:
+                    break
+                rows.extend(chunk)
+            return rows
+
+        return self._interaction(name, interaction)
 
     @defer.inlineCallbacks
-    def online_seconds(self, first_day, seen_since=None, farmer_id=None):
-        """{farmer id: seconds credited since first_day}, for farmers seen since
-        ``seen_since`` or for one farmer."""
+    def online_since(self, cutoff, pause=None):
+        """Records of farmers seen at or after cutoff, by height desc then registration."""
+        rows = yield self._fetch_in_slices(
+            "online_since",
+            "SELECT " + FARMER_COLUMNS + " FROM farmers WHERE last_seen >= %s"
+            " ORDER BY height DESC, id", (cutoff,), pause)
+        return [FarmerRecord._make(row) for row in rows]
+
+    @defer.inlineCallbacks
+    def online_seconds(self, first_day, seen_since=None, farmer_id=None, last_day=None,
+                       pause=None):
+        """{farmer id: seconds credited from first_day (to last_day, if given)}, for
+        farmers seen since ``seen_since`` or for one farmer."""
         sql = ("SELECT u.farmer_id, sum(u.online_seconds) FROM uptime_days u"
                " JOIN farmers f ON f.id = u.farmer_id WHERE u.day >= %s")
         params = [first_day]
+        if last_day is not None:
+            sql += " AND u.day <= %s"
+            params.append(last_day)
         if seen_since is not None:
             sql += " AND f.last_seen >= %s"
             params.append(seen_since)
         if farmer_id is not None:
             sql += " AND u.farmer_id = %s"
             params.append(farmer_id)
-        rows = yield self._query("online_seconds", sql + " GROUP BY u.farmer_id", params)
+        rows = yield self._fetch_in_slices(
+            "online_seconds", sql + " GROUP BY u.farmer_id", params, pause)
         return dict(rows)
 
     def prune_uptime(self, before_day):

@@ -6,6 +6,7 @@ large sets is done in slices with a pause between them, so the reactor keeps
 answering pings while a pass runs.
 """
 
+import datetime
 import gzip
 from dataclasses import dataclass
 
@@ -17,9 +18,9 @@ from dataserv import render
 from dataserv.database import DatabaseUnavailable
 
 SLICE = 2000
-# The uptime sums are a GROUP BY over up to 30 days of buckets: refresh them every
-# pass while that is cheap, and back off so that they never take more than this
-# share of the time when the field is large.
+# Today's uptime buckets are summed every pass while that is cheap, and less often
+# when the field is large, so that it never takes more than this share of the time.
+# The earlier days of the window are summed once a day (see _refresh_uptime).
 UPTIME_SHARE = 0.05
 
 
@@ -53,8 +54,9 @@ class Summariser(service.Service):
         self._when_ready = when_ready or (lambda: defer.succeed(None))
         self.settings = settings
         self.clock = clock
-        # pause(): a Deferred that fires after the reactor had a turn.
-        self._pause = pause or (lambda: task.deferLater(clock, 0, lambda: None))
+        # pause(): a Deferred that fires after the reactor had a turn (the daemon
+        # passes one; by default slices follow each other at once).
+        self._pause = pause or (lambda: defer.succeed(None))
         # offload(f, *args): run CPU work that releases the GIL (gzip) elsewhere.
         self._offload = offload or (lambda f, *a: defer.maybeDeferred(f, *a))
         self.snapshot = None
@@ -63,9 +65,12 @@ class Summariser(service.Service):
         self.last_pass_seconds = None
         self._loop = None
         self._waiting = None
-        self._uptime = {}
+        self._uptime_before = {}     # seconds credited on the window's earlier days
+        self._uptime_before_key = None
+        self._uptime_today = {}      # seconds credited today
         self._uptime_at = None
         self._uptime_every = 0.0
+        self._static = {}            # farmer id -> unchanging parts of its JSON
         self._history_at = None
 
     def startService(self):  # noqa: N802
@@ -101,7 +106,8 @@ class Summariser(service.Service):
         try:
             now = started
             yield self._refresh_uptime(now)
-            records = yield self.store.online_since(now - self.settings.online_seconds)
+            records = yield self.store.online_since(
+                now - self.settings.online_seconds, pause=self._pause)
             self.snapshot = yield self._build(records, now)
             yield self._maybe_append_history(now)
             self.passes += 1
@@ -117,34 +123,56 @@ class Summariser(service.Service):
 
     @defer.inlineCallbacks
     def _refresh_uptime(self, now):
+        """Keep the uptime sums of online farmers: earlier days + today.
+
+        The earlier days of the window only change when a contact credits the
+        window after a previous contact that came before midnight, so they are
+        summed when the day changes and once more when the online window has
+        passed into the new day. Today's buckets are summed every pass while cheap.
+        """
+        settings = self.settings
+        seen_since = now - settings.online_seconds
+        today = render.first_uptime_day(now, 1)
+        settled = now >= render.day_start(today) + settings.online_seconds
+        key = (today, settled)
+        if key != self._uptime_before_key:
+            first_day = render.first_uptime_day(now, settings.uptime_days)
+            self._uptime_before = yield self.store.online_seconds(
+                first_day, seen_since=seen_since, last_day=today - datetime.timedelta(days=1),
+                pause=self._pause)
+            self._uptime_before_key = key
         if self._uptime_at is not None and now - self._uptime_at < self._uptime_every:
             return
-        first_day = render.first_uptime_day(now, self.settings.uptime_days)
-        self._uptime = yield self.store.online_seconds(
-            first_day, seen_since=now - self.settings.online_seconds)
-        took = self.clock.seconds() - now
+        started = self.clock.seconds()
+        self._uptime_today = yield self.store.online_seconds(
+            today, seen_since=seen_since, pause=self._pause)
         self._uptime_at = now
-        self._uptime_every = took / UPTIME_SHARE
+        self._uptime_every = (self.clock.seconds() - started) / UPTIME_SHARE
 
     @defer.inlineCallbacks
     def _build(self, records, now):
         settings = self.settings
+        window = settings.online_seconds
+        window_start = render.day_start(render.first_uptime_day(now, settings.uptime_days))
+        before, today, old_static = self._uptime_before, self._uptime_today, self._static
+        static = {}
         html, json_parts = [], []
         total_height = 0
         for start in range(0, len(records), SLICE):
             if start:
                 yield self._pause()
-            chunk = records[start:start + SLICE]
             farmers = []
-            for record in chunk:
+            for record in records[start:start + SLICE]:
                 total_height += record.height
                 html.append(render.online_html_entry(record, now))
-                uptime = render.uptime_percent(
-                    self._uptime.get(record.id, 0.0), record, now,
-                    settings.online_seconds, settings.uptime_days)
-                farmers.append(render.farmer_dict(record, now, uptime))
-            json_parts.append(render.json_bytes(farmers)[1:-1])
-        online_json = b'{"farmers": [' + b", ".join(json_parts) + b"]}"
+                parts = old_static.get(record.id) or render.farmer_json_static(record)
+                static[record.id] = parts
+                credited = before.get(record.id, 0.0) + today.get(record.id, 0.0)
+                uptime = render.uptime_since(credited, record, now, window, window_start)
+                farmers.append(render.farmer_json(parts, record, now, uptime))
+            json_parts.append(", ".join(farmers).encode("utf-8"))
+        self._static = static
+        online_json = b'{"farmers": [' + b", ".join(p for p in json_parts if p) + b"]}"
         online_json_gzip = yield self._offload(_gzip, online_json)
         total = render.total_dict(now, len(records), total_height, settings.shard_size)
         return Snapshot(

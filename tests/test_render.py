@@ -2,6 +2,7 @@
 
 import calendar
 import datetime
+import itertools
 import json
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -170,3 +171,20 @@ class UptimeTests(SynchronousTestCase):
         value = self.uptime(6 * HOUR, MIDNIGHT + 12 * HOUR, days=1,
                             reg_time=MIDNIGHT - 90 * DAY, last_seen=MIDNIGHT + 12 * HOUR)
         self.assertEqual(value, 50.0)
+
+
+class FarmerJsonTests(SynchronousTestCase):
+    """The summariser's formatted JSON is the same text as json.dumps of the dict."""
+
+    def test_same_text_as_the_dict(self):
+        now = 1700000000.75
+        addresses = [FarmerKey.from_seed(b"json %d" % i).address for i in range(3)]
+        cases = itertools.product(
+            addresses, ("3J98t1WpEZ73CNmQviecrnyiWrnqRhWNLy",), (0, 7, 199999),
+            (now, now - 59.9, now - 90000.2), (0.0, 1e-07, 123456789.5), (0.0, 100.0, 41.667))
+        for address, payout, height, seen, bandwidth, uptime in cases:
+            record = FarmerRecord(1, address, payout, height, now - 1e6 - 0.5, seen,
+                                  bandwidth, bandwidth * 2)
+            expected = render.json_bytes(render.farmer_dict(record, now, uptime))
+            made = render.farmer_json(render.farmer_json_static(record), record, now, uptime)
+            self.assertEqual(made.encode("utf-8"), expected)

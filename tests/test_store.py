@@ -344,3 +344,30 @@ class HistoryTests(StoreTestCase):
         yield self.append_rows(10)
         points = yield self.store.history(T + 30, T + 50, 100)
         self.assertEqual([p.at for p in points], [T + 30, T + 40, T + 50])
+
+
+class SlicedFetchTests(StoreTestCase):
+    """The summariser's reads convert rows a slice at a time, pausing in between."""
+
+    @defer.inlineCallbacks
+    def test_online_since_pauses_between_slices(self):
+        from dataserv import store as store_module
+
+        addresses = [FarmerKey.from_seed(b"slice %d" % i).address for i in range(5)]
+        yield self.register_in_order(*addresses)
+        original = store_module.FarmerStore._fetch_in_slices
+
+        def small_slices(this, name, sql, params, pause, size=2000):
+            return original(this, name, sql, params, pause, size=2)
+
+        self.patch(store_module.FarmerStore, "_fetch_in_slices", small_slices)
+        pauses = []
+
+        def pause():
+            pauses.append(True)
+            return defer.succeed(None)
+
+        records = yield self.store.online_since(T - 1, pause=pause)
+        self.assertEqual([r.btc_addr for r in records], addresses)
+        # 5 rows in slices of 2: a pause after each full slice (2, 4), none after the last.
+        self.assertEqual(len(pauses), 2)

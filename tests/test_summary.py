@@ -99,6 +99,26 @@ class DatabaseSummaryTests(unittest.TestCase):
         self.assertEqual(json.loads(snap.online_json)["farmers"][0]["uptime"], 41.667)
 
     @defer.inlineCallbacks
+    def test_listed_uptime_agrees_with_the_exact_one(self):
+        """Earlier days (summed once a day) plus today (summed per pass) give the
+        same uptime as the exact per-farmer query, across a change of UTC day."""
+        from dataserv import render
+
+        yield self.add_farmers((ALICE, 1, T - 3 * 86400))
+        for at in range(int(T - 2 * 86400), int(T + 86400), 600):
+            yield self.store.record_contacts([(ALICE, at, None)], 60, WINDOW)
+            if at % 43200 == 0 or at == int(T - 2 * 86400):
+                snap = yield self.pass_at(at)
+                record = yield self.store.farmer(ALICE)
+                exact = yield self.store.online_seconds(
+                    render.first_uptime_day(at, SETTINGS.uptime_days), farmer_id=record.id)
+                expected = render.uptime_percent(
+                    exact.get(record.id, 0.0), record, at, WINDOW, SETTINGS.uptime_days)
+                listed = json.loads(snap.online_json)["farmers"][0]["uptime"]
+                self.assertEqual(listed, expected, "at %d" % at)
+        self.assertGreater(listed, 60.0)
+
+    @defer.inlineCallbacks
     def test_farmers_drop_out_as_time_passes(self):
         yield self.add_three_online()
         counts = []
@@ -140,7 +160,7 @@ class DatabaseSummaryTests(unittest.TestCase):
         before = yield self.pass_at(T)
         working = self.store.online_since
 
-        def broken_once(cutoff):
+        def broken_once(cutoff, pause=None):
             self.patch(self.store, "online_since", working)
             raise RuntimeError("query planner on strike")
 
@@ -184,10 +204,11 @@ class FakeStore:
         self.online_calls = []
         self.hanging = None
 
-    def online_seconds(self, first_day, seen_since=None, farmer_id=None):
+    def online_seconds(self, first_day, seen_since=None, farmer_id=None, last_day=None,
+                       pause=None):
         return defer.succeed({})
 
-    def online_since(self, cutoff):
+    def online_since(self, cutoff, pause=None):
         self.online_calls.append(cutoff)
         if self.hanging is not None:
             return self.hanging
