@@ -8,6 +8,7 @@ JSON line.
 """
 
 import argparse
+import gc
 import hashlib
 import json
 import resource
@@ -91,16 +92,20 @@ def measure(reactor, dsn, registered, online, passes=3):
     seeded_at = time.time()
     yield task.deferLater(reactor, 0, seed_field, dsn, registered, online, seeded_at)
     seeding = time.time() - seeded_at
-    summariser = Summariser(FarmerStore(db, reactor), settings, reactor)
+    # Built as the daemon builds it (dataserv.service): a reactor turn between slices.
+    summariser = Summariser(FarmerStore(db, reactor), settings, reactor,
+                            pause=lambda: task.deferLater(reactor, 0, lambda: None))
+    gc.freeze()  # as dataserv.service.Dataserv.startService does
     watch = StallWatch(reactor)
     watch.start()
-    walls, stalls = [], []
+    walls, stalls, phases = [], [], []
     for _ in range(passes):
         yield task.deferLater(reactor, 0.2, lambda: None)
         watch.reset()
         started = time.perf_counter()
         yield summariser.run_pass()
         walls.append(time.perf_counter() - started)
+        phases.append(summariser.last_pass_phases)
         yield task.deferLater(reactor, 0.02, lambda: None)
         stalls.append(watch.longest)
     watch.stop()
@@ -114,6 +119,7 @@ def measure(reactor, dsn, registered, online, passes=3):
         "pass_seconds_median": round(statistics.median(walls), 3),
         "longest_stall_ms": round(max(stalls) * 1000, 1),
         "stall_ms_per_pass": [round(s * 1000, 1) for s in stalls],
+        "phases_per_pass": phases,
         "online_json_bytes": len(snapshot.online_json) if snapshot else None,
         "online_json_gzip_bytes": len(snapshot.online_json_gzip) if snapshot else None,
         "failures": summariser.failures,

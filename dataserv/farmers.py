@@ -260,7 +260,7 @@ class Farmers:
         count, last_block = yield self.store.audit_summary(record.id)
         days = self.settings.uptime_days
         credited = yield self.store.online_seconds(
-            render.first_uptime_day(now, days), farmer_id=record.id)
+            render.first_uptime_day(now, days), farmer_ids=[record.id])
         uptime = render.uptime_percent(
             credited.get(record.id, 0.0), record, now, self.settings.online_seconds, days)
         return FarmerStatus(record, uptime, count, last_block)

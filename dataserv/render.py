@@ -60,22 +60,17 @@ def farmer_dict(record, now, uptime):
     }
 
 
-def farmer_json_static(record):
-    """The parts of a farmer's JSON that never change (identity, payout, registration),
-    so the summariser can keep them between passes: (before height, after last_seen)."""
+def farmer_static(btc_addr, payout_addr, reg_time):
+    """What never changes about a farmer, ready for render_slice: the JSON before
+    its height, the JSON between last_seen and uptime, its payout address and its
+    registration time."""
     return (
-        '{"btc_addr": "%s", "payout_addr": "%s", "height": ' % (record.btc_addr, record.payout_addr),
+        '{"btc_addr": "%s", "payout_addr": "%s", "height": ' % (btc_addr, payout_addr),
         ', "nodeid": "%s", "reg_time": %d, "uptime": ' % (
-            address_to_nodeid(record.btc_addr), int(record.reg_time)),
+            address_to_nodeid(btc_addr), int(reg_time)),
+        payout_addr,
+        reg_time,
     )
-
-
-def farmer_json(static, record, now, uptime):
-    """The same text as ``json_bytes(farmer_dict(...))`` (decoded), made by formatting
-    around the static parts: a tenth of the cost, which matters at 100 000 farmers."""
-    return '%s%d, "last_seen": %d%s%r, "bandwidth_upload": %r, "bandwidth_download": %r}' % (
-        static[0], record.height, max(0, int(now - record.last_seen)), static[1],
-        uptime, record.bandwidth_upload, record.bandwidth_download)
 
 
 def last_seen_text(seconds):
@@ -92,6 +87,47 @@ def online_html_entry(record, now):
     """One farmer's entry on /api/online (entries are concatenated, no newline)."""
     return "%s |  Last Seen: %s | Height: %d<br/>" % (
         record.payout_addr, last_seen_text(now - record.last_seen), record.height)
+
+
+def render_slice(activity, now, static, credited, window, window_start):
+    """The summariser's inner loop: for a slice of online farmers, their
+    /api/online/json objects joined with ", ", their /api/online entries, and the
+    sum of their heights.
+
+    ``activity`` rows are (id, height, last_seen, bandwidth_upload,
+    bandwidth_download); ``static`` maps each id to farmer_static(...);
+    ``credited(farmer_id)`` gives the uptime seconds credited in the window. Gives
+    exactly what json_bytes(farmer_dict(...)), online_html_entry and uptime_percent
+    give (tested), written out in one loop because at 100 000 farmers per pass the
+    calls cost more than the work.
+    """
+    objects, entries = [], []
+    add_object, add_entry = objects.append, entries.append
+    height_sum = 0
+    for farmer_id, height, last_seen, upload, download in activity:
+        prefix, middle, payout, reg_time = static[farmer_id]
+        height_sum += height
+        ago = int(now - last_seen)
+        if ago < 0:
+            ago = 0
+        if ago < 60:
+            seen = "%d second(s)" % ago
+        elif ago < 3600:
+            seen = "%d minute(s)" % (ago // 60)
+        else:
+            seen = "%d hour(s)" % (ago // 3600)
+        add_entry("%s |  Last Seen: %s | Height: %d<br/>" % (payout, seen, height))
+        elapsed = now - (reg_time if reg_time > window_start else window_start)
+        if elapsed <= 0:
+            uptime = 100.0
+        else:
+            current = now - last_seen
+            current = 0.0 if current < 0 else (window if current > window else current)
+            uptime = round(min(100.0, 100.0 * (credited(farmer_id) + current) / elapsed), 3)
+        add_object('%s%d, "last_seen": %d%s%r, "bandwidth_upload": %r, '
+                   '"bandwidth_download": %r}' % (
+                       prefix, height, ago, middle, uptime, upload, download))
+    return ", ".join(objects), "".join(entries), height_sum
 
 
 def total_tb(total_height, shard_size):

@@ -1,8 +1,10 @@
 """The daemon's service tree: embedded PostgreSQL, database pool, summariser, HTTP."""
 
+import gc
+
 from twisted.application import service
 from twisted.application.internet import StreamServerEndpointService
-from twisted.internet import task, threads
+from twisted.internet import task
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.web import http, server
@@ -79,6 +81,13 @@ class _Warning(service.Service):
 class Dataserv(service.MultiService):
     """The whole daemon; its parts are attributes so tests and tools can reach them."""
 
+    def startService(self):  # noqa: N802
+        # What exists now (modules, classes, the service tree) lives as long as the
+        # process: keep it out of the collector's full passes, which otherwise
+        # stalled the reactor ~40 ms during summary passes over 100 000 farmers.
+        gc.freeze()
+        super().startService()
+
     def __init__(self, settings, reactor, embedded=None):
         super().__init__()
         self.settings = settings
@@ -100,8 +109,6 @@ class Dataserv(service.MultiService):
         self.summariser = Summariser(
             self.store, settings, reactor,
             pause=lambda: task.deferLater(reactor, 0, lambda: None),
-            offload=lambda f, *a: threads.deferToThreadPool(
-                reactor, reactor.getThreadPool(), f, *a),
             when_ready=self.database.when_ready)
         self.summariser.setServiceParent(self)
         self.api = API(self.farmers, self.summariser, self.database, settings, reactor)

@@ -14,6 +14,8 @@ from twisted.internet import defer
 FARMER_COLUMNS = ("id, btc_addr, payout_addr, height, reg_time, last_seen,"
                   " bandwidth_upload, bandwidth_download")
 
+ACTIVITY_COLUMNS = "id, height, last_seen, bandwidth_upload, bandwidth_download"
+
 FarmerRecord = namedtuple("FarmerRecord", [
     "id", "btc_addr", "payout_addr", "height", "reg_time", "last_seen",
     "bandwidth_upload", "bandwidth_download"])
@@ -151,39 +153,54 @@ class FarmerStore:
 
     # -- the summary's reads ------------------------------------------------
 
-    def _fetch_in_slices(self, name, sql, params, pause, size=2000):
-        """All rows of a query, converted ``size`` at a time with ``pause()`` between,
-        so 100 000 rows never hold the reactor for one long stretch."""
+    def _fetch_in_slices(self, name, sql, params, pause, size=2000, convert=None):
+        """All rows of a query, fetched and converted (``convert(row)``) ``size`` at a
+        time with ``pause()`` between, so 100 000 rows never hold the reactor for one
+        long stretch."""
         pause = pause or (lambda: defer.succeed(None))
 
+        # A server-side cursor: libpq would otherwise parse the whole result in one
+        # go on the reactor thread (about 50 ms for 100 000 rows).
+        # cursor_tuple_fraction: every row is wanted, so plan for all of them (the
+        # default plans cursors for the first 10 % and chose a plan 5x slower).
         @defer.inlineCallbacks
         def interaction(cursor):
-            yield cursor.execute(sql, params)
-            rows = cursor.fetchmany(size)
-            while len(rows) % size == 0 and rows:
+            yield cursor.execute("SET LOCAL cursor_tuple_fraction = 1")
+            yield cursor.execute("DECLARE slices NO SCROLL CURSOR FOR " + sql, params)
+            rows = []
+            while True:
+                yield cursor.execute("FETCH %d FROM slices" % size)
+                chunk = cursor.fetchall()
+                rows.extend(map(convert, chunk) if convert else chunk)
+                if len(chunk) < size:
+                    return rows
                 yield pause()
-                chunk = cursor.fetchmany(size)
-                if not chunk:
-                    break
-                rows.extend(chunk)
-            return rows
 
         return self._interaction(name, interaction)
 
-    @defer.inlineCallbacks
-    def online_since(self, cutoff, pause=None):
-        """Records of farmers seen at or after cutoff, by height desc then registration."""
-        rows = yield self._fetch_in_slices(
-            "online_since",
-            "SELECT " + FARMER_COLUMNS + " FROM farmers WHERE last_seen >= %s"
+    def online_activity(self, cutoff, pause=None):
+        """(id, height, last_seen, bandwidth_upload, bandwidth_download) of farmers seen
+        at or after cutoff, by height desc then registration order. The columns that
+        never change are left to :meth:`identities` (fetched once per farmer)."""
+        return self._fetch_in_slices(
+            "online_activity",
+            "SELECT " + ACTIVITY_COLUMNS + " FROM farmers WHERE last_seen >= %s"
             " ORDER BY height DESC, id", (cutoff,), pause)
-        return [FarmerRecord._make(row) for row in rows]
 
     @defer.inlineCallbacks
-    def online_seconds(self, first_day, seen_since=None, farmer_id=None, last_day=None,
+    def identities(self, farmer_ids, pause=None):
+        """{id: (btc_addr, payout_addr, reg_time)}: what never changes about farmers."""
+        rows = yield self._fetch_in_slices(
+            "identities",
+            "SELECT id, btc_addr, payout_addr, reg_time FROM farmers"
+            " WHERE id = ANY(%s::bigint[])", (_id_array(farmer_ids),), pause)
+        return {row[0]: row[1:] for row in rows}
+
+    @defer.inlineCallbacks
+    def online_seconds(self, first_day, last_day=None, seen_since=None, farmer_ids=None,
                        pause=None):
         """{farmer id: seconds credited from first_day (to last_day, if given)}, for
-        farmers seen since ``seen_since`` or for one farmer."""
+        the farmers seen since ``seen_since`` and/or those in ``farmer_ids``."""
         sql = ("SELECT u.farmer_id, sum(u.online_seconds) FROM uptime_days u"
                " JOIN farmers f ON f.id = u.farmer_id WHERE u.day >= %s")
         params = [first_day]
@@ -193,9 +210,9 @@ class FarmerStore:
         if seen_since is not None:
             sql += " AND f.last_seen >= %s"
             params.append(seen_since)
-        if farmer_id is not None:
-            sql += " AND u.farmer_id = %s"
-            params.append(farmer_id)
+        if farmer_ids is not None:
+            sql += " AND u.farmer_id = ANY(%s::bigint[])"
+            params.append(_id_array(farmer_ids))
         rows = yield self._fetch_in_slices(
             "online_seconds", sql + " GROUP BY u.farmer_id", params, pause)
         return dict(rows)
@@ -250,6 +267,12 @@ class FarmerStore:
             "truncate_all",
             "TRUNCATE audits, uptime_days, totals_history, farmers RESTART IDENTITY CASCADE"
             " ; SELECT 1")
+
+
+def _id_array(ids):
+    """Ids as a PostgreSQL array literal: ten times cheaper than adapting a list
+    when there are 100 000 of them."""
+    return "{%s}" % ",".join(map(str, map(int, ids)))
 
 
 def _contact(cursor, address, now, ip, window):

@@ -173,18 +173,32 @@ class UptimeTests(SynchronousTestCase):
         self.assertEqual(value, 50.0)
 
 
-class FarmerJsonTests(SynchronousTestCase):
-    """The summariser's formatted JSON is the same text as json.dumps of the dict."""
+class RenderSliceTests(SynchronousTestCase):
+    """The summariser's one-loop renderer gives the same text as the per-farmer
+    functions (json.dumps of farmer_dict, online_html_entry, uptime_percent)."""
 
-    def test_same_text_as_the_dict(self):
+    def test_same_text_as_the_per_farmer_functions(self):
         now = 1700000000.75
-        addresses = [FarmerKey.from_seed(b"json %d" % i).address for i in range(3)]
-        cases = itertools.product(
-            addresses, ("3J98t1WpEZ73CNmQviecrnyiWrnqRhWNLy",), (0, 7, 199999),
-            (now, now - 59.9, now - 90000.2), (0.0, 1e-07, 123456789.5), (0.0, 100.0, 41.667))
-        for address, payout, height, seen, bandwidth, uptime in cases:
-            record = FarmerRecord(1, address, payout, height, now - 1e6 - 0.5, seen,
-                                  bandwidth, bandwidth * 2)
-            expected = render.json_bytes(render.farmer_dict(record, now, uptime))
-            made = render.farmer_json(render.farmer_json_static(record), record, now, uptime)
-            self.assertEqual(made.encode("utf-8"), expected)
+        window, days = 900, 30
+        window_start = render.day_start(render.first_uptime_day(now, days))
+        addresses = [FarmerKey.from_seed(b"json %d" % i).address for i in range(2)]
+        cases = list(itertools.product(
+            addresses, (0, 7, 199999),
+            (now, now - 59.9, now - 60, now - 3599, now - 90000.2, now + 3),
+            (now - 1e6 - 0.5, now - 100, now),
+            (0.0, 1e-07, 123456789.5), (0.0, 500.0, 3e6)))
+        records = [FarmerRecord(i, address, PAYOUT, height, reg, seen, bandwidth, bandwidth * 2)
+                   for i, (address, height, seen, reg, bandwidth, _) in enumerate(cases)]
+        credit = {i: case[-1] for i, case in enumerate(cases)}
+        static = {r.id: render.farmer_static(r.btc_addr, r.payout_addr, r.reg_time)
+                  for r in records}
+        activity = [(r.id, r.height, r.last_seen, r.bandwidth_upload, r.bandwidth_download)
+                    for r in records]
+        objects, entries, heights = render.render_slice(
+            activity, now, static, credit.get, window, window_start)
+        expected_objects = ", ".join(
+            render.json_bytes(render.farmer_dict(r, now, render.uptime_percent(
+                credit[r.id], r, now, window, days))).decode() for r in records)
+        self.assertEqual(objects, expected_objects)
+        self.assertEqual(entries, "".join(render.online_html_entry(r, now) for r in records))
+        self.assertEqual(heights, sum(r.height for r in records))

@@ -249,14 +249,23 @@ class OnlineTests(StoreTestCase):
         for address, height, at in ((ALICE, 5, T + 100), (BOB, 10, T + 100),
                                     (CAROL, 5, T + 50), (DAVE, 50, T + 49)):
             yield self.store.set_height(address, height, at, None, WINDOW)
-        records = yield self.store.online_since(T + 50)
-        self.assertEqual([r.btc_addr for r in records], [BOB, ALICE, CAROL])
+        activity = yield self.store.online_activity(T + 50)
+        farmers = yield defer.gatherResults([self.store.farmer(a) for a in (BOB, ALICE, CAROL)])
+        self.assertEqual(activity, [(f.id, f.height, f.last_seen, 0.0, 0.0) for f in farmers])
+
+    @defer.inlineCallbacks
+    def test_identities(self):
+        """What never changes about farmers, by id."""
+        yield self.register_in_order(ALICE, BOB)
+        alice = yield self.store.farmer(ALICE)
+        found = yield self.store.identities([alice.id, 999])
+        self.assertEqual(found, {alice.id: (ALICE, ALICE, T)})
 
     @defer.inlineCallbacks
     def test_nobody_online(self):
         yield self.register_all(ALICE)
-        records = yield self.store.online_since(T + 1)
-        self.assertEqual(records, [])
+        activity = yield self.store.online_activity(T + 1)
+        self.assertEqual(activity, [])
 
     @defer.inlineCallbacks
     def test_online_seconds(self):
@@ -268,7 +277,7 @@ class OnlineTests(StoreTestCase):
         everyone = yield self.store.online_seconds(day)
         recent = yield self.store.online_seconds(day, seen_since=T + 400)
         bob = yield self.store.farmer(BOB)
-        one = yield self.store.online_seconds(day, farmer_id=bob.id)
+        one = yield self.store.online_seconds(day, farmer_ids=[bob.id])
         alice = yield self.store.farmer(ALICE)
         self.assertEqual(everyone, {alice.id: 600.0, bob.id: 300.0})
         self.assertEqual(recent, {alice.id: 600.0})
@@ -350,15 +359,15 @@ class SlicedFetchTests(StoreTestCase):
     """The summariser's reads convert rows a slice at a time, pausing in between."""
 
     @defer.inlineCallbacks
-    def test_online_since_pauses_between_slices(self):
+    def test_online_activity_pauses_between_slices(self):
         from dataserv import store as store_module
 
         addresses = [FarmerKey.from_seed(b"slice %d" % i).address for i in range(5)]
         yield self.register_in_order(*addresses)
         original = store_module.FarmerStore._fetch_in_slices
 
-        def small_slices(this, name, sql, params, pause, size=2000):
-            return original(this, name, sql, params, pause, size=2)
+        def small_slices(this, name, sql, params, pause, size=2000, convert=None):
+            return original(this, name, sql, params, pause, size=2, convert=convert)
 
         self.patch(store_module.FarmerStore, "_fetch_in_slices", small_slices)
         pauses = []
@@ -367,7 +376,7 @@ class SlicedFetchTests(StoreTestCase):
             pauses.append(True)
             return defer.succeed(None)
 
-        records = yield self.store.online_since(T - 1, pause=pause)
-        self.assertEqual([r.btc_addr for r in records], addresses)
+        activity = yield self.store.online_activity(T - 1, pause=pause)
+        self.assertEqual([row[0] for row in activity], [1, 2, 3, 4, 5])
         # 5 rows in slices of 2: a pause after each full slice (2, 4), none after the last.
         self.assertEqual(len(pauses), 2)

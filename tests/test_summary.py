@@ -1,6 +1,7 @@
 """Tests for :mod:`dataserv.summary`: snapshots, failures, scheduling, history."""
 
 import calendar
+import datetime
 import gc
 import gzip
 import json
@@ -111,12 +112,74 @@ class DatabaseSummaryTests(unittest.TestCase):
                 snap = yield self.pass_at(at)
                 record = yield self.store.farmer(ALICE)
                 exact = yield self.store.online_seconds(
-                    render.first_uptime_day(at, SETTINGS.uptime_days), farmer_id=record.id)
+                    render.first_uptime_day(at, SETTINGS.uptime_days), farmer_ids=[record.id])
                 expected = render.uptime_percent(
                     exact.get(record.id, 0.0), record, at, WINDOW, SETTINGS.uptime_days)
                 listed = json.loads(snap.online_json)["farmers"][0]["uptime"]
                 self.assertEqual(listed, expected, "at %d" % at)
         self.assertGreater(listed, 60.0)
+
+    @defer.inlineCallbacks
+    def test_today_is_reread_only_for_recent_contacts(self):
+        """Earlier days are summed once; today's sums only for farmers with a contact
+        since the previous pass (less a margin for late commits)."""
+        yield self.add_three_online()
+        calls = []
+        original = self.store.online_seconds
+
+        def recording(first_day, **kwargs):
+            calls.append((first_day, kwargs.get("last_day"), kwargs.get("seen_since")))
+            return original(first_day, **kwargs)
+
+        self.patch(self.store, "online_seconds", recording)
+        yield self.pass_at(T)
+        yield self.pass_at(T + INTERVAL)
+        today = datetime.date(2023, 11, 15)
+        self.assertEqual(calls, [
+            (today, today, T - WINDOW),
+            (today - datetime.timedelta(days=29), today - datetime.timedelta(days=1), T - WINDOW),
+            (today, today, T - summary.TODAY_MARGIN),  # since the previous read
+        ])
+
+    @defer.inlineCallbacks
+    def test_farmer_back_later_in_the_day_has_its_earlier_days(self):
+        """Earlier days are summed for the online farmers once a day; a farmer that
+        comes online afterwards gets its own sum when first seen."""
+        yield self.add_farmers((ALICE, 1, T - 3 * 86400), (BOB, 1, T - 3 * 86400))
+        for at in range(int(T - 2 * 86400), int(T - 86400), 300):
+            yield self.store.record_contacts([(ALICE, at, None), (BOB, at, None)], 60, WINDOW)
+        yield self.store.record_contacts([(ALICE, T - 60, None)], 60, WINDOW)
+        first = yield self.pass_at(T)
+        self.assertEqual([f["btc_addr"] for f in json.loads(first.online_json)["farmers"]],
+                         [ALICE])
+        yield self.store.record_contacts([(BOB, T + 600, None)], 60, WINDOW)
+        later = yield self.pass_at(T + 600)
+        listed = {f["btc_addr"]: f["uptime"] for f in json.loads(later.online_json)["farmers"]}
+        # Both were online the whole of the day before yesterday: a third of 3 days.
+        self.assertGreater(listed[BOB], 30.0)
+        self.assertLess(abs(listed[BOB] - listed[ALICE]), 1.0)
+
+    @defer.inlineCallbacks
+    def test_identities_are_fetched_once_per_farmer(self):
+        """Addresses, payout and registration never change: read once, then kept."""
+        yield self.add_farmers((ALICE, 1, T - 30), (BOB, 2, T - 30))
+        asked = []
+        original = self.store.identities
+
+        def recording(ids, **kwargs):
+            asked.append(sorted(ids))
+            return original(ids, **kwargs)
+
+        self.patch(self.store, "identities", recording)
+        yield self.pass_at(T)
+        yield self.pass_at(T + INTERVAL)
+        yield self.add_farmers((CAROL, 3, T + INTERVAL))
+        snap = yield self.pass_at(T + 2 * INTERVAL)
+        alice, bob, carol = yield defer.gatherResults(
+            [self.store.farmer(a) for a in (ALICE, BOB, CAROL)])
+        self.assertEqual(asked, [sorted([alice.id, bob.id]), [carol.id]])
+        self.assertEqual([f["btc_addr"] for f in json.loads(snap.online_json)["farmers"]],
+                         [CAROL, BOB, ALICE])
 
     @defer.inlineCallbacks
     def test_farmers_drop_out_as_time_passes(self):
@@ -143,7 +206,8 @@ class DatabaseSummaryTests(unittest.TestCase):
         snap = yield self.pass_at(T)
         heights = [f["height"] for f in json.loads(snap.online_json)["farmers"]]
         self.assertEqual(heights, [4, 3, 2, 1, 0])
-        self.assertEqual(len(pauses), 2)
+        # Slices of 2 of 5 farmers: 2 pauses learning their identities, 2 rendering.
+        self.assertEqual(len(pauses), 4)
         self.assertEqual(snap.online_html.count(b"<br/>"), 5)
 
     @defer.inlineCallbacks
@@ -158,13 +222,13 @@ class DatabaseSummaryTests(unittest.TestCase):
     @defer.inlineCallbacks
     def test_store_error_keeps_the_snapshot(self):
         before = yield self.pass_at(T)
-        working = self.store.online_since
+        working = self.store.online_activity
 
         def broken_once(cutoff, pause=None):
-            self.patch(self.store, "online_since", working)
+            self.patch(self.store, "online_activity", working)
             raise RuntimeError("query planner on strike")
 
-        self.patch(self.store, "online_since", broken_once)
+        self.patch(self.store, "online_activity", broken_once)
         yield self.pass_at(T + INTERVAL)
         self.assertIdentical(self.summariser.snapshot, before)
         self.assertEqual((self.summariser.passes, self.summariser.failures), (1, 1))
@@ -198,17 +262,17 @@ class DatabaseSummaryTests(unittest.TestCase):
 
 
 class FakeStore:
-    """Just what a summary pass asks for; online_since may hang until the test says."""
+    """Just what a summary pass asks for; online_activity may hang until the test says."""
 
     def __init__(self):
         self.online_calls = []
         self.hanging = None
 
-    def online_seconds(self, first_day, seen_since=None, farmer_id=None, last_day=None,
+    def online_seconds(self, first_day, last_day=None, seen_since=None, farmer_ids=None,
                        pause=None):
         return defer.succeed({})
 
-    def online_since(self, cutoff, pause=None):
+    def online_activity(self, cutoff, pause=None):
         self.online_calls.append(cutoff)
         if self.hanging is not None:
             return self.hanging
