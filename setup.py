@@ -8,7 +8,7 @@ setup(
     # twisted/plugins has no __init__.py on purpose (it is Twisted's namespace);
     # listing it here installs the drop-in next to Twisted's own plugins.
     packages=["dataserv", "twisted.plugins"],
-    package_data={"dataserv": ["schema/*.sql"], "twisted.plugins": ["dataserv_plugin.py"]},
+    package_data={"dataserv": ["schema/*.sql", "static/*.html"], "twisted.plugins": ["dataserv_plugin.py"]},
     install_requires=[
         "twisted>=22.10",
         "klein>=21.8",

@@ -2,12 +2,14 @@
 
 import ipaddress
 import json
+import pkgutil
 
 from klein import Klein
 from twisted.internet import defer
 from twisted.logger import Logger
 
 from dataserv import farmers as rules
+from dataserv import metrics
 from dataserv import render
 from dataserv.database import DatabaseUnavailable
 
@@ -46,6 +48,7 @@ ERRORS = {
 UNAVAILABLE = (503, "Service unavailable: the database cannot be reached. Try again later.")
 NOT_SUMMARISED = (503, "Service unavailable: the online list is being built. Try again shortly.")
 MAX_HISTORY_POINTS = 1000
+DASHBOARD = pkgutil.get_data("dataserv", "static/dashboard.html")
 
 
 def _query_number(request, name, default):
@@ -71,13 +74,13 @@ class API:
     app = Klein()
     log = Logger()
 
-    def __init__(self, farmers, summariser, database, settings, clock, metrics=None):
+    def __init__(self, farmers, summariser, database, settings, clock, requests=None):
         self.farmers = farmers
         self.summariser = summariser
         self.database = database
         self.settings = settings
         self.clock = clock
-        self.metrics = metrics
+        self.requests = requests if requests is not None else metrics.RequestCounter()
         self._trusted = settings.trusted_proxies
 
     def resource(self):
@@ -280,6 +283,18 @@ class API:
         return self._answer("history", request, d, rows)
 
     # -- operations ----------------------------------------------------------
+
+    @app.route("/", methods=["GET"])
+    def dashboard(self, request):
+        """A small page that shows the totals, the history and the top farmers."""
+        return self._text(request, 200, DASHBOARD)
+
+    @app.route("/metrics", methods=["GET"])
+    def metrics(self, request):
+        """Counters and gauges in Prometheus' text format."""
+        body = metrics.render(self.requests, self.farmers.store, self.farmers,
+                              self.summariser, self.database)
+        return self._text(request, 200, body, b"text/plain; version=0.0.4; charset=utf-8")
 
     @app.route("/health", methods=["GET"])
     def health(self, request):

@@ -15,6 +15,7 @@ from dataserv.database import Database
 from dataserv.embedded import EmbeddedPostgres
 from dataserv.farmers import Farmers
 from dataserv.listening import ReusePortService
+from dataserv.metrics import RequestCounter
 from dataserv.store import FarmerStore
 from dataserv.summary import Summariser
 
@@ -61,10 +62,15 @@ class Site(server.Site):
     noisy = False
     protocol = _Channel
 
+    def __init__(self, resource, requests=None, **kwargs):
+        super().__init__(resource, **kwargs)
+        self.requests = requests if requests is not None else RequestCounter()
+
     def _openLogFile(self, path):  # noqa: N802 (Twisted's name)
         return open(path, "a", buffering=1 << 16, newline="\n")
 
     def log(self, request):
+        self.requests.count(request)
         if self.logPath:
             super().log(request)
 
@@ -111,9 +117,11 @@ class Dataserv(service.MultiService):
             pause=lambda: task.deferLater(reactor, 0, lambda: None),
             when_ready=self.database.when_ready)
         self.summariser.setServiceParent(self)
-        self.api = API(self.farmers, self.summariser, self.database, settings, reactor)
-        self.site = Site(self.api.resource(), logPath=settings.access_log or None,
-                         reactor=reactor)
+        self.requests = RequestCounter()
+        self.api = API(self.farmers, self.summariser, self.database, settings, reactor,
+                       requests=self.requests)
+        self.site = Site(self.api.resource(), self.requests,
+                         logPath=settings.access_log or None, reactor=reactor)
         self.site.displayTracebacks = False
         if settings.reuse_port:
             self.http = ReusePortService(reactor, settings.listen, self.site)
