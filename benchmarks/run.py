@@ -188,7 +188,7 @@ class Bench:
 
     def daemon(self, *flags, port=None):
         """Start and wait for a daemon on the benchmark database."""
-        d = Daemon(self.dsn, port or free_port(), self.tmp, "--summary-interval", "1", *flags)
+        d = Daemon(self.dsn, port or free_port(), self.tmp, *flags)
         try:
             d.wait_ready()
         except Exception:
