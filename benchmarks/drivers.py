@@ -29,6 +29,7 @@ class Result:
     non_2xx: int
     socket_errors: int
     driver: str
+    runs: list = None  # every run's rate when this result is the median of several
 
     def as_dict(self):
         """Plain dict for the JSON report."""

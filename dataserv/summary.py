@@ -14,10 +14,10 @@ from twisted.application import service
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
-from dataserv import render
+from dataserv import memory, render
 from dataserv.database import DatabaseUnavailable
 
-SLICE = 2000
+SLICE = 1000
 # Today's uptime buckets are re-read only for farmers with a contact since the last
 # read, less this margin for writes that committed late.
 TODAY_MARGIN = 60.0
@@ -122,6 +122,7 @@ class Summariser(service.Service):
             yield timed("earlier_days", self._refresh_earlier_days(activity, now))
             self.snapshot = yield timed("render", self._build(activity, now))
             yield timed("history", self._maybe_append_history(now))
+            yield timed("release", defer.maybeDeferred(memory.release))
             self.passes += 1
             self.last_pass_phases = phases
         except DatabaseUnavailable as e:
@@ -173,7 +174,7 @@ class Summariser(service.Service):
             self._uptime_before_key = (today, settled)
             return
         known = self._uptime_before_known
-        new = [row[0] for row in activity if row[0] not in known]
+        new = yield self._not_in(activity, known)
         if new:
             sums = yield self.store.online_seconds(
                 first_day, last_day=yesterday, farmer_ids=new, pause=self._pause)
@@ -181,10 +182,21 @@ class Summariser(service.Service):
             known.update(new)
 
     @defer.inlineCallbacks
+    def _not_in(self, activity, known):
+        """Ids of the activity rows not in ``known``, looked through a slice at a time."""
+        new = []
+        for start in range(0, len(activity), SLICE * 10):
+            if start:
+                yield self._pause()
+            new.extend(row[0] for row in activity[start:start + SLICE * 10]
+                       if row[0] not in known)
+        return new
+
+    @defer.inlineCallbacks
     def _learn_identities(self, activity):
         """Fetch what never changes about farmers seen for the first time."""
         static = self._static
-        new = [row[0] for row in activity if row[0] not in static]
+        new = yield self._not_in(activity, static)
         if not new:
             return
         found = yield self.store.identities(new, pause=self._pause)

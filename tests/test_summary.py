@@ -182,6 +182,15 @@ class DatabaseSummaryTests(unittest.TestCase):
                          [CAROL, BOB, ALICE])
 
     @defer.inlineCallbacks
+    def test_memory_is_released_after_each_pass(self):
+        released = []
+        self.patch(summary.memory, "release", lambda: released.append(True))
+        yield self.pass_at(T)
+        yield self.pass_at(T + INTERVAL)
+        self.assertEqual(len(released), 2)
+        self.assertIn("release", self.summariser.last_pass_phases)
+
+    @defer.inlineCallbacks
     def test_farmers_drop_out_as_time_passes(self):
         yield self.add_three_online()
         counts = []

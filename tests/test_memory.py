@@ -1,0 +1,29 @@
+"""Tests for :mod:`dataserv.memory`."""
+
+import ctypes.util
+
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
+
+from dataserv import memory
+
+
+class ReleaseTests(SynchronousTestCase):
+
+    def test_release_trims_the_heap(self):
+        calls = []
+        self.patch(memory, "_trim", lambda pad: calls.append(pad))
+        memory.release()
+        self.assertEqual(calls, [0])
+
+    def test_finds_glibc_malloc_trim(self):
+        if "libc.so" not in (ctypes.util.find_library("c") or ""):
+            raise SkipTest("not glibc")
+        self.patch(memory, "_trim", None)
+        self.assertTrue(callable(memory._malloc_trim()))
+        memory.release()  # the real call, on the real heap
+
+    def test_without_malloc_trim(self):
+        """Where the C library has no malloc_trim, release() does nothing."""
+        self.patch(memory, "_trim", False)
+        memory.release()
+        self.assertIs(memory._malloc_trim(), False)
