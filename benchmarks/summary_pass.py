@@ -48,7 +48,11 @@ def seed_field(dsn, registered, online, now):
                 " SELECT f.id, d::date, 80000 FROM farmers f,"
                 " generate_series(current_date - 29, current_date, interval '1 day') d"
                 " WHERE f.last_seen >= %s", (now - 900,))
-            cur.execute("ANALYZE uptime_days")
+            # Do the bulk load's maintenance now, so autovacuum does not compete with
+            # the passes for the two cores in the middle of the measurement.
+            cur.execute("VACUUM ANALYZE farmers")
+            cur.execute("VACUUM ANALYZE uptime_days")
+            cur.execute("CHECKPOINT")
     finally:
         conn.close()
 
@@ -83,7 +87,7 @@ class StallWatch:
 
 
 @defer.inlineCallbacks
-def measure(reactor, dsn, registered, online, passes=3):
+def measure(reactor, dsn, registered, online, passes=5):
     """Seed, then time ``passes`` summary passes; returns the report dict."""
     settings = Settings(database=dsn)
     db = Database(reactor, dsn, pool_size=2)
@@ -117,7 +121,9 @@ def measure(reactor, dsn, registered, online, passes=3):
         "seed_seconds": round(seeding, 1),
         "pass_seconds": [round(w, 3) for w in walls],
         "pass_seconds_median": round(statistics.median(walls), 3),
+        "pass_seconds_median_after_first": round(statistics.median(walls[1:]), 3),
         "longest_stall_ms": round(max(stalls) * 1000, 1),
+        "longest_stall_ms_after_first": round(max(stalls[1:]) * 1000, 1),
         "stall_ms_per_pass": [round(s * 1000, 1) for s in stalls],
         "phases_per_pass": phases,
         "online_json_bytes": len(snapshot.online_json) if snapshot else None,
