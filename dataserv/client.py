@@ -44,13 +44,27 @@ class FarmerClient:
         self.farmer_id = key.nodeid if use_nodeid else key.address
 
     @defer.inlineCallbacks
+    def signed_headers(self):
+        """Date and Authorization for the next request (asks the server its address
+        the first time, as the field clients do)."""
+        if self.server_address is None:
+            reply = yield self.address()
+            self.server_address = reply.json()["address"]
+        return headers_for(self.key, self.server_address)
+
+    @defer.inlineCallbacks
+    def headers(self):
+        """The signed headers as curl arguments, in a Reply (for the command line)."""
+        signed = yield self.signed_headers()
+        text = " ".join("-H '%s: %s'" % (name.decode(), value.decode())
+                        for name, value in sorted(signed.items(), reverse=True))
+        return Reply(200, None, text.encode())
+
+    @defer.inlineCallbacks
     def _get(self, path, signed, headers=None):
         all_headers = dict(headers or {})
         if signed:
-            if self.server_address is None:
-                reply = yield self.address()
-                self.server_address = reply.json()["address"]
-            all_headers.update(headers_for(self.key, self.server_address))
+            all_headers.update((yield self.signed_headers()))
         response = yield self.http.get(self.url + path, headers=all_headers)
         body = yield response.content()
         return Reply(response.code, response.headers, body)
@@ -109,7 +123,10 @@ class FarmerClient:
 
 USAGE = """usage: python -m dataserv.client URL [--seed TEXT] COMMAND [ARGS]
 commands: address, register [PAYOUT], ping, height N, bandwidth UP DOWN,
-          audit BLOCK SHA256, status, online, online-json, total, history"""
+          audit BLOCK SHA256, status, online, online-json, total, history,
+          headers (prints signed curl -H arguments for this farmer, valid
+          for --auth-timeout seconds)"""
+
 
 
 def main(argv=None, reactor=None):
@@ -135,7 +152,7 @@ def main(argv=None, reactor=None):
     outcome = {}
 
     def show(reply):
-        print("%d %s" % (reply.status, reply.text))
+        print(reply.text if command == "headers" else "%d %s" % (reply.status, reply.text))
         outcome["code"] = 0 if reply.status == 200 else 1
 
     def failed(failure):
