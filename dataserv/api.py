@@ -168,21 +168,24 @@ class API:
                 0.0, record, now, self.settings.online_seconds, self.settings.uptime_days))),
             JSON))
 
+    def _accept(self, route, request, call, *args, accepted):
+        """A signed call that answers 200 with the text ``accepted``; "now" is read here,
+        once, at request entry."""
+        rules_request = self._rules_request(request, self.clock.seconds())
+        d = defer.maybeDeferred(call, *args, rules_request)
+        return self._answer(route, request, d, lambda _: self._text(request, 200, accepted))
+
     @app.route("/api/ping/<farmer_id>", methods=["GET"])
     def ping(self, request, farmer_id):
         """Keep-alive."""
-        now = self.clock.seconds()
-        d = defer.maybeDeferred(self.farmers.ping, farmer_id, self._rules_request(request, now))
-        return self._answer("ping", request, d, lambda _: self._text(request, 200, "Ping accepted."))
+        return self._accept("ping", request, self.farmers.ping, farmer_id,
+                            accepted="Ping accepted.")
 
     @app.route("/api/height/<farmer_id>/<height>", methods=["GET"])
     def height(self, request, farmer_id, height):
         """Advertise storage generated."""
-        now = self.clock.seconds()
-        d = defer.maybeDeferred(
-            self.farmers.set_height, farmer_id, height, self._rules_request(request, now))
-        return self._answer("height", request, d,
-                            lambda _: self._text(request, 200, "Height accepted."))
+        return self._accept("height", request, self.farmers.set_height, farmer_id, height,
+                            accepted="Height accepted.")
 
     @app.route("/api/online", methods=["GET"])
     def online(self, request):
@@ -224,20 +227,14 @@ class API:
     @app.route("/api/bandwidth/<farmer_id>/<upload>/<download>", methods=["GET"])
     def bandwidth(self, request, farmer_id, upload, download):
         """Report upload/download bandwidth."""
-        now = self.clock.seconds()
-        d = defer.maybeDeferred(self.farmers.set_bandwidth, farmer_id, upload, download,
-                                self._rules_request(request, now))
-        return self._answer("bandwidth", request, d,
-                            lambda _: self._text(request, 200, "Bandwidth accepted."))
+        return self._accept("bandwidth", request, self.farmers.set_bandwidth, farmer_id,
+                            upload, download, accepted="Bandwidth accepted.")
 
     @app.route("/api/audit/<farmer_id>/<block>/<response>", methods=["GET"])
     def audit(self, request, farmer_id, block, response):
         """Submit an audit response (a SHA-256) for a block."""
-        now = self.clock.seconds()
-        d = defer.maybeDeferred(self.farmers.audit, farmer_id, block, response,
-                                self._rules_request(request, now))
-        return self._answer("audit", request, d,
-                            lambda _: self._text(request, 200, "Audit accepted."))
+        return self._accept("audit", request, self.farmers.audit, farmer_id, block, response,
+                            accepted="Audit accepted.")
 
     @app.route("/api/farmer/<farmer_id>", methods=["GET"])
     def farmer(self, request, farmer_id):
