@@ -4,6 +4,8 @@ import io
 
 import psycopg2
 
+from dataserv.store import TRUNCATE_ALL
+
 
 def connect(dsn):
     """A synchronous autocommit connection (seeding and checks only)."""
@@ -17,8 +19,7 @@ def truncate(dsn):
     conn = connect(dsn)
     try:
         with conn.cursor() as cur:
-            cur.execute("TRUNCATE audits, uptime_days, totals_history, farmers"
-                        " RESTART IDENTITY CASCADE")
+            cur.execute(TRUNCATE_ALL)
     finally:
         conn.close()
 

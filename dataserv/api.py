@@ -128,9 +128,6 @@ class API:
     def _answer(self, route, request, d, success):
         """Attach the success renderer and the one error table to a rules Deferred."""
 
-        def ok(result):
-            return success(result)
-
         def failed(failure):
             error = failure.value
             if isinstance(error, DatabaseUnavailable):
@@ -147,7 +144,7 @@ class API:
                     return self._text(request, status, body)
             return failure
 
-        return d.addCallbacks(ok, failed)
+        return d.addCallbacks(success, failed)
 
     # -- legacy routes -------------------------------------------------------
 

@@ -95,10 +95,6 @@ class HealingPool(txpostgres.ConnectionPool):
         """How many connections are believed alive."""
         return sum(1 for c in self._all if not c.detector.connectionIsDead)
 
-    def start(self):
-        """Connect every connection; fails if any cannot connect."""
-        return super().start()
-
     def close(self):
         """Stop reconnecting and close every connection, connected or not."""
         for c in self._all:

@@ -22,6 +22,10 @@ FarmerRecord = namedtuple("FarmerRecord", [
 
 HistoryRow = namedtuple("HistoryRow", ["at", "online_farmers", "total_tb", "total_height"])
 
+# Empties every table (the test suite and the benchmark start from nothing).
+TRUNCATE_ALL = ("TRUNCATE audits, uptime_days, totals_history, farmers"
+                " RESTART IDENTITY CASCADE")
+
 NEVER_THROTTLED = -math.inf
 RETRIES = 3
 
@@ -258,15 +262,6 @@ class FarmerStore:
             " ORDER BY 1",
             {"s": since, "u": until, "p": points})
         return [HistoryRow(*row) for row in rows]
-
-    # -- maintenance --------------------------------------------------------
-
-    def truncate_all(self):
-        """Empty every table (tests and benchmarks only)."""
-        return self._query(
-            "truncate_all",
-            "TRUNCATE audits, uptime_days, totals_history, farmers RESTART IDENTITY CASCADE"
-            " ; SELECT 1")
 
 
 def _id_array(ids):

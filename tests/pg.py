@@ -10,8 +10,8 @@ from twisted.internet import defer, reactor
 
 from dataserv.database import Database
 from dataserv.pgcluster import Cluster
+from dataserv.store import TRUNCATE_ALL
 
-TABLES = ("audits", "uptime_days", "totals_history", "farmers")
 _cluster = None
 _dsn = None
 
@@ -53,5 +53,5 @@ def open_database(testcase, pool_size=2, clean=True):
     testcase.addCleanup(db.stopService)
     yield db.when_ready()
     if clean:
-        yield db.run_operation("TRUNCATE %s RESTART IDENTITY CASCADE" % ", ".join(TABLES))
+        yield db.run_operation(TRUNCATE_ALL)
     return db
