@@ -11,6 +11,7 @@ from twisted.logger import Logger
 from dataserv import farmers as rules
 from dataserv import metrics
 from dataserv import render
+from dataserv.body import Body
 from dataserv.database import DatabaseUnavailable
 
 TEXT = b"text/html; charset=utf-8"  # what 2.2.x (Flask) sent for its plain answers
@@ -121,9 +122,18 @@ class API:
         )
 
     def _text(self, request, status, body, content_type=TEXT):
+        """Status, type and length of an answer; its body (str, bytes or a Body)."""
         request.setResponseCode(status)
         request.setHeader(b"Content-Type", content_type)
-        return body.encode("utf-8") if isinstance(body, str) else body
+        if isinstance(body, str):
+            body = body.encode("utf-8")
+        # A length, as 2.2.x sent, rather than Twisted's chunked encoding.
+        request.setHeader(b"Content-Length", b"%d" % len(body))
+        if isinstance(body, Body):
+            for piece in body.pieces:
+                request.write(piece)
+            return None  # Klein finishes the request
+        return body
 
     def _answer(self, route, request, d, success):
         """Attach the success renderer and the one error table to a rules Deferred."""

@@ -116,6 +116,13 @@ def pumped(pumps, d, timeout=15.0):
     return (yield d)
 
 
+@dataclasses.dataclass(frozen=True)
+class Answer(Reply):
+    """A Reply with the Content-Length it came with (UNKNOWN_LENGTH when chunked)."""
+
+    length: object = None
+
+
 class Server:
     """One daemon's worth of collaborators over a shared Database and Clock."""
 
@@ -144,7 +151,7 @@ class Server:
             read = self.http.content
         return d.addCallback(
             lambda response: read(response).addCallback(
-                lambda body: Reply(response.code, response.headers, body)))
+                lambda body: Answer(response.code, response.headers, body, response.length)))
 
     def settle(self, d):
         """Wait for d while pumping this server's connections."""
@@ -239,6 +246,9 @@ class APITestCase(unittest.TestCase):
     def assertAnswer(self, reply, status, body, content_type=None):  # noqa: N802
         """Status and exact body bytes (and Content-Type when given)."""
         self.assertEqual((reply.status, reply.body), (status, body))
+        if self.header(reply, b"Content-Encoding") is None:
+            # A length, as 2.2.x sent, not Twisted's chunked transfer encoding.
+            self.assertEqual(reply.length, len(body))
         if content_type is not None:
             self.assertEqual(reply.headers.getRawHeaders(b"Content-Type"), [content_type])
 
