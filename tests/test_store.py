@@ -366,8 +366,8 @@ class SlicedFetchTests(StoreTestCase):
         yield self.register_in_order(*addresses)
         original = store_module.FarmerStore._fetch_in_slices
 
-        def small_slices(this, name, sql, params, pause, size=2000, convert=None):
-            return original(this, name, sql, params, pause, size=2, convert=convert)
+        def small_slices(this, name, sql, params, pause, size=2000, into=list):
+            return original(this, name, sql, params, pause, size=2, into=into)
 
         self.patch(store_module.FarmerStore, "_fetch_in_slices", small_slices)
         pauses = []
@@ -380,3 +380,8 @@ class SlicedFetchTests(StoreTestCase):
         self.assertEqual([row[0] for row in activity], [1, 2, 3, 4, 5])
         # 5 rows in slices of 2: a pause after each full slice (2, 4), none after the last.
         self.assertEqual(len(pauses), 2)
+        # Keyed reads are gathered slice by slice too, into one dict.
+        found = yield self.store.identities([1, 2, 3, 4, 5], pause=pause)
+        self.assertEqual(sorted(found), [1, 2, 3, 4, 5])
+        self.assertEqual(found[3][:2], (addresses[2], addresses[2]))
+        self.assertEqual(len(pauses), 4)
