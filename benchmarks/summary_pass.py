@@ -8,7 +8,6 @@ JSON line.
 """
 
 import argparse
-import gc
 import hashlib
 import json
 import resource
@@ -17,9 +16,10 @@ import subprocess
 import sys
 import time
 
-from twisted.internet import defer, task
+from twisted.internet import defer, task, threads
 
 from benchmarks import seed
+from dataserv import process
 from dataserv.addresses import nodeid_to_address
 from dataserv.config import Settings
 from dataserv.database import Database
@@ -103,8 +103,10 @@ def measure(reactor, dsn, registered, online, passes=5):
     seeding = time.time() - seeded_at
     # Built as the daemon builds it (dataserv.service): a reactor turn between slices.
     summariser = Summariser(FarmerStore(db, reactor), settings, reactor,
-                            pause=lambda: task.deferLater(reactor, 0, lambda: None))
-    gc.freeze()  # as dataserv.service.Dataserv.startService does
+                            pause=lambda: task.deferLater(reactor, 0, lambda: None),
+                            in_thread=lambda f, *args: threads.deferToThreadPool(
+                                reactor, reactor.getThreadPool(), f, *args))
+    process.tune()  # as dataserv.service.Dataserv.startService does
     watch = StallWatch(reactor)
     watch.start()
     walls, stalls, phases = [], [], []

@@ -1,14 +1,14 @@
 """The daemon's service tree: embedded PostgreSQL, database pool, summariser, HTTP."""
 
-import gc
 
 from twisted.application import service
 from twisted.application.internet import StreamServerEndpointService
-from twisted.internet import task
+from twisted.internet import task, threads
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.web import http, server
 
+from dataserv import process
 from dataserv.api import API
 from dataserv.auth import Verifier
 from dataserv.database import Database
@@ -88,10 +88,7 @@ class Dataserv(service.MultiService):
     """The whole daemon; its parts are attributes so tests and tools can reach them."""
 
     def startService(self):  # noqa: N802
-        # What exists now (modules, classes, the service tree) lives as long as the
-        # process: keep it out of the collector's full passes, which otherwise
-        # stalled the reactor ~40 ms during summary passes over 100 000 farmers.
-        gc.freeze()
+        process.tune()
         super().startService()
 
     def __init__(self, settings, reactor, embedded=None):
@@ -115,7 +112,9 @@ class Dataserv(service.MultiService):
         self.summariser = Summariser(
             self.store, settings, reactor,
             pause=lambda: task.deferLater(reactor, 0, lambda: None),
-            when_ready=self.database.when_ready)
+            when_ready=self.database.when_ready,
+            in_thread=lambda f, *args: threads.deferToThreadPool(
+                reactor, reactor.getThreadPool(), f, *args))
         self.summariser.setServiceParent(self)
         self.requests = RequestCounter()
         self.api = API(self.farmers, self.summariser, self.database, settings, reactor,

@@ -7,7 +7,6 @@ answering pings while a pass runs.
 """
 
 import datetime
-import zlib
 from dataclasses import dataclass
 
 from twisted.application import service
@@ -15,6 +14,8 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from dataserv import memory, render
+from dataserv.body import Body
+from dataserv.gzipping import BackgroundGzip
 from dataserv.database import DatabaseUnavailable
 
 SLICE = 1000
@@ -35,9 +36,9 @@ class Snapshot:
     online_farmers: int
     total_height: int
     total_tb: float
-    online_html: bytes
-    online_json: bytes
-    online_json_gzip: bytes
+    online_html: Body
+    online_json: Body
+    online_json_gzip: Body
     total_json: bytes
 
 
@@ -47,7 +48,7 @@ class Summariser(service.Service):
     log = Logger()
     name = "summary"
 
-    def __init__(self, store, settings, clock, pause=None, when_ready=None):
+    def __init__(self, store, settings, clock, pause=None, when_ready=None, in_thread=None):
         self.store = store
         # when_ready(): a Deferred that fires when the database can be queried.
         self._when_ready = when_ready or (lambda: defer.succeed(None))
@@ -56,6 +57,9 @@ class Summariser(service.Service):
         # pause(): a Deferred that fires after the reactor had a turn (the daemon
         # passes one; by default slices follow each other at once).
         self._pause = pause or (lambda: defer.succeed(None))
+        # in_thread(f, *args): a Deferred of f(*args) run off the reactor thread,
+        # for work that releases the GIL (zlib, malloc_trim); by default it runs at once.
+        self._in_thread = in_thread or defer.maybeDeferred
         self.snapshot = None
         self.passes = 0
         self.failures = 0
@@ -104,25 +108,25 @@ class Summariser(service.Service):
         started = self.clock.seconds()
         phases = {}
 
-        def timed(name, d):
+        def timed(name, step, *args, **kwargs):
             begun = self.clock.seconds()
 
             def done(result):
                 phases[name] = round(self.clock.seconds() - begun, 4)
                 return result
 
-            return d.addCallback(done)
+            return defer.maybeDeferred(step, *args, **kwargs).addCallback(done)
 
         try:
             now = started
-            yield timed("today", self._refresh_uptime(now))
-            activity = yield timed("fetch", self.store.online_activity(
-                now - self.settings.online_seconds, pause=self._pause))
-            yield timed("identities", self._learn_identities(activity))
-            yield timed("earlier_days", self._refresh_earlier_days(activity, now))
-            self.snapshot = yield timed("render", self._build(activity, now))
-            yield timed("history", self._maybe_append_history(now))
-            yield timed("release", defer.maybeDeferred(memory.release))
+            yield timed("today", self._refresh_uptime, now)
+            activity = yield timed("fetch", self.store.online_activity,
+                                   now - self.settings.online_seconds, pause=self._pause)
+            yield timed("identities", self._learn_identities, activity)
+            yield timed("earlier_days", self._refresh_earlier_days, activity, now)
+            self.snapshot = yield timed("render", self._build, activity, now)
+            yield timed("history", self._maybe_append_history, now)
+            yield timed("release", self._in_thread, memory.release)
             self.passes += 1
             self.last_pass_phases = phases
         except DatabaseUnavailable as e:
@@ -218,11 +222,11 @@ class Summariser(service.Service):
         def credited(farmer_id):
             return before_get(farmer_id, 0.0) + today_get(farmer_id, 0.0)
 
-        # The gzip copy is made slice by slice too: a thread would compete with the
-        # reactor for the two cores and made the reactor stalls longer, not shorter.
-        html_parts, json_parts = [], []
-        gzip = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)  # 31: gzip framing, mtime 0
-        gzip_parts = [gzip.compress(b'{"farmers": [')]
+        # The gzip copy is made in a thread while the slices are rendered; the
+        # pieces are never joined (see dataserv.body and dataserv.gzipping).
+        gzip = BackgroundGzip(GZIP_LEVEL, self._in_thread)
+        json_parts, html_parts = [b'{"farmers": ['], []
+        gzip.feed(json_parts[0])
         total_height = 0
         count = len(activity)
         prune = len(static) > 2 * count + SLICE
@@ -244,23 +248,23 @@ class Summariser(service.Service):
             total_height += heights
             piece = (("" if first else ", ") + objects).encode("utf-8")
             json_parts.append(piece)
-            gzip_parts.append(gzip.compress(piece))
+            gzip.feed(piece)
             html_parts.append(entries.encode("utf-8"))
             first = False
         if prune:
             # Forget farmers that went offline (kept for a while: they may be back).
             self._static = {farmer_id: static[farmer_id] for farmer_id in seen}
-        gzip_parts += [gzip.compress(b"]}"), gzip.flush()]
-        online_json = b'{"farmers": [' + b"".join(json_parts) + b"]}"
-        online_json_gzip = b"".join(gzip_parts)
+        json_parts.append(b"]}")
+        gzip.feed(json_parts[-1])
+        online_json_gzip = yield gzip.finish()
         total = render.total_dict(now, count, total_height, settings.shard_size)
         return Snapshot(
             built_at=now,
             online_farmers=count,
             total_height=total_height,
             total_tb=total["total_TB"],
-            online_html=b"".join(html_parts),
-            online_json=online_json,
+            online_html=Body(html_parts),
+            online_json=Body(json_parts),
             online_json_gzip=online_json_gzip,
             total_json=render.json_bytes(total),
         )

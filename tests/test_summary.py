@@ -67,16 +67,16 @@ class DatabaseSummaryTests(unittest.TestCase):
         snap = yield self.pass_at(T)
         self.assertEqual((snap.built_at, snap.online_farmers, snap.total_height),
                          (T, 3, 16384))
-        self.assertEqual(snap.online_html, (
+        self.assertEqual(bytes(snap.online_html), (
             BOB + " |  Last Seen: 1 minute(s) | Height: 8192<br/>"
             + ALICE + " |  Last Seen: 30 second(s) | Height: 4096<br/>"
             + CAROL + " |  Last Seen: 1 minute(s) | Height: 4096<br/>").encode("ascii"))
-        listed = json.loads(snap.online_json)["farmers"]
+        listed = json.loads(bytes(snap.online_json))["farmers"]
         self.assertEqual([(f["btc_addr"], f["payout_addr"], f["height"], f["last_seen"])
                           for f in listed],
                          [(BOB, BOB, 8192, 90), (ALICE, ALICE, 4096, 30),
                           (CAROL, CAROL, 4096, 60)])
-        self.assertEqual(gzip.decompress(snap.online_json_gzip), snap.online_json)
+        self.assertEqual(gzip.decompress(bytes(snap.online_json_gzip)), bytes(snap.online_json))
         self.assertEqual(json.loads(snap.total_json),
                          {"id": int(T // 1800), "total_TB": 2.0, "total_farmers": 3})
         self.assertEqual(snap.total_tb, 2.0)
@@ -85,9 +85,9 @@ class DatabaseSummaryTests(unittest.TestCase):
     @defer.inlineCallbacks
     def test_nobody_online(self):
         snap = yield self.pass_at(T)
-        self.assertEqual((snap.online_html, snap.online_json), (b"", b'{"farmers": []}'))
+        self.assertEqual((bytes(snap.online_html), bytes(snap.online_json)), (b"", b'{"farmers": []}'))
         self.assertEqual(json.loads(snap.total_json)["total_TB"], 0.0)
-        self.assertEqual(gzip.decompress(snap.online_json_gzip), b'{"farmers": []}')
+        self.assertEqual(gzip.decompress(bytes(snap.online_json_gzip)), b'{"farmers": []}')
 
     @defer.inlineCallbacks
     def test_uptime_in_the_json(self):
@@ -97,7 +97,7 @@ class DatabaseSummaryTests(unittest.TestCase):
         snap = yield self.pass_at(T)
         # Registered an hour ago, online for the 15 minutes after that and for the
         # last 10: 25 of 60 minutes.
-        self.assertEqual(json.loads(snap.online_json)["farmers"][0]["uptime"], 41.667)
+        self.assertEqual(json.loads(bytes(snap.online_json))["farmers"][0]["uptime"], 41.667)
 
     @defer.inlineCallbacks
     def test_listed_uptime_agrees_with_the_exact_one(self):
@@ -115,7 +115,7 @@ class DatabaseSummaryTests(unittest.TestCase):
                     render.first_uptime_day(at, SETTINGS.uptime_days), farmer_ids=[record.id])
                 expected = render.uptime_percent(
                     exact.get(record.id, 0.0), record, at, WINDOW, SETTINGS.uptime_days)
-                listed = json.loads(snap.online_json)["farmers"][0]["uptime"]
+                listed = json.loads(bytes(snap.online_json))["farmers"][0]["uptime"]
                 self.assertEqual(listed, expected, "at %d" % at)
         self.assertGreater(listed, 60.0)
 
@@ -150,11 +150,11 @@ class DatabaseSummaryTests(unittest.TestCase):
             yield self.store.record_contacts([(ALICE, at, None), (BOB, at, None)], 60, WINDOW)
         yield self.store.record_contacts([(ALICE, T - 60, None)], 60, WINDOW)
         first = yield self.pass_at(T)
-        self.assertEqual([f["btc_addr"] for f in json.loads(first.online_json)["farmers"]],
+        self.assertEqual([f["btc_addr"] for f in json.loads(bytes(first.online_json))["farmers"]],
                          [ALICE])
         yield self.store.record_contacts([(BOB, T + 600, None)], 60, WINDOW)
         later = yield self.pass_at(T + 600)
-        listed = {f["btc_addr"]: f["uptime"] for f in json.loads(later.online_json)["farmers"]}
+        listed = {f["btc_addr"]: f["uptime"] for f in json.loads(bytes(later.online_json))["farmers"]}
         # Both were online the whole of the day before yesterday: a third of 3 days.
         self.assertGreater(listed[BOB], 30.0)
         self.assertLess(abs(listed[BOB] - listed[ALICE]), 1.0)
@@ -178,7 +178,7 @@ class DatabaseSummaryTests(unittest.TestCase):
         alice, bob, carol = yield defer.gatherResults(
             [self.store.farmer(a) for a in (ALICE, BOB, CAROL)])
         self.assertEqual(asked, [sorted([alice.id, bob.id]), [carol.id]])
-        self.assertEqual([f["btc_addr"] for f in json.loads(snap.online_json)["farmers"]],
+        self.assertEqual([f["btc_addr"] for f in json.loads(bytes(snap.online_json))["farmers"]],
                          [CAROL, BOB, ALICE])
 
     @defer.inlineCallbacks
@@ -213,11 +213,29 @@ class DatabaseSummaryTests(unittest.TestCase):
         yield self.add_farmers(*[(FarmerKey.from_seed(b"%d" % i).address, i, T)
                                  for i in range(5)])
         snap = yield self.pass_at(T)
-        heights = [f["height"] for f in json.loads(snap.online_json)["farmers"]]
+        heights = [f["height"] for f in json.loads(bytes(snap.online_json))["farmers"]]
         self.assertEqual(heights, [4, 3, 2, 1, 0])
         # Slices of 2 of 5 farmers: 2 pauses learning their identities, 2 rendering.
         self.assertEqual(len(pauses), 4)
-        self.assertEqual(snap.online_html.count(b"<br/>"), 5)
+        self.assertEqual(bytes(snap.online_html).count(b"<br/>"), 5)
+
+    @defer.inlineCallbacks
+    def test_gzip_and_heap_release_go_to_the_thread(self):
+        """The zlib work and malloc_trim run through in_thread (a thread in the daemon),
+        and the gzip copy is still the whole list."""
+        ran = []
+
+        def in_thread(f, *args):
+            ran.append(getattr(f, "__name__", repr(f)))
+            return defer.maybeDeferred(f, *args)
+
+        self.summariser = Summariser(self.store, SETTINGS, self.clock, in_thread=in_thread)
+        yield self.add_three_online()
+        snap = yield self.pass_at(T)
+        self.assertIn("compress", ran)
+        self.assertEqual(ran[-1], "release")
+        self.assertEqual(gzip.decompress(bytes(snap.online_json_gzip)), bytes(snap.online_json))
+        self.assertEqual(len(json.loads(bytes(snap.online_json))["farmers"]), 2)
 
     @defer.inlineCallbacks
     def test_database_down_keeps_the_snapshot(self):
