@@ -101,15 +101,21 @@ class Daemon:
         self.url = "http://%s:%d" % (HOST, port)
         self.log = open(os.path.join(logdir, "daemon-%d-%d.log" % (port, time.time())), "w")
         listen = "tcp:%d:interface=%s" % (port, HOST)
+        self.shares_port = "--reuse-port" in flags
         self.process = subprocess.Popen(
             [twistd(), "-n", "--pidfile=", "dataserv", "--database", dsn, "--listen", listen]
             + list(flags), stdout=self.log, stderr=subprocess.STDOUT)
 
     def wait_ready(self):
-        """Until /health is 200 and one summary pass has run."""
+        """Until /health is 200 and one summary pass has run (for a daemon sharing
+        its port, which another may answer for: until it logs that it listens,
+        which it does only then)."""
         def ready():
             if self.process.poll() is not None:
                 raise RuntimeError("daemon exited; see %s" % self.log.name)
+            if self.shares_port:
+                with open(self.log.name) as log:
+                    return "listening on %s:%d" % (HOST, self.port) in log.read()
             status, body = get(self.url + "/health", 2)
             return status == 200 and json.loads(body)["summary"]["passes"] > 0
         wait_until(ready, 60, "the daemon on port %d" % self.port)

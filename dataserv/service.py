@@ -123,7 +123,8 @@ class Dataserv(service.MultiService):
                          logPath=settings.access_log or None, reactor=reactor)
         self.site.displayTracebacks = False
         if settings.reuse_port:
-            self.http = ReusePortService(reactor, settings.listen, self.site)
+            self.http = ReusePortService(reactor, settings.listen, self.site,
+                                         when_ready=self.summariser.when_summarised)
         else:
             self.http = StreamServerEndpointService(
                 serverFromString(reactor, settings.listen), self.site)

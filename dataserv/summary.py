@@ -61,6 +61,7 @@ class Summariser(service.Service):
         # for work that releases the GIL (zlib, malloc_trim); by default it runs at once.
         self._in_thread = in_thread or defer.maybeDeferred
         self.snapshot = None
+        self._summarised = []        # Deferreds waiting for the first snapshot
         self.passes = 0
         self.failures = 0
         self.last_pass_seconds = None
@@ -94,6 +95,14 @@ class Summariser(service.Service):
         # unhandled error in a Deferred nobody holds.
         if failure.check(defer.CancelledError) is None:
             self.log.failure("summaries not started", failure)
+
+    def when_summarised(self):
+        """A Deferred that fires with the first snapshot, once there is one."""
+        if self.snapshot is not None:
+            return defer.succeed(self.snapshot)
+        d = defer.Deferred(lambda d: self._summarised.remove(d))
+        self._summarised.append(d)
+        return d
 
     def stopService(self):  # noqa: N802
         super().stopService()
@@ -129,6 +138,9 @@ class Summariser(service.Service):
             yield timed("release", self._in_thread, memory.release)
             self.passes += 1
             self.last_pass_phases = phases
+            waiting, self._summarised = self._summarised, []
+            for d in waiting:
+                d.callback(self.snapshot)
         except DatabaseUnavailable as e:
             self.failures += 1
             self.log.warn("summary pass skipped, database unavailable ({why}); "

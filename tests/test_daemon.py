@@ -313,6 +313,60 @@ class ServingTests(unittest.TestCase):
         yield self.stopped_cleanly(daemon)
 
 
+class ScaleOutTests(unittest.TestCase):
+    """Two daemons with --reuse-port on one port and one PostgreSQL."""
+
+    timeout = 120
+
+    @defer.inlineCallbacks
+    def test_two_daemons_share_the_port_and_the_farmers(self):
+        http = http_client()
+        first = Daemon(self)
+        first.start("--reuse-port", "--access-log", os.path.join(first.directory, "access"))
+        yield first.wait_healthy(http)
+        second = Daemon(self)
+        second.port, second.url = first.port, first.url
+        keys = [FarmerKey.from_seed(b"scale-out %d" % i) for i in range(12)]
+        farmers = [FarmerClient(first.url, key, http=http) for key in keys]
+        for farmer in farmers:
+            self.assertEqual((yield farmer.register()).status, 200)
+
+        # While the second daemon starts, farmers keep being answered: it takes no
+        # connection before its database is ready and its first summary is built.
+        second.start("--reuse-port", "--database", first.cluster().start(),
+                     "--access-log", os.path.join(second.directory, "access"))
+        answered = []
+        while "listening on 127.0.0.1:%d" % first.port not in second.output():
+            self.assertIsNone(second.process.poll(), second.output())
+            answered.append((yield farmers[len(answered) % 12].ping()).status)
+        self.assertEqual(set(answered), {200})
+
+        for height, farmer in enumerate(farmers, 1):
+            self.assertEqual((yield farmer.register()).status, 409)
+            self.assertEqual((yield farmer.ping()).status, 200)
+            self.assertEqual((yield farmer.height(height)).status, 200)
+
+        # Both daemons list every farmer (their summaries read the same database).
+        @defer.inlineCallbacks
+        def agreed():
+            totals = []
+            for _ in range(8):
+                totals.append((yield farmers[0].total()).json())
+            return all((t["total_farmers"], t["total_TB"]) == (12, 78.0) for t in totals)
+        yield eventually(agreed, 20, "the same totals from both daemons")
+
+        self.assertIn((yield second.terminate()), (0, -signal.SIGTERM))
+        # The first one serves the port alone.
+        self.assertEqual((yield farmers[0].ping()).status, 200)
+        self.assertIn((yield first.terminate()), (0, -signal.SIGTERM))
+        self.assertFalse(first.cluster_running())
+        # The kernel gave each daemon some of the farmers' requests (the access
+        # logs are complete once the daemons have stopped).
+        for daemon in (first, second):
+            with open(os.path.join(daemon.directory, "access")) as log:
+                self.assertIn("/api/height/", log.read())
+
+
 class StartupRefusalTests(unittest.TestCase):
     """Start-up problems stop the daemon with one clear line, before it listens."""
 

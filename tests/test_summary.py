@@ -238,6 +238,28 @@ class DatabaseSummaryTests(unittest.TestCase):
         self.assertEqual(len(json.loads(bytes(snap.online_json))["farmers"]), 2)
 
     @defer.inlineCallbacks
+    def test_when_summarised(self):
+        """Fires with the first snapshot (at once if there is one); a cancelled wait
+        is forgotten."""
+        waiting, cancelled = self.summariser.when_summarised(), self.summariser.when_summarised()
+        cancelled.cancel()
+        self.failureResultOf(cancelled, defer.CancelledError)
+        self.assertNoResult(waiting)
+        yield self.add_three_online()
+        snap = yield self.pass_at(T)
+        self.assertIdentical(self.successResultOf(waiting), snap)
+        self.assertIdentical(self.successResultOf(self.summariser.when_summarised()), snap)
+
+    @defer.inlineCallbacks
+    def test_a_failed_first_pass_does_not_count_as_summarised(self):
+        waiting = self.summariser.when_summarised()
+        yield self.db.stopService()
+        yield self.pass_at(T)
+        self.assertNoResult(waiting)
+        waiting.cancel()
+        self.failureResultOf(waiting, defer.CancelledError)
+
+    @defer.inlineCallbacks
     def test_database_down_keeps_the_snapshot(self):
         yield self.add_three_online()
         before = yield self.pass_at(T)

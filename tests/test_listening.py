@@ -1,0 +1,102 @@
+"""Tests for :mod:`dataserv.listening`: --reuse-port."""
+
+import errno
+import socket
+import time
+
+from twisted.internet import defer, protocol, reactor, task
+from twisted.trial import unittest
+
+from dataserv.listening import ReusePortError, ReusePortService, parse_tcp
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def connect_error(port):
+    """0 when 127.0.0.1:port accepts a connection, else the errno."""
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port))
+
+
+class Counting(protocol.Factory):
+    """Counts the connections it was given and closes them."""
+
+    def __init__(self):
+        self.connections = 0
+
+    def buildProtocol(self, addr):  # noqa: N802
+        self.connections += 1
+        p = protocol.Protocol()
+        p.connectionMade = lambda: p.transport.loseConnection()
+        return p
+
+
+class ParseTests(unittest.SynchronousTestCase):
+
+    def test_forms(self):
+        self.assertEqual(parse_tcp("tcp:8080"), ("0.0.0.0", 8080, 50, socket.AF_INET))
+        self.assertEqual(parse_tcp("tcp:port=80:interface=127.0.0.1:backlog=200"),
+                         ("127.0.0.1", 80, 200, socket.AF_INET))
+        self.assertEqual(parse_tcp("tcp6:8080"), ("::", 8080, 50, socket.AF_INET6))
+
+    def test_refused(self):
+        for listen, said in (("unix:/tmp/x", "needs a tcp:PORT"), ("tcp", "needs a tcp:PORT"),
+                             ("tcp:http", "numeric port"), ("tcp:80:ssl=1", "unsupported"),
+                             ("tcp:80:backlog=many", "numeric port")):
+            with self.assertRaises(ReusePortError) as raised:
+                parse_tcp(listen)
+            self.assertIn(said, str(raised.exception), listen)
+
+
+class ReusePortServiceTests(unittest.TestCase):
+
+    def setUp(self):
+        self.port = free_port()
+        self.listen = "tcp:%d:interface=127.0.0.1" % self.port
+
+    def service(self, when_ready=None):
+        factory = Counting()
+        svc = ReusePortService(reactor, self.listen, factory, when_ready=when_ready)
+        svc.privilegedStartService()
+        svc.startService()
+        self.addCleanup(lambda: svc.running and svc.stopService())
+        return svc, factory
+
+    def test_listens_only_when_ready(self):
+        ready = defer.Deferred()
+        svc, _ = self.service(lambda: ready)
+        # Bound (the port is taken) but not listening: connections are refused.
+        self.assertEqual(connect_error(self.port), errno.ECONNREFUSED)
+        ready.callback(None)
+        self.assertEqual(connect_error(self.port), 0)
+        return svc.stopService()
+
+    @defer.inlineCallbacks
+    def test_two_share_the_port(self):
+        (first, one), (second, other) = self.service(), self.service()
+        deadline = time.monotonic() + 10
+        # The kernel spreads connections over both by their source ports.
+        while not (one.connections and other.connections):
+            self.assertLess(time.monotonic(), deadline, "one daemon got every connection")
+            self.assertEqual(connect_error(self.port), 0)
+            yield task.deferLater(reactor, 0.001, lambda: None)
+        yield first.stopService()
+        # The other keeps serving the port alone.
+        self.assertEqual(connect_error(self.port), 0)
+        yield second.stopService()
+        self.assertEqual(connect_error(self.port), errno.ECONNREFUSED)
+
+    def test_stopped_before_ready(self):
+        ready = defer.Deferred()
+        svc, factory = self.service(lambda: ready)
+        svc.stopService()
+        # The socket is closed: a plain bind (no SO_REUSEPORT) gets the port.
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", self.port))
+        self.assertTrue(ready.called)  # cancelled: it will not listen later
+        self.assertFalse(svc.running)
+        self.assertIsNone(svc.port)
