@@ -42,6 +42,11 @@ def stale_installed_files():
             target = os.path.join(installed, relative)
             if not (os.path.exists(target) and filecmp.cmp(source, target, shallow=False)):
                 stale.append(relative)
+    # A migration the source no longer has (setuptools' build/ directory keeps them).
+    for target in glob.glob(os.path.join(installed, "schema", "*.sql")):
+        relative = os.path.relpath(target, installed)
+        if not os.path.exists(os.path.join(SOURCE_TREE, "dataserv", relative)):
+            stale.append(relative)
     return sorted(stale)
 
 
@@ -118,7 +123,8 @@ class Daemon:
             Daemon._stale = stale_installed_files()
         if Daemon._stale:
             raise AssertionError("twistd would run an installed dataserv that differs from "
-                                 "this source (%s): run `pip install .` first"
+                                 "this source (%s): run `pip install .` first (after `rm -rf build` "
+                                 "if a file was removed: setuptools' build/ keeps it)"
                                  % (", ".join(Daemon._stale),))
         self.bindir = server_bindir()
         self.testcase = testcase

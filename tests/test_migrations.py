@@ -90,6 +90,21 @@ class MigrationTests(unittest.TestCase):
         self.assertEqual(rows, [(0,)])
 
     @defer.inlineCallbacks
+    def test_write_functions_keep_their_plans(self):
+        """The per-contact functions are planned once per connection, not per call
+        (0002: PL/pgSQL, and a generic plan for record_contacts)."""
+        yield start_database(self, self.dsn).when_ready()
+        rows = admin(self.dsn, "SELECT p.proname, l.lanname, p.proconfig FROM pg_proc p"
+                               " JOIN pg_language l ON l.oid = p.prolang"
+                               " WHERE p.proname IN ('record_contacts', 'set_height',"
+                               " 'set_bandwidth') ORDER BY p.proname")
+        self.assertEqual(rows, [
+            ("record_contacts", "plpgsql", ["plan_cache_mode=force_generic_plan"]),
+            ("set_bandwidth", "plpgsql", None),
+            ("set_height", "plpgsql", None),
+        ])
+
+    @defer.inlineCallbacks
     def test_rerun_applies_nothing(self):
         steps = migrations.load()
         db = yield start_database(self, self.dsn).when_ready()
