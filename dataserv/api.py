@@ -130,9 +130,7 @@ class API:
         # A length, as 2.2.x sent, rather than Twisted's chunked encoding.
         request.setHeader(b"Content-Length", b"%d" % len(body))
         if isinstance(body, Body):
-            for piece in body.pieces:
-                request.write(piece)
-            return None  # Klein finishes the request
+            return body.write_to(request)  # Klein finishes the request after it
         return body
 
     def _answer(self, route, request, d, success):

@@ -8,12 +8,7 @@ from twisted.internet import defer, protocol, reactor, task
 from twisted.trial import unittest
 
 from dataserv.listening import ReusePortError, ReusePortService, parse_tcp
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.test_daemon import free_port
 
 
 def connect_error(port):
