@@ -19,6 +19,8 @@ from dataserv.gzipping import BackgroundGzip
 from dataserv.database import DatabaseUnavailable
 
 SLICE = 1000
+# Farmers' entries are made in smaller slices: each works out a nodeid (~15 us).
+ENTRY_SLICE = 250
 # Today's uptime buckets are re-read only for farmers with a contact since the last
 # read, less this margin for writes that committed late.
 TODAY_MARGIN = 60.0
@@ -74,7 +76,11 @@ class Summariser(service.Service):
         self._uptime_today = {}      # seconds credited today
         self._uptime_today_key = None
         self._uptime_today_at = None
-        self._static = {}            # farmer id -> render.farmer_static(...)
+        self._farmers = {}           # farmer id -> render.farmer_entry(...)
+        # Entries whose credited seconds must be summed again from the two dicts
+        # above (all of the online ones after a new day or a full re-read).
+        self._credit_stale = set()
+        self._credit_all_stale = False
         self._history_at = None
 
     def startService(self):  # noqa: N802
@@ -133,6 +139,7 @@ class Summariser(service.Service):
                                    now - self.settings.online_seconds, pause=self._pause)
             yield timed("identities", self._learn_identities, activity)
             yield timed("earlier_days", self._refresh_earlier_days, activity, now)
+            yield timed("credits", self._refresh_credits, activity)
             self.snapshot = yield timed("render", self._build, activity, now)
             yield timed("history", self._maybe_append_history, now)
             yield timed("release", self._in_thread, memory.release)
@@ -159,12 +166,15 @@ class Summariser(service.Service):
         seen_since = now - settings.online_seconds
         today = render.first_uptime_day(now, 1)
         if today != self._uptime_today_key:
+            # (On a new day the earlier days are read again for everyone online,
+            # and that refreshes every online farmer's credit.)
             self._uptime_today, self._uptime_today_key = {}, today
         else:
             seen_since = max(seen_since, self._uptime_today_at - TODAY_MARGIN)
         changed = yield self.store.online_seconds(
             today, seen_since=seen_since, last_day=today, pause=self._pause)
         self._uptime_today.update(changed)
+        self._credit_stale.update(changed)
         self._uptime_today_at = now
 
     @defer.inlineCallbacks
@@ -188,6 +198,7 @@ class Summariser(service.Service):
                 pause=self._pause)
             self._uptime_before_known = set(ids)
             self._uptime_before_key = (today, settled)
+            self._credit_all_stale = True
             return
         known = self._uptime_before_known
         new = yield self._not_in(activity, known)
@@ -195,7 +206,29 @@ class Summariser(service.Service):
             sums = yield self.store.online_seconds(
                 first_day, last_day=yesterday, farmer_ids=new, pause=self._pause)
             self._uptime_before.update(sums)
+            self._credit_stale.update(sums)
             known.update(new)
+
+    @defer.inlineCallbacks
+    def _refresh_credits(self, activity):
+        """Put the uptime seconds credited in the window into the farmers' entries,
+        for those whose sums changed (every online one after a full re-read). A
+        farmer that was offline meanwhile is summed anew when it is back, since its
+        earlier days are then read for it."""
+        before_get, today_get, farmers = (
+            self._uptime_before.get, self._uptime_today.get, self._farmers)
+        if self._credit_all_stale:
+            ids = activity  # rows: the id comes first
+        else:
+            ids = [(farmer_id,) for farmer_id in self._credit_stale]
+        self._credit_stale, self._credit_all_stale = set(), False
+        for start in range(0, len(ids), SLICE * 10):
+            if start:
+                yield self._pause()
+            for row in ids[start:start + SLICE * 10]:
+                entry = farmers.get(row[0])
+                if entry is not None:
+                    entry[render.CREDIT] = before_get(row[0], 0.0) + today_get(row[0], 0.0)
 
     @defer.inlineCallbacks
     def _not_in(self, activity, known):
@@ -211,29 +244,26 @@ class Summariser(service.Service):
     @defer.inlineCallbacks
     def _learn_identities(self, activity):
         """Fetch what never changes about farmers seen for the first time."""
-        static = self._static
-        new = yield self._not_in(activity, static)
+        farmers = self._farmers
+        new = yield self._not_in(activity, farmers)
         if not new:
             return
         found = yield self.store.identities(new, pause=self._pause)
-        found = list(found.items())
-        for start in range(0, len(found), SLICE):
+        for start in range(0, len(new), ENTRY_SLICE):
             if start:
                 yield self._pause()
-            for farmer_id, (address, payout, reg_time) in found[start:start + SLICE]:
-                static[farmer_id] = render.farmer_static(address, payout, reg_time)
+            for farmer_id in new[start:start + ENTRY_SLICE]:
+                address, payout, reg_time = found[farmer_id]
+                farmers[farmer_id] = render.farmer_entry(
+                    address, payout, reg_time,
+                    self._uptime_before.get(farmer_id, 0.0) + self._uptime_today.get(farmer_id, 0.0))
 
     @defer.inlineCallbacks
     def _build(self, activity, now):
         settings = self.settings
         window = settings.online_seconds
         window_start = render.day_start(render.first_uptime_day(now, settings.uptime_days))
-        before, today, static = self._uptime_before, self._uptime_today, self._static
-        before_get, today_get = before.get, today.get
-
-        def credited(farmer_id):
-            return before_get(farmer_id, 0.0) + today_get(farmer_id, 0.0)
-
+        farmers = self._farmers
         # The gzip copy is made in a thread while the slices are rendered; the
         # pieces are never joined (see dataserv.body and dataserv.gzipping).
         gzip = BackgroundGzip(GZIP_LEVEL, self._in_thread)
@@ -241,7 +271,7 @@ class Summariser(service.Service):
         gzip.feed(json_parts[0])
         total_height = 0
         count = len(activity)
-        prune = len(static) > 2 * count + SLICE
+        prune = len(farmers) > 2 * count + SLICE
         seen = []
         # The rows are taken off the list as they are rendered, so that they are
         # freed a slice at a time: freeing 100 000 of them at the end of the pass
@@ -253,7 +283,7 @@ class Summariser(service.Service):
             chunk = activity[:SLICE]
             del activity[:SLICE]
             objects, entries, heights = render.render_slice(
-                chunk, now, static, credited, window, window_start)
+                chunk, now, farmers, window, window_start)
             if prune:
                 seen.extend(row[0] for row in chunk)
             del chunk
@@ -265,7 +295,7 @@ class Summariser(service.Service):
             first = False
         if prune:
             # Forget farmers that went offline (kept for a while: they may be back).
-            self._static = {farmer_id: static[farmer_id] for farmer_id in seen}
+            self._farmers = {farmer_id: farmers[farmer_id] for farmer_id in seen}
         json_parts.append(b"]}")
         gzip.feed(json_parts[-1])
         online_json_gzip = yield gzip.finish()

@@ -190,12 +190,12 @@ class RenderSliceTests(SynchronousTestCase):
         records = [FarmerRecord(i, address, PAYOUT, height, reg, seen, bandwidth, bandwidth * 2)
                    for i, (address, height, seen, reg, bandwidth, _) in enumerate(cases)]
         credit = {i: case[-1] for i, case in enumerate(cases)}
-        static = {r.id: render.farmer_static(r.btc_addr, r.payout_addr, r.reg_time)
-                  for r in records}
+        farmers = {r.id: render.farmer_entry(r.btc_addr, r.payout_addr, r.reg_time, credit[r.id])
+                   for r in records}
         activity = [(r.id, r.height, r.last_seen, r.bandwidth_upload, r.bandwidth_download)
                     for r in records]
         objects, entries, heights = render.render_slice(
-            activity, now, static, credit.get, window, window_start)
+            activity, now, farmers, window, window_start)
         expected_objects = ", ".join(
             render.json_bytes(render.farmer_dict(r, now, render.uptime_percent(
                 credit[r.id], r, now, window, days))).decode() for r in records)

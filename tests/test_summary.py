@@ -120,6 +120,76 @@ class DatabaseSummaryTests(unittest.TestCase):
         self.assertGreater(listed, 60.0)
 
     @defer.inlineCallbacks
+    def assertListedUptimesExact(self, snap, at):  # noqa: N802
+        """Every listed uptime equals the exact per-farmer figure at ``at``."""
+        from dataserv import render
+
+        listed = json.loads(bytes(snap.online_json))["farmers"]
+        self.assertTrue(listed)
+        for farmer in listed:
+            record = yield self.store.farmer(farmer["btc_addr"])
+            exact = yield self.store.online_seconds(
+                render.first_uptime_day(at, SETTINGS.uptime_days), farmer_ids=[record.id])
+            expected = render.uptime_percent(
+                exact.get(record.id, 0.0), record, at, WINDOW, SETTINGS.uptime_days)
+            self.assertEqual(farmer["uptime"], expected, "%s at %d" % (farmer["btc_addr"], at))
+
+    @defer.inlineCallbacks
+    def test_listed_uptime_follows_todays_contacts(self):
+        """Passes a few minutes apart in the same day: only today's sums of the
+        farmers with new contacts are read again, and their listed uptime moves."""
+        yield self.add_farmers((ALICE, 1, T - 3 * 86400), (BOB, 1, T - 3 * 86400))
+        for at in range(int(T - 86400), int(T - 3600), 600):
+            yield self.store.record_contacts([(ALICE, at, None), (BOB, at, None)], 60, WINDOW)
+        yield self.store.record_contacts([(ALICE, T - 60, None), (BOB, T - 60, None)], 60, WINDOW)
+        uptimes = []
+        for at in (T, T + 300, T + 600, T + 900):
+            if at > T:
+                yield self.store.record_contacts([(ALICE, at - 10, None)], 60, WINDOW)
+            snap = yield self.pass_at(at)
+            yield self.assertListedUptimesExact(snap, at)
+            uptimes.append({f["btc_addr"]: f["uptime"]
+                            for f in json.loads(bytes(snap.online_json))["farmers"]}[ALICE])
+        self.assertEqual(sorted(set(uptimes)), uptimes)  # rising with every contact
+
+    @defer.inlineCallbacks
+    def test_farmer_back_after_a_day_change(self):
+        """A farmer the summariser knew, offline over midnight and back the next day,
+        is listed with its earlier days summed anew."""
+        yield self.add_farmers((ALICE, 1, T - 3 * 86400), (BOB, 1, T - 3 * 86400))
+        for at in range(int(T - 2 * 86400), int(T - 3600), 600):
+            yield self.store.record_contacts([(ALICE, at, None), (BOB, at, None)], 60, WINDOW)
+        yield self.store.record_contacts([(ALICE, T - 60, None), (BOB, T - 60, None)], 60, WINDOW)
+        yield self.pass_at(T)
+        # ALICE keeps pinging into the next day; BOB is away until its afternoon.
+        next_noon = T + 86400
+        for at in range(int(T), int(next_noon + 3600), 600):
+            yield self.store.record_contacts([(ALICE, at, None)], 60, WINDOW)
+            if at % 21600 == 0:
+                yield self.pass_at(at)
+        yield self.store.record_contacts([(BOB, next_noon + 3600, None)], 60, WINDOW)
+        snap = yield self.pass_at(next_noon + 3600)
+        self.assertEqual(len(json.loads(bytes(snap.online_json))["farmers"]), 2)
+        yield self.assertListedUptimesExact(snap, next_noon + 3600)
+
+    @defer.inlineCallbacks
+    def test_yesterday_credited_after_midnight_is_listed(self):
+        """A contact just after midnight credits the end of yesterday. The earlier
+        days are read again once the online window has passed into the day, and
+        the listed uptime takes that in even without a newer contact."""
+        midnight = T + 12 * 3600
+        yield self.add_farmers((ALICE, 1, T - 86400))
+        for at in range(int(T - 86400), int(midnight), 600):
+            yield self.store.record_contacts([(ALICE, at, None)], 60, WINDOW)
+        yield self.store.record_contacts([(ALICE, midnight - 300, None)], 60, WINDOW)
+        yield self.pass_at(midnight)
+        yield self.store.record_contacts([(ALICE, midnight + 300, None)], 60, WINDOW)
+        yield self.pass_at(midnight + 330)
+        at = midnight + WINDOW + 60
+        snap = yield self.pass_at(at)
+        yield self.assertListedUptimesExact(snap, at)
+
+    @defer.inlineCallbacks
     def test_today_is_reread_only_for_recent_contacts(self):
         """Earlier days are summed once; today's sums only for farmers with a contact
         since the previous pass (less a margin for late commits)."""
@@ -203,6 +273,7 @@ class DatabaseSummaryTests(unittest.TestCase):
     def test_sliced_build_is_one_document(self):
         """Big lists are built in slices with a pause between; the JSON is still whole."""
         self.patch(summary, "SLICE", 2)
+        self.patch(summary, "ENTRY_SLICE", 2)
         pauses = []
 
         def pause():
