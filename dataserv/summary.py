@@ -217,6 +217,7 @@ class Summariser(service.Service):
         earlier days are then read for it."""
         before_get, today_get, farmers = (
             self._uptime_before.get, self._uptime_today.get, self._farmers)
+        with_credit = render.with_credit
         if self._credit_all_stale:
             ids = activity  # rows: the id comes first
         else:
@@ -226,9 +227,11 @@ class Summariser(service.Service):
             if start:
                 yield self._pause()
             for row in ids[start:start + SLICE * 10]:
-                entry = farmers.get(row[0])
+                farmer_id = row[0]
+                entry = farmers.get(farmer_id)
                 if entry is not None:
-                    entry[render.CREDIT] = before_get(row[0], 0.0) + today_get(row[0], 0.0)
+                    farmers[farmer_id] = with_credit(
+                        entry, before_get(farmer_id, 0.0) + today_get(farmer_id, 0.0))
 
     @defer.inlineCallbacks
     def _not_in(self, activity, known):

@@ -2,6 +2,7 @@
 
 import calendar
 import datetime
+import gc
 import itertools
 import json
 
@@ -171,6 +172,24 @@ class UptimeTests(SynchronousTestCase):
         value = self.uptime(6 * HOUR, MIDNIGHT + 12 * HOUR, days=1,
                             reg_time=MIDNIGHT - 90 * DAY, last_seen=MIDNIGHT + 12 * HOUR)
         self.assertEqual(value, 50.0)
+
+
+class FarmerEntryTests(SynchronousTestCase):
+
+    def test_with_credit(self):
+        key = FarmerKey.from_seed(b"entry")
+        entry = render.farmer_entry(key.address, key.address, 1700000000.5, 10.0)
+        again = render.with_credit(entry, 25.5)
+        self.assertEqual(again[:4], entry[:4])
+        self.assertEqual((entry[-1], again[-1]), (10.0, 25.5))
+
+    def test_entries_leave_the_collectors_sight(self):
+        """100 000 of them are kept between passes: once collected young they are
+        never traversed again by the collector's full passes."""
+        key = FarmerKey.from_seed(b"entry")
+        entries = [render.with_credit(render.farmer_entry(key.address, key.address, 1.0), 2.0)]
+        gc.collect()
+        self.assertFalse(gc.is_tracked(entries[0]))
 
 
 class RenderSliceTests(SynchronousTestCase):
