@@ -7,6 +7,7 @@ answering pings while a pass runs.
 """
 
 import datetime
+import gc
 from dataclasses import dataclass
 
 from twisted.application import service
@@ -232,6 +233,11 @@ class Summariser(service.Service):
                 if entry is not None:
                     farmers[farmer_id] = with_credit(
                         entry, before_get(farmer_id, 0.0) + today_get(farmer_id, 0.0))
+            # Each new entry frees an old one, so the collector's allocation count
+            # stays flat and it would not look at the new ones until some later
+            # allocation tips it over: then at 100 000 of them at once, a 30-60 ms
+            # stall. Let it see (and stop tracking) each slice's now.
+            gc.collect(0)
 
     @defer.inlineCallbacks
     def _not_in(self, activity, known):

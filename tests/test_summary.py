@@ -252,6 +252,19 @@ class DatabaseSummaryTests(unittest.TestCase):
                          [CAROL, BOB, ALICE])
 
     @defer.inlineCallbacks
+    def test_new_entries_are_shown_to_the_collector(self):
+        """Entries remade with new credits replace old ones one for one, so the
+        collector would not look at them on its own until much later (then at all
+        of them at once); each slice is collected young, which untracks them."""
+        yield self.add_three_online()
+        gc.disable()
+        self.addCleanup(gc.enable)
+        yield self.pass_at(T)
+        entries = list(self.summariser._farmers.values())
+        self.assertEqual(len(entries), 2)
+        self.assertFalse(any(gc.is_tracked(entry) for entry in entries))
+
+    @defer.inlineCallbacks
     def test_memory_is_released_after_each_pass(self):
         released = []
         self.patch(summary.memory, "release", lambda: released.append(True))
