@@ -112,12 +112,13 @@ class Request:
 
 
 class RecentContacts:
-    """When this process last wrote each farmer's contact, to throttle pings in memory.
+    """The latest stored contact this process knows of for each farmer, to throttle
+    pings in memory.
 
-    last_seen only ever grows and farmers are never deleted, so if this process wrote
-    a contact at T, the farmer exists and its last_seen is at least T: a ping sooner
-    than max-ping after T is throttled whatever other daemons on the same database
-    did. Bounded: expired entries go first, then everything.
+    last_seen only ever grows and farmers are never deleted, so once the database
+    said a farmer's last_seen is T, the farmer exists and its last_seen stays at
+    least T: a ping sooner than max-ping after T is throttled whatever other daemons
+    on the same database did. Bounded: expired entries go first, then everything.
     """
 
     def __init__(self, max_age, limit=250000):
@@ -131,7 +132,7 @@ class RecentContacts:
         return written is not None and 0 <= now - written < self.max_age
 
     def wrote(self, address, now):
-        """Remember a contact written at now."""
+        """Remember that the farmer's stored last contact is at ``now``."""
         if len(self._written) >= self.limit:
             self._written = {a: t for a, t in self._written.items() if now - t < self.max_age}
             if len(self._written) >= self.limit:
@@ -199,8 +200,9 @@ class Farmers:
         known = yield self.pings.submit((address, request.now, request.ip))
         if address not in known:
             raise FarmerNotFound()
-        if known[address]:
-            self.recent.wrote(address, request.now)
+        # Written by us or not, the stored contact throttles the next pings here:
+        # with several daemons, or after a restart, the one before may be another's.
+        self.recent.wrote(address, known[address].last_contact)
 
     def _write_pings(self, contacts):
         return self.store.record_contacts(

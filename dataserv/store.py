@@ -53,6 +53,11 @@ class Timings:
         return d.addBoth(done)
 
 
+# What recording one farmer's contact did: whether it was written, and the
+# farmer's last_seen as stored afterwards.
+Contact = namedtuple("Contact", ["written", "last_contact"])
+
+
 class FarmerStore:
     """The farmers' tables in PostgreSQL, through a :class:`dataserv.database.Database`."""
 
@@ -91,8 +96,9 @@ class FarmerStore:
     def record_contacts(self, contacts, min_gap, window):
         """Record [(address, at, ip)] in one statement and one commit.
 
-        Returns {address: written} for the farmers that exist; a contact is written
-        when it comes ``min_gap`` or more after the previous one.
+        Returns {address: Contact(written, last_contact)} for the farmers that
+        exist; a contact is written when it comes ``min_gap`` or more after the
+        previous one, and last_contact is the farmer's last_seen as now stored.
         """
         addresses, ats, ips = zip(*contacts) if contacts else ((), (), ())
         params = (list(addresses), list(ats), list(ips), min_gap, window)
@@ -100,15 +106,15 @@ class FarmerStore:
             try:
                 rows = yield self._query(
                     "record_contacts",
-                    "SELECT btc_addr, written FROM record_contacts(%s::text[], %s::float8[],"
-                    " %s::text[], %s, %s)", params)
+                    "SELECT btc_addr, written, last_contact FROM record_contacts("
+                    "%s::text[], %s::float8[], %s::text[], %s, %s)", params)
             except psycopg2.extensions.TransactionRollbackError:
                 # Locks are taken in id order, so this should not happen; if PostgreSQL
                 # still picks us as a deadlock victim, the statement is safe to repeat.
                 if attempt == RETRIES - 1:
                     raise
                 continue
-            return dict(rows)
+            return {address: Contact(written, at) for address, written, at in rows}
 
     @defer.inlineCallbacks
     def set_height(self, address, height, now, ip, window):

@@ -475,6 +475,26 @@ class PingTests(APITestCase):
         self.assertEqual((yield self.last_seen(ALICE)), self.t0)
 
     @defer.inlineCallbacks
+    def test_another_daemons_contact_throttles_in_memory_after_one_look(self):
+        """A daemon whose ping the database throttled (the contact before was
+        another daemon's) learns when that contact was: the farmer's next pings
+        within max-ping do not go to PostgreSQL at all."""
+        yield self.registered(ALICE)
+        other = Server(self.db, self.clock, self.settings)
+        for _ in range(3):
+            self.clock.advance(10)
+            reply = yield self.get("/api/ping/" + ALICE.address, self.signed(ALICE), server=other)
+            self.assertAnswer(reply, 200, PING_OK)
+        self.assertEqual(other.farmers.pings.items, 1)
+        self.assertEqual((yield self.last_seen(ALICE)), self.t0)
+        # From max-ping after the stored contact, pings are written again.
+        self.clock.advance(31)
+        reply = yield self.get("/api/ping/" + ALICE.address, self.signed(ALICE), server=other)
+        self.assertAnswer(reply, 200, PING_OK)
+        self.assertEqual(other.farmers.pings.items, 2)
+        self.assertEqual((yield self.last_seen(ALICE)), self.t0 + 61)
+
+    @defer.inlineCallbacks
     def test_height_update_counts_as_contact_for_the_throttle(self):
         yield self.registered(ALICE)
         self.clock.advance(120)

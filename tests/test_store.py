@@ -97,11 +97,13 @@ class RecordContactsTests(StoreTestCase):
         """A contact sooner than min_gap after the last one writes nothing."""
         yield self.register_all(ALICE)
         early = yield self.ping(ALICE, T + 59)
-        self.assertEqual(early, {ALICE: False})
+        # Not written; the stored contact is the registration's.
+        self.assertEqual(early, {ALICE: (False, T)})
         seen = yield self.farmer_column(ALICE, "last_seen")
         self.assertEqual(seen, T)
         on_time = yield self.ping(ALICE, T + 60)
-        self.assertEqual(on_time, {ALICE: True})
+        self.assertEqual(on_time, {ALICE: (True, T + 60)})
+        self.assertEqual(on_time[ALICE].last_contact, T + 60)
         seen = yield self.farmer_column(ALICE, "last_seen")
         self.assertEqual(seen, T + 60)
 
@@ -110,7 +112,7 @@ class RecordContactsTests(StoreTestCase):
         yield self.register_all(ALICE)
         result = yield self.store.record_contacts(
             [(NOBODY, T + 100, None), (ALICE, T + 100, None)], 60, WINDOW)
-        self.assertEqual(result, {ALICE: True})
+        self.assertEqual(result, {ALICE: (True, T + 100)})
 
     @defer.inlineCallbacks
     def test_empty_batch(self):
@@ -122,7 +124,7 @@ class RecordContactsTests(StoreTestCase):
         yield self.register_all(ALICE, BOB)
         result = yield self.store.record_contacts(
             [(ALICE, T + 100, None), (BOB, T + 30, None)], 60, WINDOW)
-        self.assertEqual(result, {ALICE: True, BOB: False})
+        self.assertEqual(result, {ALICE: (True, T + 100), BOB: (False, T)})
 
     @defer.inlineCallbacks
     def test_duplicates_in_one_batch_keep_the_latest(self):
@@ -131,7 +133,7 @@ class RecordContactsTests(StoreTestCase):
         result = yield self.store.record_contacts(
             [(ALICE, T + 100, "10.0.0.9"), (ALICE, T + 200, "10.0.0.10"),
              (ALICE, T + 150, "10.0.0.20")], 60, WINDOW)
-        self.assertEqual(result, {ALICE: True})
+        self.assertEqual(result, {ALICE: (True, T + 200)})
         seen = yield self.farmer_column(ALICE, "last_seen")
         ip = yield self.farmer_column(ALICE, "last_ip")
         self.assertEqual((seen, ip), (T + 200, "10.0.0.10"))
@@ -160,7 +162,7 @@ class RecordContactsTests(StoreTestCase):
     def test_never_throttled_moves_last_seen(self):
         yield self.register_all(ALICE)
         result = yield self.ping(ALICE, T + 1, min_gap=NEVER_THROTTLED)
-        self.assertEqual(result, {ALICE: True})
+        self.assertEqual(result, {ALICE: (True, T + 1)})
         seen = yield self.farmer_column(ALICE, "last_seen")
         self.assertEqual(seen, T + 1)
 
@@ -170,7 +172,8 @@ class RecordContactsTests(StoreTestCase):
         yield self.register_all(ALICE)
         yield self.ping(ALICE, T + 300, min_gap=NEVER_THROTTLED)
         before = yield self.uptime_rows()
-        yield self.ping(ALICE, T + 100, min_gap=NEVER_THROTTLED)
+        late = yield self.ping(ALICE, T + 100, min_gap=NEVER_THROTTLED)
+        self.assertEqual(late[ALICE].last_contact, T + 300)  # what is stored
         seen = yield self.farmer_column(ALICE, "last_seen")
         self.assertEqual(seen, T + 300)
         after = yield self.uptime_rows()
