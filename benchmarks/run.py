@@ -51,10 +51,14 @@ class Progress:
 
 
 def median_run(runs):
-    """The run with the median rate, carrying every run's rate in ``runs``."""
+    """The run with the median rate, carrying every run's rate in ``runs``; its
+    non-2xx answers and socket errors are those of all the runs, so that a bad run
+    cannot hide behind the median."""
     ordered = sorted(runs, key=lambda r: r.rps)
     middle = ordered[len(ordered) // 2]
     middle.runs = [round(r.rps, 1) for r in runs]
+    middle.non_2xx = sum(r.non_2xx for r in runs)
+    middle.socket_errors = sum(r.socket_errors for r in runs)
     return middle
 
 
@@ -190,8 +194,11 @@ class Bench:
     def load(self, port, requests, seconds=None, connections=None, repeat=None):
         """Run the driver against a port ``--repeat`` times; the run with the median
         rate stands for all (the machine is shared and noisy), and ``runs`` keeps
-        every rate."""
-        runs = [self.driver.run(HOST, port, requests, connections or self.args.connections,
+        every rate. ``requests`` is a list, or a function that makes the list: signed
+        requests are made afresh for every run, since their Date header is only
+        good for --auth-timeout seconds (30 by default)."""
+        runs = [self.driver.run(HOST, port, requests() if callable(requests) else requests,
+                                connections or self.args.connections,
                                 seconds or self.args.seconds)
                 for _ in range(repeat or self.args.repeat)]
         return median_run(runs)
@@ -268,20 +275,21 @@ class Bench:
         With ``warm_up`` every farmer pings once first (not measured), so that under
         the throttle the measured pings are the ones that write nothing.
         """
-        requests = self._pings(port, url, field)
         if warm_up:
+            requests = self._pings(port, url, field)
             self.driver.run(HOST, port, requests, self.args.connections,
                             max(1.0, len(requests) / 1000.0))
-        result = self.load(port, requests)
+        result = self.load(port, lambda: self._pings(port, url, field))
         self.rows.append(report(name, result, self.ceiling_rps))
         return result
 
     def scenario_height(self, port, url, field):
         """d. height updates."""
         address = self.server_address(url)
-        requests = presign.signed_requests(
-            "%s:%d" % (HOST, port), field, address,
-            lambda f: "/api/height/%s/%d" % (f.address, 100 + len(f.address)))
+        def requests():
+            return presign.signed_requests(
+                "%s:%d" % (HOST, port), field, address,
+                lambda f: "/api/height/%s/%d" % (f.address, 100 + len(f.address)))
         self.rows.append(report("d. height", self.load(port, requests), self.ceiling_rps))
 
     def scenario_lists(self, port, online):
@@ -323,7 +331,7 @@ class Bench:
         port = free_port()
         pair = [self.daemon("--max-ping", "0", "--reuse-port", port=port) for _ in range(2)]
         try:
-            both = self.load(port, self._pings(port, pair[0].url, field))
+            both = self.load(port, lambda: self._pings(port, pair[0].url, field))
             self.rows.append(report("scale-out: b. with 2 daemons", both, self.ceiling_rps,
                                     vs_one_daemon=round(both.rps / single.rps, 3)))
         finally:

@@ -1,0 +1,58 @@
+"""Tests for the benchmark's plumbing (:mod:`benchmarks.run`), without load."""
+
+import argparse
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from benchmarks import run
+from benchmarks.drivers import Result
+
+
+class RecordingDriver:
+    """Answers each run with the next rate; records the requests it was given."""
+
+    def __init__(self, rates, failures=None):
+        self.rates = list(rates)
+        self.failures = list(failures or [0] * len(self.rates))
+        self.given = []
+
+    def run(self, host, port, requests, connections, seconds):
+        self.given.append(requests)
+        rate, failed = self.rates.pop(0), self.failures.pop(0)
+        return Result(requests=int(rate * seconds), seconds=seconds, rps=rate, p50_ms=1.0,
+                      p99_ms=2.0, max_ms=3.0, non_2xx=failed, socket_errors=failed // 2,
+                      driver="fake")
+
+
+class LoadTests(SynchronousTestCase):
+
+    def bench(self, rates, failures=None):
+        args = argparse.Namespace(repeat=3, connections=16, seconds=8.0)
+        bench = run.Bench.__new__(run.Bench)  # no PostgreSQL, no driver lookup
+        bench.args, bench.driver = args, RecordingDriver(rates, failures)
+        return bench
+
+    def test_signed_requests_are_made_for_every_run(self):
+        """Pre-signed Dates expire after --auth-timeout: a maker is called per run."""
+        bench = self.bench([300.0, 100.0, 200.0])
+        made = []
+
+        def requests():
+            made.append(len(made))
+            return ["request %d" % len(made)]
+
+        result = bench.load(5000, requests)
+        self.assertEqual(bench.driver.given, [["request 1"], ["request 2"], ["request 3"]])
+        # The run with the median rate stands for all three; every rate is kept.
+        self.assertEqual((result.rps, result.runs), (200.0, [300.0, 100.0, 200.0]))
+
+    def test_a_plain_list_is_replayed(self):
+        bench = self.bench([1.0, 2.0, 3.0])
+        bench.load(5000, ["same"])
+        self.assertEqual(bench.driver.given, [["same"]] * 3)
+
+    def test_failures_of_every_run_are_counted(self):
+        """A fast run full of 401s must not hide behind a clean median run."""
+        bench = self.bench([100.0, 200.0, 900.0], failures=[0, 0, 5000])
+        result = bench.load(5000, ["x"])
+        self.assertEqual((result.rps, result.non_2xx, result.socket_errors), (200.0, 5000, 2500))
