@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 
-from twisted.internet import defer, task, threads
+from twisted.internet import defer, task
 
 from benchmarks import seed
 from dataserv import process
@@ -24,7 +24,7 @@ from dataserv.addresses import nodeid_to_address
 from dataserv.config import Settings
 from dataserv.database import Database
 from dataserv.store import FarmerStore
-from dataserv.summary import Summariser
+from dataserv.summary import Summariser, on_reactor
 
 
 def fake_addresses(count):
@@ -101,11 +101,8 @@ def measure(reactor, dsn, registered, online, passes=5):
         sys.executable, "-m", "benchmarks.summary_pass", dsn, "--seed-only",
         "--registered", str(registered), "--online", str(online)], check=True)
     seeding = time.time() - seeded_at
-    # Built as the daemon builds it (dataserv.service): a reactor turn between slices.
-    summariser = Summariser(FarmerStore(db, reactor), settings, reactor,
-                            pause=lambda: task.deferLater(reactor, 0, lambda: None),
-                            in_thread=lambda f, *args: threads.deferToThreadPool(
-                                reactor, reactor.getThreadPool(), f, *args))
+    # Built as the daemon builds it (dataserv.service).
+    summariser = Summariser(FarmerStore(db, reactor), settings, reactor, **on_reactor(reactor))
     process.tune()  # as dataserv.service.Dataserv.startService does
     watch = StallWatch(reactor)
     watch.start()

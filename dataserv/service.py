@@ -1,9 +1,7 @@
 """The daemon's service tree: embedded PostgreSQL, database pool, summariser, HTTP."""
 
-
 from twisted.application import service
 from twisted.application.internet import StreamServerEndpointService
-from twisted.internet import task, threads
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.web import http, server
@@ -17,7 +15,7 @@ from dataserv.farmers import Farmers
 from dataserv.listening import ReusePortService
 from dataserv.metrics import RequestCounter
 from dataserv.store import FarmerStore
-from dataserv.summary import Summariser
+from dataserv.summary import Summariser, on_reactor
 
 log = Logger()
 
@@ -110,11 +108,8 @@ class Dataserv(service.MultiService):
         self.verifier = Verifier(settings.address, settings.auth_timeout)
         self.farmers = Farmers(self.store, self.verifier, settings)
         self.summariser = Summariser(
-            self.store, settings, reactor,
-            pause=lambda: task.deferLater(reactor, 0, lambda: None),
-            when_ready=self.database.when_ready,
-            in_thread=lambda f, *args: threads.deferToThreadPool(
-                reactor, reactor.getThreadPool(), f, *args))
+            self.store, settings, reactor, when_ready=self.database.when_ready,
+            **on_reactor(reactor))
         self.summariser.setServiceParent(self)
         self.requests = RequestCounter()
         self.api = API(self.farmers, self.summariser, self.database, settings, reactor,

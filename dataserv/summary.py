@@ -11,13 +11,13 @@ import gc
 from dataclasses import dataclass
 
 from twisted.application import service
-from twisted.internet import defer, task
+from twisted.internet import defer, task, threads
 from twisted.logger import Logger
 
 from dataserv import memory, render
 from dataserv.body import Body
-from dataserv.gzipping import BackgroundGzip
 from dataserv.database import DatabaseUnavailable
+from dataserv.gzipping import BackgroundGzip
 
 SLICE = 1000
 # Farmers' entries are made in smaller slices: each works out a nodeid (~15 us).
@@ -29,6 +29,16 @@ TODAY_MARGIN = 60.0
 # zlib level for the gzip copy of /api/online/json. Measured on a 28.7 MB list
 # (100 000 farmers): level 6 took 0.41 s for 6.66 MB, level 4 0.26 s for 6.83 MB.
 GZIP_LEVEL = 4
+
+
+def on_reactor(reactor):
+    """A Summariser's ``pause`` and ``in_thread`` on a real reactor, as the daemon
+    uses them: a reactor turn between slices, and the reactor's thread pool."""
+    return {
+        "pause": lambda: task.deferLater(reactor, 0, lambda: None),
+        "in_thread": lambda f, *args: threads.deferToThreadPool(
+            reactor, reactor.getThreadPool(), f, *args),
+    }
 
 
 @dataclass(frozen=True)
@@ -220,15 +230,14 @@ class Summariser(service.Service):
             self._uptime_before.get, self._uptime_today.get, self._farmers)
         with_credit = render.with_credit
         if self._credit_all_stale:
-            ids = activity  # rows: the id comes first
+            ids = [row[0] for row in activity]
         else:
-            ids = [(farmer_id,) for farmer_id in self._credit_stale]
+            ids = list(self._credit_stale)
         self._credit_stale, self._credit_all_stale = set(), False
         for start in range(0, len(ids), SLICE * 10):
             if start:
                 yield self._pause()
-            for row in ids[start:start + SLICE * 10]:
-                farmer_id = row[0]
+            for farmer_id in ids[start:start + SLICE * 10]:
                 entry = farmers.get(farmer_id)
                 if entry is not None:
                     farmers[farmer_id] = with_credit(
@@ -263,9 +272,8 @@ class Summariser(service.Service):
                 yield self._pause()
             for farmer_id in new[start:start + ENTRY_SLICE]:
                 address, payout, reg_time = found[farmer_id]
-                farmers[farmer_id] = render.farmer_entry(
-                    address, payout, reg_time,
-                    self._uptime_before.get(farmer_id, 0.0) + self._uptime_today.get(farmer_id, 0.0))
+                farmers[farmer_id] = render.farmer_entry(address, payout, reg_time)
+        self._credit_stale.update(new)  # their credits are filled in by _refresh_credits
 
     @defer.inlineCallbacks
     def _build(self, activity, now):

@@ -252,6 +252,19 @@ class DatabaseSummaryTests(unittest.TestCase):
                          [CAROL, BOB, ALICE])
 
     @defer.inlineCallbacks
+    def test_a_new_entry_gets_its_credit(self):
+        """An entry made for a farmer seen for the first time is filled in with the
+        seconds already summed for it, whatever else changed in the pass."""
+        yield self.add_farmers((ALICE, 1, T - 30))
+        alice = yield self.store.farmer(ALICE)
+        self.summariser._uptime_before = {alice.id: 500.0}
+        self.summariser._uptime_today = {alice.id: 20.0}
+        activity = [(alice.id, 1, T - 30, 0.0, 0.0)]
+        yield self.summariser._learn_identities(activity)
+        yield self.summariser._refresh_credits(activity)
+        self.assertEqual(self.summariser._farmers[alice.id][-1], 520.0)
+
+    @defer.inlineCallbacks
     def test_new_entries_are_shown_to_the_collector(self):
         """Entries remade with new credits replace old ones one for one, so the
         collector would not look at them on its own until much later (then at all
