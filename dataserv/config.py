@@ -140,7 +140,8 @@ OPTIONS = (
     Option("pool-size", "4", lambda v: _integer(v, 1, 100), "PostgreSQL connections"),
     Option("access-log", "", _text, "file for the HTTP access log (empty = none)"),
     Option("reuse-port", False, _flag,
-           "listen with SO_REUSEPORT so several daemons share the port (tcp only)", flag=True),
+           "listen with SO_REUSEPORT so several daemons share the port (tcp only); "
+           "bound at start, listening once the first summary is built", flag=True),
     Option("skip-authentication", False, _flag,
            "accept requests without signatures (testing only; warns on every start)", flag=True),
 )
