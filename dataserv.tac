@@ -3,7 +3,7 @@
 from twisted.application import service
 from twisted.internet import reactor
 
-from dataserv.tap import Options, makeService
+from dataserv.daemon.tap import Options, makeService
 
 options = Options()
 options.parseOptions([])

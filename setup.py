@@ -1,4 +1,4 @@
-from setuptools import setup
+from setuptools import find_packages, setup
 
 setup(
     name="dataserv",
@@ -7,8 +7,8 @@ setup(
     python_requires=">=3.9",
     # twisted/plugins has no __init__.py on purpose (it is Twisted's namespace);
     # listing it here installs the drop-in next to Twisted's own plugins.
-    packages=["dataserv", "twisted.plugins"],
-    package_data={"dataserv": ["schema/*.sql", "static/*.html"], "twisted.plugins": ["dataserv_plugin.py"]},
+    packages=find_packages(include=["dataserv", "dataserv.*"]) + ["twisted.plugins"],
+    package_data={"dataserv.storage": ["schema/*.sql"], "dataserv.web": ["static/*"], "twisted.plugins": ["dataserv_plugin.py"]},
     install_requires=[
         "twisted>=22.10",
         "klein>=21.8",

@@ -12,8 +12,8 @@ import hashlib
 
 import coincurve
 
-from dataserv.addresses import hash160, nodeid_to_address
-from dataserv.auth import message_digest
+from dataserv.identity.addresses import hash160, nodeid_to_address
+from dataserv.identity.auth import message_digest
 
 
 class BenchFarmer:

@@ -205,7 +205,7 @@ class Bench:
 
     def start_database(self):
         """A throwaway, durable PostgreSQL."""
-        from dataserv.pgcluster import Cluster
+        from dataserv.storage.pgcluster import Cluster
 
         self.cluster = Cluster(os.path.join(self.tmp, "pg-data"), durable=True)
         self.dsn = self.cluster.start()

@@ -4,7 +4,7 @@ import io
 
 import psycopg2
 
-from dataserv.store import TRUNCATE_ALL
+from dataserv.storage.store import TRUNCATE_ALL
 
 
 def connect(dsn):

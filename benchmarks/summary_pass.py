@@ -19,12 +19,12 @@ import time
 from twisted.internet import defer, task
 
 from benchmarks import seed
-from dataserv import process
-from dataserv.addresses import nodeid_to_address
-from dataserv.config import Settings
-from dataserv.database import Database
-from dataserv.store import FarmerStore
-from dataserv.summary import Summariser, on_reactor
+from dataserv.daemon import process
+from dataserv.identity.addresses import nodeid_to_address
+from dataserv.daemon.config import Settings
+from dataserv.storage.database import Database
+from dataserv.storage.store import FarmerStore
+from dataserv.registry.summary import Summariser, on_reactor
 
 
 def fake_addresses(count):
@@ -101,9 +101,9 @@ def measure(reactor, dsn, registered, online, passes=5):
         sys.executable, "-m", "benchmarks.summary_pass", dsn, "--seed-only",
         "--registered", str(registered), "--online", str(online)], check=True)
     seeding = time.time() - seeded_at
-    # Built as the daemon builds it (dataserv.service).
+    # Built as the daemon builds it (dataserv.daemon.service).
     summariser = Summariser(FarmerStore(db, reactor), settings, reactor, **on_reactor(reactor))
-    process.tune()  # as dataserv.service.Dataserv.startService does
+    process.tune()  # as dataserv.daemon.service.Dataserv.startService does
     watch = StallWatch(reactor)
     watch.start()
     walls, stalls, phases = [], [], []

@@ -8,9 +8,9 @@ import tempfile
 
 from twisted.internet import defer, reactor
 
-from dataserv.database import Database
-from dataserv.pgcluster import Cluster
-from dataserv.store import TRUNCATE_ALL
+from dataserv.storage.database import Database
+from dataserv.storage.pgcluster import Cluster
+from dataserv.storage.store import TRUNCATE_ALL
 
 _cluster = None
 _dsn = None

@@ -1,5 +1,5 @@
 """
-Tests for L{dataserv.addresses}.
+Tests for L{dataserv.identity.addresses}.
 """
 
 import hashlib
@@ -7,8 +7,8 @@ import random
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from dataserv import addresses
-from dataserv.addresses import (
+from dataserv.identity import addresses
+from dataserv.identity.addresses import (
     InvalidAddress,
     address_to_nodeid,
     farmer_id_hash160,

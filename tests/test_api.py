@@ -23,15 +23,15 @@ from twisted.trial import unittest
 from twisted.web.client import readBody
 from twisted.web.http_headers import Headers
 
-from dataserv.api import API
-from dataserv.auth import Verifier
-from dataserv.client import Reply
-from dataserv.config import Settings
-from dataserv.farmers import Farmers
-from dataserv.service import Site
-from dataserv.signing import FarmerKey, headers_for
-from dataserv.store import FarmerStore
-from dataserv.summary import Summariser
+from dataserv.web.api import API
+from dataserv.identity.auth import Verifier
+from dataserv.client.farmer import Reply
+from dataserv.daemon.config import Settings
+from dataserv.registry.farmers import Farmers
+from dataserv.daemon.service import Site
+from dataserv.identity.signing import FarmerKey, headers_for
+from dataserv.storage.store import FarmerStore
+from dataserv.registry.summary import Summariser
 from tests import pg
 
 ALICE = FarmerKey.from_seed(b"test_api alice")
@@ -999,7 +999,7 @@ class HTTPTests(APITestCase):
 class RequestSizeTests(unittest.SynchronousTestCase):
     """Over-long request lines and headers get a 4xx, never a dropped connection.
 
-    These go through the daemon's own Site (dataserv.service.Site) rather than
+    These go through the daemon's own Site (dataserv.daemon.service.Site) rather than
     StubTreq, whose Site is treq's: the limits live in the HTTP channel, not the
     resource. No request here reaches a route, so no database is needed.
     """

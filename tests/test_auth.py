@@ -1,5 +1,5 @@
 """
-Tests for L{dataserv.auth}.
+Tests for L{dataserv.identity.auth}.
 """
 
 import base64
@@ -12,8 +12,8 @@ import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from dataserv.addresses import hash160, nodeid_to_address
-from dataserv.auth import (
+from dataserv.identity.addresses import hash160, nodeid_to_address
+from dataserv.identity.auth import (
     SECP256K1_ORDER,
     AuthenticationFailed,
     Verifier,
@@ -23,7 +23,7 @@ from dataserv.auth import (
     message_digest,
     verify_message,
 )
-from dataserv.signing import FarmerKey, headers_for
+from dataserv.identity.signing import FarmerKey, headers_for
 
 # The widely published example of a Bitcoin signed message.
 KNOWN_ADDRESS = "1F3sAm6ZtwLAUnj7d38pGFxtP3RVEvtsbV"

@@ -1,11 +1,11 @@
-"""Tests for :mod:`dataserv.batching`: one write in flight, the rest wait and share."""
+"""Tests for :mod:`dataserv.storage.batching`: one write in flight, the rest wait and share."""
 
 import gc
 
 from twisted.internet import defer
 from twisted.trial.unittest import SynchronousTestCase
 
-from dataserv.batching import GroupCommit
+from dataserv.storage.batching import GroupCommit
 
 
 class WriteFailed(Exception):

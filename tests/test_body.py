@@ -1,8 +1,8 @@
-"""Tests for :mod:`dataserv.body`."""
+"""Tests for :mod:`dataserv.web.body`."""
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from dataserv.body import Body
+from dataserv.web.body import Body
 
 
 class BodyTests(SynchronousTestCase):

@@ -4,10 +4,10 @@ work must go on (and be kept), with no unhandled error and no query cancel."""
 from twisted.internet import defer, task
 from twisted.trial import unittest
 
-from dataserv import farmers
-from dataserv.config import Settings
-from dataserv.signing import FarmerKey
-from dataserv.store import FarmerStore
+from dataserv.registry import farmers
+from dataserv.daemon.config import Settings
+from dataserv.identity.signing import FarmerKey
+from dataserv.storage.store import FarmerStore
 from tests import pg
 
 T = 1700000000.0

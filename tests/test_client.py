@@ -8,9 +8,9 @@ import time
 from twisted.internet import defer
 from twisted.trial.unittest import SynchronousTestCase
 
-from dataserv.auth import Verifier
-from dataserv.client import FarmerClient
-from dataserv.signing import FarmerKey
+from dataserv.identity.auth import Verifier
+from dataserv.client.farmer import FarmerClient
+from dataserv.identity.signing import FarmerKey
 
 SERVER = "15uC1tTcVsN3K4wycQ8Bj7m1UqL1GgtX8t"
 

@@ -17,10 +17,10 @@ from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
 from twisted.web.client import Agent, HTTPConnectionPool
 
-from dataserv.client import FarmerClient
-from dataserv.config import OPTIONS
-from dataserv.pgcluster import Cluster, ClusterError
-from dataserv.signing import FarmerKey
+from dataserv.client.farmer import FarmerClient
+from dataserv.daemon.config import OPTIONS
+from dataserv.storage.pgcluster import Cluster, ClusterError
+from dataserv.identity.signing import FarmerKey
 from tests.test_pgcluster import reachable_directory, server_bindir
 
 SOURCE_TREE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

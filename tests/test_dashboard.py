@@ -10,8 +10,8 @@ class DashboardTests(SynchronousTestCase):
     def test_page(self):
         from treq.testing import StubTreq
 
-        from dataserv.api import API
-        from dataserv.config import Settings
+        from dataserv.web.api import API
+        from dataserv.daemon.config import Settings
 
         api = API(None, None, None, Settings(), task.Clock())
         response = self.successResultOf(StubTreq(api.resource()).get("http://dataserv/"))

@@ -9,9 +9,9 @@ import tempfile
 from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
 
-from dataserv import migrations
-from dataserv.database import Database, DatabaseUnavailable, shielded
-from dataserv.pgcluster import Cluster
+from dataserv.storage import migrations
+from dataserv.storage.database import Database, DatabaseUnavailable, shielded
+from dataserv.storage.pgcluster import Cluster
 from tests import pg
 
 

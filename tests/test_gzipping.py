@@ -1,11 +1,11 @@
-"""Tests for :mod:`dataserv.gzipping`."""
+"""Tests for :mod:`dataserv.web.gzipping`."""
 
 import gzip
 
 from twisted.internet import defer, threads
 from twisted.trial import unittest
 
-from dataserv.gzipping import BackgroundGzip
+from dataserv.web.gzipping import BackgroundGzip
 
 PIECES = [b'{"farmers": [', b'{"height": %d}' % 1] + [
     b', {"height": %d}' % i for i in range(2, 200)] + [b"]}"]

@@ -1,4 +1,4 @@
-"""Tests for :mod:`dataserv.listening`: --reuse-port."""
+"""Tests for :mod:`dataserv.daemon.listening`: --reuse-port."""
 
 import errno
 import socket
@@ -7,7 +7,7 @@ import time
 from twisted.internet import defer, protocol, reactor, task
 from twisted.trial import unittest
 
-from dataserv.listening import ReusePortError, ReusePortService, parse_tcp
+from dataserv.daemon.listening import ReusePortError, ReusePortService, parse_tcp
 from tests.test_daemon import free_port
 
 

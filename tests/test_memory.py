@@ -1,10 +1,10 @@
-"""Tests for :mod:`dataserv.memory`."""
+"""Tests for :mod:`dataserv.daemon.memory`."""
 
 import ctypes.util
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from dataserv import memory
+from dataserv.daemon import memory
 
 
 class ReleaseTests(SynchronousTestCase):

@@ -1,13 +1,13 @@
-"""Tests for :mod:`dataserv.metrics` and the /metrics route."""
+"""Tests for :mod:`dataserv.web.metrics` and the /metrics route."""
 
 from types import SimpleNamespace
 
 from twisted.internet import task
 from twisted.trial.unittest import SynchronousTestCase
 
-from dataserv import metrics
-from dataserv.batching import GroupCommit
-from dataserv.store import Timings
+from dataserv.web import metrics
+from dataserv.storage.batching import GroupCommit
+from dataserv.storage.store import Timings
 
 ADDRESS = "1F3sAm6ZtwLAUnj7d38pGFxtP3RVEvtsbV"
 
@@ -82,7 +82,7 @@ class WiringTests(SynchronousTestCase):
     """The daemon's Site counts every finished request; the API serves the text."""
 
     def test_site_counts_without_an_access_log(self):
-        from dataserv.service import Site
+        from dataserv.daemon.service import Site
         from twisted.web.resource import Resource
 
         counter = metrics.RequestCounter()
@@ -93,8 +93,8 @@ class WiringTests(SynchronousTestCase):
     def test_route(self):
         from treq.testing import StubTreq
 
-        from dataserv.api import API
-        from dataserv.config import Settings
+        from dataserv.web.api import API
+        from dataserv.daemon.config import Settings
 
         store, farmers, summariser, database = _fake_daemon()
         farmers.store = store

@@ -10,8 +10,8 @@ from psycopg2.extensions import make_dsn
 from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
-from dataserv import migrations
-from dataserv.database import Database
+from dataserv.storage import migrations
+from dataserv.storage.database import Database
 from tests import pg
 
 

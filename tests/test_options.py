@@ -7,7 +7,8 @@ from twisted.application.service import IServiceMaker
 from twisted.plugin import getPlugins
 from twisted.trial.unittest import SynchronousTestCase
 
-from dataserv import config, tap
+from dataserv.daemon import config
+from dataserv.daemon import tap
 
 ADDRESS = "1F3sAm6ZtwLAUnj7d38pGFxtP3RVEvtsbV"
 NODEID = "9a1c78a507689f6f54b847ad1cef1e614ee23f1e"

@@ -7,8 +7,8 @@ import tempfile
 
 from twisted.trial import unittest
 
-from dataserv import pgcluster
-from dataserv.pgcluster import Cluster, ClusterError, find_bindir
+from dataserv.storage import pgcluster
+from dataserv.storage.pgcluster import Cluster, ClusterError, find_bindir
 from tests.test_migrations import admin
 
 

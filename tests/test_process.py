@@ -1,11 +1,11 @@
-"""Tests for :mod:`dataserv.process`."""
+"""Tests for :mod:`dataserv.daemon.process`."""
 
 import gc
 import sys
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from dataserv import process
+from dataserv.daemon import process
 
 
 class TuneTests(SynchronousTestCase):

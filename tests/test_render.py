@@ -1,4 +1,4 @@
-"""Tests for :mod:`dataserv.render`: the public bodies, byte for byte, and uptime."""
+"""Tests for :mod:`dataserv.web.render`: the public bodies, byte for byte, and uptime."""
 
 import calendar
 import datetime
@@ -8,9 +8,9 @@ import json
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from dataserv import render
-from dataserv.signing import FarmerKey
-from dataserv.store import FarmerRecord
+from dataserv.web import render
+from dataserv.identity.signing import FarmerKey
+from dataserv.storage.store import FarmerRecord
 
 FARMER = FarmerKey.from_seed(b"render farmer")
 PAYOUT = FarmerKey.from_seed(b"render payout").address

@@ -1,5 +1,5 @@
 """
-Tests for L{dataserv.signing}.
+Tests for L{dataserv.identity.signing}.
 """
 
 import base64
@@ -9,9 +9,9 @@ import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from dataserv.addresses import hash160, is_valid_address, parse_farmer_id
-from dataserv.auth import SECP256K1_ORDER, Verifier, available_backends, verify_message
-from dataserv.signing import FarmerKey, headers_for
+from dataserv.identity.addresses import hash160, is_valid_address, parse_farmer_id
+from dataserv.identity.auth import SECP256K1_ORDER, Verifier, available_backends, verify_message
+from dataserv.identity.signing import FarmerKey, headers_for
 
 SERVER_ADDRESS = FarmerKey.from_seed(b"signing test server").address
 

@@ -1,4 +1,4 @@
-"""Tests for :mod:`dataserv.store` against the suite's real PostgreSQL."""
+"""Tests for :mod:`dataserv.storage.store` against the suite's real PostgreSQL."""
 
 import calendar
 import datetime
@@ -6,8 +6,8 @@ import datetime
 from twisted.internet import defer, task
 from twisted.trial import unittest
 
-from dataserv.signing import FarmerKey
-from dataserv.store import NEVER_THROTTLED, FarmerStore
+from dataserv.identity.signing import FarmerKey
+from dataserv.storage.store import NEVER_THROTTLED, FarmerStore
 from tests import pg
 
 T = calendar.timegm((2023, 11, 15, 12, 0, 0))  # noon UTC
@@ -363,7 +363,7 @@ class SlicedFetchTests(StoreTestCase):
 
     @defer.inlineCallbacks
     def test_online_activity_pauses_between_slices(self):
-        from dataserv import store as store_module
+        from dataserv.storage import store as store_module
 
         addresses = [FarmerKey.from_seed(b"slice %d" % i).address for i in range(5)]
         yield self.register_in_order(*addresses)

@@ -1,4 +1,4 @@
-"""Tests for :mod:`dataserv.summary`: snapshots, failures, scheduling, history."""
+"""Tests for :mod:`dataserv.registry.summary`: snapshots, failures, scheduling, history."""
 
 import calendar
 import datetime
@@ -9,11 +9,11 @@ import json
 from twisted.internet import defer, task
 from twisted.trial import unittest
 
-from dataserv import summary
-from dataserv.config import Settings
-from dataserv.signing import FarmerKey
-from dataserv.store import FarmerStore
-from dataserv.summary import Summariser
+from dataserv.registry import summary
+from dataserv.daemon.config import Settings
+from dataserv.identity.signing import FarmerKey
+from dataserv.storage.store import FarmerStore
+from dataserv.registry.summary import Summariser
 from tests import pg
 
 T = calendar.timegm((2023, 11, 15, 12, 0, 0))
@@ -103,7 +103,7 @@ class DatabaseSummaryTests(unittest.TestCase):
     def test_listed_uptime_agrees_with_the_exact_one(self):
         """Earlier days (summed once a day) plus today (summed per pass) give the
         same uptime as the exact per-farmer query, across a change of UTC day."""
-        from dataserv import render
+        from dataserv.web import render
 
         yield self.add_farmers((ALICE, 1, T - 3 * 86400))
         for at in range(int(T - 2 * 86400), int(T + 86400), 600):
@@ -122,7 +122,7 @@ class DatabaseSummaryTests(unittest.TestCase):
     @defer.inlineCallbacks
     def assertListedUptimesExact(self, snap, at):  # noqa: N802
         """Every listed uptime equals the exact per-farmer figure at ``at``."""
-        from dataserv import render
+        from dataserv.web import render
 
         listed = json.loads(bytes(snap.online_json))["farmers"]
         self.assertTrue(listed)

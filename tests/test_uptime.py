@@ -6,11 +6,11 @@ import datetime
 from twisted.internet import defer, task
 from twisted.trial import unittest
 
-from dataserv import farmers
-from dataserv.config import Settings
-from dataserv.signing import FarmerKey
-from dataserv.store import FarmerStore
-from dataserv.summary import Summariser
+from dataserv.registry import farmers
+from dataserv.daemon.config import Settings
+from dataserv.identity.signing import FarmerKey
+from dataserv.storage.store import FarmerStore
+from dataserv.registry.summary import Summariser
 from tests import pg
 
 DAY = 86400

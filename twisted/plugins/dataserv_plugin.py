@@ -1,3 +1,3 @@
 from twisted.application.service import ServiceMaker
 
-dataserv = ServiceMaker("dataserv", "dataserv.tap", "dataserv farmer registry", "dataserv")
+dataserv = ServiceMaker("dataserv", "dataserv.daemon.tap", "dataserv farmer registry", "dataserv")

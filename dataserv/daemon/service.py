@@ -6,16 +6,16 @@ from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.web import http, server
 
-from dataserv import process
-from dataserv.api import API
-from dataserv.auth import Verifier
-from dataserv.database import Database
-from dataserv.embedded import EmbeddedPostgres
-from dataserv.farmers import Farmers
-from dataserv.listening import ReusePortService
-from dataserv.metrics import RequestCounter
-from dataserv.store import FarmerStore
-from dataserv.summary import Summariser, on_reactor
+from dataserv.daemon import process
+from dataserv.web.api import API
+from dataserv.identity.auth import Verifier
+from dataserv.storage.database import Database
+from dataserv.storage.embedded import EmbeddedPostgres
+from dataserv.registry.farmers import Farmers
+from dataserv.daemon.listening import ReusePortService
+from dataserv.web.metrics import RequestCounter
+from dataserv.storage.store import FarmerStore
+from dataserv.registry.summary import Summariser, on_reactor
 
 log = Logger()
 

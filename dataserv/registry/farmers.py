@@ -11,9 +11,10 @@ from dataclasses import dataclass
 
 from twisted.internet import defer
 
-from dataserv import addresses, render
-from dataserv.auth import AuthenticationFailed
-from dataserv.batching import GroupCommit
+from dataserv.identity import addresses
+from dataserv.web import render
+from dataserv.identity.auth import AuthenticationFailed
+from dataserv.storage.batching import GroupCommit
 
 
 class Rejected(Exception):

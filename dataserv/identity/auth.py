@@ -19,7 +19,7 @@ import collections
 import email.utils
 import hashlib
 
-from dataserv.addresses import InvalidAddress, farmer_id_hash160, hash160
+from dataserv.identity.addresses import InvalidAddress, farmer_id_hash160, hash160
 
 __all__ = [
     "AuthenticationFailed",

@@ -4,11 +4,11 @@ from twisted.application import service
 from twisted.internet import defer, threads
 from twisted.logger import Logger
 
-from dataserv.pgcluster import Cluster
+from dataserv.storage.pgcluster import Cluster
 
 
 class EmbeddedPostgres(service.Service):
-    """Runs a :class:`~dataserv.pgcluster.Cluster`; blocking steps run in a thread."""
+    """Runs a :class:`~dataserv.storage.pgcluster.Cluster`; blocking steps run in a thread."""
 
     log = Logger()
     name = "embedded-postgres"

@@ -14,7 +14,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from txpostgres import reconnection, retrying, txpostgres
 
-from dataserv import migrations
+from dataserv.storage import migrations
 
 
 class DatabaseUnavailable(Exception):

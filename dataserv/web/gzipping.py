@@ -12,7 +12,7 @@ import zlib
 
 from twisted.internet import defer
 
-from dataserv.body import Body
+from dataserv.web.body import Body
 
 
 class BackgroundGzip:

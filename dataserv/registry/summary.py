@@ -14,10 +14,11 @@ from twisted.application import service
 from twisted.internet import defer, task, threads
 from twisted.logger import Logger
 
-from dataserv import memory, render
-from dataserv.body import Body
-from dataserv.database import DatabaseUnavailable
-from dataserv.gzipping import BackgroundGzip
+from dataserv.daemon import memory
+from dataserv.web import render
+from dataserv.web.body import Body
+from dataserv.storage.database import DatabaseUnavailable
+from dataserv.web.gzipping import BackgroundGzip
 
 SLICE = 1000
 # Farmers' entries are made in smaller slices: each works out a nodeid (~15 us).
@@ -282,7 +283,7 @@ class Summariser(service.Service):
         window_start = render.day_start(render.first_uptime_day(now, settings.uptime_days))
         farmers = self._farmers
         # The gzip copy is made in a thread while the slices are rendered; the
-        # pieces are never joined (see dataserv.body and dataserv.gzipping).
+        # pieces are never joined (see dataserv.web.body and dataserv.web.gzipping).
         gzip = BackgroundGzip(GZIP_LEVEL, self._in_thread)
         json_parts, html_parts = [b'{"farmers": ['], []
         gzip.feed(json_parts[0])

@@ -1,7 +1,7 @@
 """
 Client-side signing of farmer requests.
 
-The counterpart of L{dataserv.auth}: a L{FarmerKey} signs
+The counterpart of L{dataserv.identity.auth}: a L{FarmerKey} signs
 C{"<server address> <Date>"} in Bitcoin's signed-message format with
 deterministic (RFC 6979) ECDSA, as field clients do, and L{headers_for}
 builds the request headers from that.
@@ -12,8 +12,8 @@ import email.utils
 import hashlib
 import os
 
-from dataserv.addresses import hash160, nodeid_to_address
-from dataserv.auth import SECP256K1_ORDER, get_backend, message_digest
+from dataserv.identity.addresses import hash160, nodeid_to_address
+from dataserv.identity.auth import SECP256K1_ORDER, get_backend, message_digest
 
 __all__ = ["FarmerKey", "headers_for"]
 

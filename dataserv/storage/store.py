@@ -59,7 +59,7 @@ Contact = namedtuple("Contact", ["written", "last_contact"])
 
 
 class FarmerStore:
-    """The farmers' tables in PostgreSQL, through a :class:`dataserv.database.Database`."""
+    """The farmers' tables in PostgreSQL, through a :class:`dataserv.storage.database.Database`."""
 
     def __init__(self, database, clock):
         self.db = database

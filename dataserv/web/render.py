@@ -3,7 +3,7 @@
 import datetime
 import json
 
-from dataserv.addresses import address_to_nodeid
+from dataserv.identity.addresses import address_to_nodeid
 
 DAY = 86400
 

@@ -8,11 +8,11 @@ from klein import Klein
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from dataserv import farmers as rules
-from dataserv import metrics
-from dataserv import render
-from dataserv.body import Body
-from dataserv.database import DatabaseUnavailable
+from dataserv.registry import farmers as rules
+from dataserv.web import metrics
+from dataserv.web import render
+from dataserv.web.body import Body
+from dataserv.storage.database import DatabaseUnavailable
 
 TEXT = b"text/html; charset=utf-8"  # what 2.2.x (Flask) sent for its plain answers
 JSON = b"application/json"
@@ -49,7 +49,7 @@ ERRORS = {
 UNAVAILABLE = (503, "Service unavailable: the database cannot be reached. Try again later.")
 NOT_SUMMARISED = (503, "Service unavailable: the online list is being built. Try again shortly.")
 MAX_HISTORY_POINTS = 1000
-DASHBOARD = pkgutil.get_data("dataserv", "static/dashboard.html")
+DASHBOARD = pkgutil.get_data("dataserv.web", "static/dashboard.html")
 
 
 def _query_number(request, name, default):

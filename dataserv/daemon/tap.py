@@ -2,8 +2,8 @@
 
 from twisted.python import usage
 
-from dataserv.config import OPTIONS, ConfigError, Settings
-from dataserv.pgcluster import ClusterError
+from dataserv.daemon.config import OPTIONS, ConfigError, Settings
+from dataserv.storage.pgcluster import ClusterError
 
 
 def _help(option):
@@ -44,7 +44,7 @@ def makeService(options, reactor=None):  # noqa: N802 (twistd's name)
     """The daemon's MultiService for validated options."""
     if reactor is None:
         from twisted.internet import reactor  # only entry points touch the global reactor
-    from dataserv.service import Dataserv
+    from dataserv.daemon.service import Dataserv
 
     try:
         return Dataserv(options.settings, reactor)

@@ -56,7 +56,7 @@ def _endpoint(text):
 
 
 def _address(text):
-    from dataserv.addresses import InvalidAddress, parse_farmer_id
+    from dataserv.identity.addresses import InvalidAddress, parse_farmer_id
 
     text = str(text).strip()
     if len(text) == 40:  # a nodeid is not an address a farmer can sign for
@@ -198,7 +198,7 @@ class Settings:
         if not parsed.get("data_dir"):
             parsed.pop("data_dir", None)
         if parsed.get("reuse_port"):
-            from dataserv.listening import ReusePortError, parse_tcp
+            from dataserv.daemon.listening import ReusePortError, parse_tcp
 
             try:
                 parse_tcp(parsed["listen"])

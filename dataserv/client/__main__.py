@@ -1,0 +1,57 @@
+"""`python -m dataserv.client URL COMMAND`: one farmer request from the command line."""
+
+import sys
+
+from twisted.internet import defer
+
+from dataserv.client.farmer import FarmerClient
+from dataserv.identity.signing import FarmerKey
+
+USAGE = """usage: python -m dataserv.client URL [--seed TEXT] COMMAND [ARGS]
+commands: address, register [PAYOUT], ping, height N, bandwidth UP DOWN,
+          audit BLOCK SHA256, status, online, online-json, total, history,
+          headers (prints signed curl -H arguments for this farmer, valid
+          for --auth-timeout seconds)"""
+
+
+
+def main(argv=None, reactor=None):
+    """Run one command against a server and print the answer."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    seed = "dataserv-client"
+    if "--seed" in argv:
+        i = argv.index("--seed")
+        seed = argv[i + 1]
+        del argv[i:i + 2]
+    if len(argv) < 2:
+        print(USAGE, file=sys.stderr)
+        return 2
+    url, command, args = argv[0], argv[1].replace("-", "_"), argv[2:]
+    client = FarmerClient(url, FarmerKey.from_seed(seed.encode()))
+    method = getattr(client, command, None)
+    if method is None:
+        print(USAGE, file=sys.stderr)
+        return 2
+    from twisted.internet import reactor as default_reactor
+
+    reactor = reactor or default_reactor
+    outcome = {}
+
+    def show(reply):
+        print(reply.text if command == "headers" else "%d %s" % (reply.status, reply.text))
+        outcome["code"] = 0 if reply.status == 200 else 1
+
+    def failed(failure):
+        print("error: %s" % failure.getErrorMessage(), file=sys.stderr)
+        outcome["code"] = 1
+
+    print("farmer %s" % client.farmer_id, file=sys.stderr)
+    d = defer.maybeDeferred(method, *args)
+    d.addCallbacks(show, failed)
+    d.addBoth(lambda _: reactor.stop())
+    reactor.run()
+    return outcome.get("code", 1)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
