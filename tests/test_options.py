@@ -83,6 +83,10 @@ class DefaultTests(SynchronousTestCase):
         for name in BOOLEAN_FLAGS:
             self.assertIs(getattr(settings, _attribute(name)), False, name)
 
+    def test_settings_defaults_are_the_options_defaults(self):
+        # Settings() in code and no flags on the command line mean the same daemon.
+        self.assertEqual(config.Settings(), config.Settings.from_mapping({}, environ={}))
+
     def test_online_seconds(self):
         self.assertEqual(parse(["--online-time", "2"]).online_seconds, 120)
 

@@ -3,7 +3,7 @@
 import os
 from dataclasses import dataclass, field, fields
 
-from twisted.internet.endpoints import _parseServer  # validated, not used to listen
+from twisted.internet.endpoints import serverFromString
 
 
 class ConfigError(ValueError):
@@ -49,7 +49,8 @@ def _number(text, minimum, maximum=None):
 def _endpoint(text):
     text = str(text).strip()
     try:
-        _parseServer(text, None)
+        # Builds the endpoint object only; nothing touches a reactor until listen().
+        serverFromString(None, text)
     except Exception as e:
         raise ConfigError("is not a server endpoint such as tcp:5000 (%s)" % (e,))
     return text
@@ -147,27 +148,32 @@ OPTIONS = (
 )
 
 
+# Every default once, parsed as the operator would have typed it.
+_DEFAULTS = {option.attribute: option.parse(option.default)
+             for option in OPTIONS if option.default is not None}
+
+
 @dataclass(frozen=True)
 class Settings:
     """Validated settings. Build with from_mapping(); defaults live in OPTIONS."""
 
-    listen: str = "tcp:5000"
-    database: str = ""
+    listen: str = _DEFAULTS["listen"]
+    database: str = _DEFAULTS["database"]
     data_dir: str = field(default_factory=default_data_dir)
-    address: str = DEFAULT_ADDRESS
-    online_time: int = 15
-    max_ping: int = 60
-    auth_timeout: int = 30
-    height_limit: int = 200000
-    shard_size: int = 134217728
-    summary_interval: float = 5.0
-    history_interval: float = 300.0
-    uptime_days: int = 30
-    trusted_proxies: tuple = ()
-    pool_size: int = 4
-    access_log: str = ""
-    reuse_port: bool = False
-    skip_authentication: bool = False
+    address: str = _DEFAULTS["address"]
+    online_time: int = _DEFAULTS["online_time"]
+    max_ping: int = _DEFAULTS["max_ping"]
+    auth_timeout: int = _DEFAULTS["auth_timeout"]
+    height_limit: int = _DEFAULTS["height_limit"]
+    shard_size: int = _DEFAULTS["shard_size"]
+    summary_interval: float = _DEFAULTS["summary_interval"]
+    history_interval: float = _DEFAULTS["history_interval"]
+    uptime_days: int = _DEFAULTS["uptime_days"]
+    trusted_proxies: tuple = _DEFAULTS["trusted_proxies"]
+    pool_size: int = _DEFAULTS["pool_size"]
+    access_log: str = _DEFAULTS["access_log"]
+    reuse_port: bool = _DEFAULTS["reuse_port"]
+    skip_authentication: bool = _DEFAULTS["skip_authentication"]
 
     @property
     def online_seconds(self):
