@@ -209,3 +209,19 @@ class PluginTests(SynchronousTestCase):
         self.assertIn("dataserv", makers)
         self.assertIs(makers["dataserv"].options, tap.Options)
         self.assertIs(makers["dataserv"].makeService, tap.makeService)
+
+
+class StartWarningTests(SynchronousTestCase):
+    """The testing-only switches are announced on every start."""
+
+    def test_none_by_default(self):
+        from dataserv.daemon.service import start_warnings
+
+        self.assertEqual(start_warnings(parse()), [])
+
+    def test_each_switch_warns(self):
+        from dataserv.daemon.service import start_warnings
+
+        for flag in ("--skip-authentication", "--no-limits"):
+            [warning] = start_warnings(parse([flag]))
+            self.assertIn(flag + " is on", warning)

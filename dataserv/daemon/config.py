@@ -145,6 +145,9 @@ OPTIONS = (
            "bound at start, listening once the first summary is built", flag=True),
     Option("skip-authentication", False, _flag,
            "accept requests without signatures (testing only; warns on every start)", flag=True),
+    Option("no-limits", False, _flag,
+           "turn off every per-IP, per-network and per-farmer limit and credit heights as "
+           "claimed (testing and benchmarks only; warns on every start)", flag=True),
 )
 
 
@@ -174,6 +177,7 @@ class Settings:
     access_log: str = _DEFAULTS["access_log"]
     reuse_port: bool = _DEFAULTS["reuse_port"]
     skip_authentication: bool = _DEFAULTS["skip_authentication"]
+    no_limits: bool = _DEFAULTS["no_limits"]
 
     @property
     def online_seconds(self):

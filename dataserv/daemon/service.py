@@ -73,6 +73,19 @@ class Site(server.Site):
             super().log(request)
 
 
+def start_warnings(settings):
+    """What the daemon warns about on every start: switches that are for testing only."""
+    warnings = []
+    if settings.skip_authentication:
+        warnings.append("--skip-authentication is on: requests are NOT verified. "
+                        "Never use this in production.")
+    if settings.no_limits:
+        warnings.append("--no-limits is on: no per-IP, per-network or per-farmer limit "
+                        "applies and heights are credited as claimed. Testing and "
+                        "benchmarks only; never use this in production.")
+    return warnings
+
+
 class _Warning(service.Service):
     def __init__(self, message):
         self.message = message
@@ -93,9 +106,8 @@ class Dataserv(service.MultiService):
         super().__init__()
         self.settings = settings
         self.reactor = reactor
-        if settings.skip_authentication:
-            _Warning("--skip-authentication is on: requests are NOT verified. "
-                     "Never use this in production.").setServiceParent(self)
+        for warning in start_warnings(settings):
+            _Warning(warning).setServiceParent(self)
         if settings.database:
             dsn = settings.database
         else:
