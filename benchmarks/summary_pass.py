@@ -24,7 +24,9 @@ from dataserv.identity.addresses import nodeid_to_address
 from dataserv.daemon.config import Settings
 from dataserv.storage.database import Database
 from dataserv.storage.store import FarmerStore
-from dataserv.registry.summary import Summariser, on_reactor
+from dataserv.daemon.service import summariser_hooks
+from dataserv.registry.summary import Summariser
+from dataserv.web.snapshot import SnapshotRenderer
 
 
 def fake_addresses(count):
@@ -102,7 +104,8 @@ def measure(reactor, dsn, registered, online, passes=5):
         "--registered", str(registered), "--online", str(online)], check=True)
     seeding = time.time() - seeded_at
     # Built as the daemon builds it (dataserv.daemon.service).
-    summariser = Summariser(FarmerStore(db, reactor), settings, reactor, **on_reactor(reactor))
+    summariser = Summariser(FarmerStore(db, reactor), settings, reactor, SnapshotRenderer(settings),
+                            **summariser_hooks(reactor))
     process.tune()  # as dataserv.daemon.service.Dataserv.startService does
     watch = StallWatch(reactor)
     watch.start()

@@ -32,6 +32,7 @@ from dataserv.daemon.service import Site
 from dataserv.identity.signing import FarmerKey, headers_for
 from dataserv.storage.store import FarmerStore
 from dataserv.registry.summary import Summariser
+from dataserv.web.snapshot import SnapshotRenderer
 from tests import pg
 
 ALICE = FarmerKey.from_seed(b"test_api alice")
@@ -131,7 +132,7 @@ class Server:
         self.store = FarmerStore(db, clock)
         self.verifier = Verifier(settings.address, settings.auth_timeout)
         self.farmers = Farmers(self.store, self.verifier, settings)
-        self.summariser = Summariser(self.store, settings, clock,
+        self.summariser = Summariser(self.store, settings, clock, SnapshotRenderer(settings),
                                      pause=lambda: defer.succeed(None))
         self.api = API(self.farmers, self.summariser, db, settings, clock)
         resource = self.api.resource()

@@ -41,8 +41,8 @@ def _fake_daemon(passes=3):
     summariser = SimpleNamespace(
         passes=passes, failures=1, last_pass_phases={"fetch": 0.25},
         snapshot=SimpleNamespace(online_farmers=7, total_tb=1.5))
-    database = SimpleNamespace(pool=SimpleNamespace(alive=lambda: 3))
-    return SimpleNamespace(timings=timings), SimpleNamespace(pings=pings), summariser, database
+    database = SimpleNamespace(status=lambda: (True, {"connections": {"alive": 3}}))
+    return timings, pings, summariser, database
 
 
 class RenderTests(SynchronousTestCase):
@@ -52,8 +52,8 @@ class RenderTests(SynchronousTestCase):
         requests = metrics.RequestCounter()
         for uri, code in ((b"/api/ping/x", 200), (b"/api/ping/y", 200), (b"/api/ping/z", 401)):
             requests.count(SimpleNamespace(uri=uri, code=code))
-        store, farmers, summariser, database = _fake_daemon()
-        body = metrics.render(requests, store, farmers, summariser, database).decode()
+        timings, pings, summariser, _ = _fake_daemon()
+        body = metrics.render(requests, timings, pings, summariser, 3).decode()
         for line in ('dataserv_requests_total{code="200",route="ping"} 2',
                      'dataserv_requests_total{code="401",route="ping"} 1',
                      'dataserv_db_transactions_total{name="record_contacts"} 4',
@@ -70,10 +70,9 @@ class RenderTests(SynchronousTestCase):
         self.assertIn("# TYPE dataserv_requests_total counter\n", body)
 
     def test_no_snapshot_no_database(self):
-        store, farmers, summariser, _ = _fake_daemon(passes=0)
+        timings, pings, summariser, _ = _fake_daemon(passes=0)
         summariser.snapshot = None
-        body = metrics.render(metrics.RequestCounter(), store, farmers, summariser,
-                              SimpleNamespace(pool=None)).decode()
+        body = metrics.render(metrics.RequestCounter(), timings, pings, summariser, 0).decode()
         self.assertIn("dataserv_db_connections_alive 0\n", body)
         self.assertNotIn("dataserv_online_farmers", body)
 
@@ -96,8 +95,8 @@ class WiringTests(SynchronousTestCase):
         from dataserv.web.api import API
         from dataserv.daemon.config import Settings
 
-        store, farmers, summariser, database = _fake_daemon()
-        farmers.store = store
+        timings, pings, summariser, database = _fake_daemon()
+        farmers = SimpleNamespace(timings=timings, pings=pings)
         api = API(farmers, summariser, database, Settings(), task.Clock())
         http = StubTreq(api.resource())
         response = self.successResultOf(http.get("http://dataserv/metrics"))

@@ -8,6 +8,7 @@ import json
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from dataserv.registry import uptime
 from dataserv.web import render
 from dataserv.identity.signing import FarmerKey
 from dataserv.storage.store import FarmerRecord
@@ -124,20 +125,20 @@ class UptimeTests(SynchronousTestCase):
     """uptime_percent and its window."""
 
     def uptime(self, recorded, now, days=30, **fields):
-        return render.uptime_percent(recorded, record(**fields), now, ONLINE_WINDOW, days)
+        return uptime.uptime_percent(recorded, record(**fields), now, ONLINE_WINDOW, days)
 
     def test_first_uptime_day(self):
         now = MIDNIGHT + 5
-        self.assertEqual(render.first_uptime_day(now, 1), datetime.date(2023, 11, 15))
-        self.assertEqual(render.first_uptime_day(now, 30), datetime.date(2023, 10, 17))
-        self.assertEqual(render.first_uptime_day(MIDNIGHT - 1, 1), datetime.date(2023, 11, 14))
+        self.assertEqual(uptime.first_uptime_day(now, 1), datetime.date(2023, 11, 15))
+        self.assertEqual(uptime.first_uptime_day(now, 30), datetime.date(2023, 10, 17))
+        self.assertEqual(uptime.first_uptime_day(MIDNIGHT - 1, 1), datetime.date(2023, 11, 14))
 
     def test_window_starts_at_registration_when_later(self):
-        start = render.uptime_window_start(MIDNIGHT + 100, MIDNIGHT + 200, 30)
+        start = uptime.uptime_window_start(MIDNIGHT + 100, MIDNIGHT + 200, 30)
         self.assertEqual(start, MIDNIGHT + 100)
 
     def test_window_starts_at_first_day_for_old_farmers(self):
-        start = render.uptime_window_start(MIDNIGHT - 90 * DAY, MIDNIGHT + 200, 3)
+        start = uptime.uptime_window_start(MIDNIGHT - 90 * DAY, MIDNIGHT + 200, 3)
         self.assertEqual(start, MIDNIGHT - 2 * DAY)
 
     def test_just_registered_is_full(self):
@@ -199,7 +200,7 @@ class RenderSliceTests(SynchronousTestCase):
     def test_same_text_as_the_per_farmer_functions(self):
         now = 1700000000.75
         window, days = 900, 30
-        window_start = render.day_start(render.first_uptime_day(now, days))
+        window_start = uptime.day_start(uptime.first_uptime_day(now, days))
         addresses = [FarmerKey.from_seed(b"json %d" % i).address for i in range(2)]
         cases = list(itertools.product(
             addresses, (0, 7, 199999),
@@ -216,7 +217,7 @@ class RenderSliceTests(SynchronousTestCase):
         objects, entries, heights = render.render_slice(
             activity, now, farmers, window, window_start)
         expected_objects = ", ".join(
-            render.json_bytes(render.farmer_dict(r, now, render.uptime_percent(
+            render.json_bytes(render.farmer_dict(r, now, uptime.uptime_percent(
                 credit[r.id], r, now, window, days))).decode() for r in records)
         self.assertEqual(objects, expected_objects)
         self.assertEqual(entries, "".join(render.online_html_entry(r, now) for r in records))

@@ -9,11 +9,14 @@ import json
 from twisted.internet import defer, task
 from twisted.trial import unittest
 
-from dataserv.registry import summary
+from dataserv.daemon import memory
+from dataserv.registry import credits, summary
+from dataserv.web import snapshot
 from dataserv.daemon.config import Settings
 from dataserv.identity.signing import FarmerKey
 from dataserv.storage.store import FarmerStore
 from dataserv.registry.summary import Summariser
+from dataserv.web.snapshot import SnapshotRenderer
 from tests import pg
 
 T = calendar.timegm((2023, 11, 15, 12, 0, 0))
@@ -34,7 +37,7 @@ class DatabaseSummaryTests(unittest.TestCase):
         self.clock = task.Clock()
         self.clock.advance(T)
         self.store = FarmerStore(self.db, self.clock)
-        self.summariser = Summariser(self.store, SETTINGS, self.clock)
+        self.summariser = Summariser(self.store, SETTINGS, self.clock, SnapshotRenderer(SETTINGS))
 
     @defer.inlineCallbacks
     def add_farmers(self, *farmers):
@@ -103,7 +106,7 @@ class DatabaseSummaryTests(unittest.TestCase):
     def test_listed_uptime_agrees_with_the_exact_one(self):
         """Earlier days (summed once a day) plus today (summed per pass) give the
         same uptime as the exact per-farmer query, across a change of UTC day."""
-        from dataserv.web import render
+        from dataserv.registry import uptime as render
 
         yield self.add_farmers((ALICE, 1, T - 3 * 86400))
         for at in range(int(T - 2 * 86400), int(T + 86400), 600):
@@ -122,7 +125,7 @@ class DatabaseSummaryTests(unittest.TestCase):
     @defer.inlineCallbacks
     def assertListedUptimesExact(self, snap, at):  # noqa: N802
         """Every listed uptime equals the exact per-farmer figure at ``at``."""
-        from dataserv.web import render
+        from dataserv.registry import uptime as render
 
         listed = json.loads(bytes(snap.online_json))["farmers"]
         self.assertTrue(listed)
@@ -208,7 +211,7 @@ class DatabaseSummaryTests(unittest.TestCase):
         self.assertEqual(calls, [
             (today, today, T - WINDOW),
             (today - datetime.timedelta(days=29), today - datetime.timedelta(days=1), T - WINDOW),
-            (today, today, T - summary.TODAY_MARGIN),  # since the previous read
+            (today, today, T - credits.TODAY_MARGIN),  # since the previous read
         ])
 
     @defer.inlineCallbacks
@@ -257,12 +260,12 @@ class DatabaseSummaryTests(unittest.TestCase):
         seconds already summed for it, whatever else changed in the pass."""
         yield self.add_farmers((ALICE, 1, T - 30))
         alice = yield self.store.farmer(ALICE)
-        self.summariser._uptime_before = {alice.id: 500.0}
-        self.summariser._uptime_today = {alice.id: 20.0}
+        self.summariser.uptime.before = {alice.id: 500.0}
+        self.summariser.uptime.today = {alice.id: 20.0}
         activity = [(alice.id, 1, T - 30, 0.0, 0.0)]
         yield self.summariser._learn_identities(activity)
         yield self.summariser._refresh_credits(activity)
-        self.assertEqual(self.summariser._farmers[alice.id][-1], 520.0)
+        self.assertEqual(self.summariser._entries[alice.id][-1], 520.0)
 
     @defer.inlineCallbacks
     def test_new_entries_are_shown_to_the_collector(self):
@@ -273,14 +276,15 @@ class DatabaseSummaryTests(unittest.TestCase):
         gc.disable()
         self.addCleanup(gc.enable)
         yield self.pass_at(T)
-        entries = list(self.summariser._farmers.values())
+        entries = list(self.summariser._entries.values())
         self.assertEqual(len(entries), 2)
         self.assertFalse(any(gc.is_tracked(entry) for entry in entries))
 
     @defer.inlineCallbacks
     def test_memory_is_released_after_each_pass(self):
         released = []
-        self.patch(summary.memory, "release", lambda: released.append(True))
+        self.summariser = Summariser(self.store, SETTINGS, self.clock, SnapshotRenderer(SETTINGS),
+                                     after_pass=lambda: released.append(True))
         yield self.pass_at(T)
         yield self.pass_at(T + INTERVAL)
         self.assertEqual(len(released), 2)
@@ -298,7 +302,7 @@ class DatabaseSummaryTests(unittest.TestCase):
     @defer.inlineCallbacks
     def test_sliced_build_is_one_document(self):
         """Big lists are built in slices with a pause between; the JSON is still whole."""
-        self.patch(summary, "SLICE", 2)
+        self.patch(snapshot, "SLICE", 2)
         self.patch(summary, "ENTRY_SLICE", 2)
         pauses = []
 
@@ -306,7 +310,8 @@ class DatabaseSummaryTests(unittest.TestCase):
             pauses.append(self.clock.seconds())
             return defer.succeed(None)
 
-        self.summariser = Summariser(self.store, SETTINGS, self.clock, pause=pause)
+        self.summariser = Summariser(self.store, SETTINGS, self.clock, SnapshotRenderer(SETTINGS),
+                                     pause=pause)
         yield self.add_farmers(*[(FarmerKey.from_seed(b"%d" % i).address, i, T)
                                  for i in range(5)])
         snap = yield self.pass_at(T)
@@ -326,7 +331,8 @@ class DatabaseSummaryTests(unittest.TestCase):
             ran.append(getattr(f, "__name__", repr(f)))
             return defer.maybeDeferred(f, *args)
 
-        self.summariser = Summariser(self.store, SETTINGS, self.clock, in_thread=in_thread)
+        self.summariser = Summariser(self.store, SETTINGS, self.clock, SnapshotRenderer(SETTINGS),
+                                     in_thread=in_thread, after_pass=memory.release)
         yield self.add_three_online()
         snap = yield self.pass_at(T)
         self.assertIn("compress", ran)
@@ -399,7 +405,7 @@ class DatabaseSummaryTests(unittest.TestCase):
     def test_history_respects_another_daemons_row(self):
         """A second summariser on the same database waits for the row the first wrote."""
         yield self.pass_at(T)
-        other = Summariser(self.store, SETTINGS, self.clock)
+        other = Summariser(self.store, SETTINGS, self.clock, SnapshotRenderer(SETTINGS))
         for when in (T + 10, T + HISTORY):
             self.clock.advance(when - self.clock.seconds())
             yield other.run_pass()
@@ -412,6 +418,7 @@ class FakeStore:
 
     def __init__(self):
         self.online_calls = []
+        self.pruned = []
         self.hanging = None
 
     def online_seconds(self, first_day, last_day=None, seen_since=None, farmer_ids=None,
@@ -431,6 +438,7 @@ class FakeStore:
         return defer.succeed([(at,)])
 
     def prune_uptime(self, before_day):
+        self.pruned.append(before_day)
         return defer.succeed([(0,)])
 
 
@@ -442,7 +450,8 @@ class ScheduleTests(unittest.SynchronousTestCase):
         self.store = FakeStore()
 
     def start(self, **kwargs):
-        service = Summariser(self.store, SETTINGS, self.clock, **kwargs)
+        service = Summariser(self.store, SETTINGS, self.clock, SnapshotRenderer(SETTINGS),
+                             **kwargs)
         service.startService()
         self.addCleanup(lambda: service.running and service.stopService())
         return service
@@ -450,6 +459,17 @@ class ScheduleTests(unittest.SynchronousTestCase):
     def advance(self, intervals):
         for _ in range(intervals):
             self.clock.advance(INTERVAL)
+
+    def test_uptime_pruned_once_per_day(self):
+        """Buckets that left the window are dropped on the first pass of each day,
+        not on every pass."""
+        self.clock.advance(T)
+        self.start()
+        self.advance(int(2 * HISTORY / INTERVAL))
+        first = datetime.date(2023, 10, 17)  # 30-day window ending 2023-11-15
+        self.assertEqual(self.store.pruned, [first])
+        self.clock.advance(86400)
+        self.assertEqual(self.store.pruned, [first, first + datetime.timedelta(days=1)])
 
     def test_a_pass_every_interval(self):
         service = self.start()

@@ -11,6 +11,7 @@ from dataserv.daemon.config import Settings
 from dataserv.identity.signing import FarmerKey
 from dataserv.storage.store import FarmerStore
 from dataserv.registry.summary import Summariser
+from dataserv.web.snapshot import SnapshotRenderer
 from tests import pg
 
 DAY = 86400
@@ -159,7 +160,8 @@ class OldBucketTests(FarmersTestCase):
         self.assertAlmostEqual(uptime, expected, places=3)
 
         self.clock.advance(now)
-        yield Summariser(self.store, self.settings, self.clock).run_pass()
+        yield Summariser(self.store, self.settings, self.clock,
+                         SnapshotRenderer(self.settings)).run_pass()
         buckets = yield self.buckets()
         self.assertEqual(sorted(buckets), [day_of(now)])
         after = yield self.uptime(now)

@@ -3,10 +3,11 @@
 from twisted.application import service
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet.endpoints import serverFromString
+from twisted.internet import task, threads
 from twisted.logger import Logger
 from twisted.web import http, server
 
-from dataserv.daemon import process
+from dataserv.daemon import memory, process
 from dataserv.web.api import API
 from dataserv.identity.auth import Verifier
 from dataserv.storage.database import Database
@@ -14,8 +15,9 @@ from dataserv.storage.embedded import EmbeddedPostgres
 from dataserv.registry.farmers import Farmers
 from dataserv.daemon.listening import ReusePortService
 from dataserv.web.metrics import RequestCounter
+from dataserv.web.snapshot import SnapshotRenderer
 from dataserv.storage.store import FarmerStore
-from dataserv.registry.summary import Summariser, on_reactor
+from dataserv.registry.summary import Summariser
 
 log = Logger()
 
@@ -73,6 +75,18 @@ class Site(server.Site):
             super().log(request)
 
 
+def summariser_hooks(reactor):
+    """A Summariser's hooks on a real reactor, as the daemon uses them: a reactor
+    turn between slices, the reactor's thread pool for zlib, and freed heap handed
+    back to the system after each pass."""
+    return {
+        "pause": lambda: task.deferLater(reactor, 0, lambda: None),
+        "in_thread": lambda f, *args: threads.deferToThreadPool(
+            reactor, reactor.getThreadPool(), f, *args),
+        "after_pass": memory.release,
+    }
+
+
 def start_warnings(settings):
     """What the daemon warns about on every start: switches that are for testing only."""
     warnings = []
@@ -120,8 +134,8 @@ class Dataserv(service.MultiService):
         self.verifier = Verifier(settings.address, settings.auth_timeout)
         self.farmers = Farmers(self.store, self.verifier, settings)
         self.summariser = Summariser(
-            self.store, settings, reactor, when_ready=self.database.when_ready,
-            **on_reactor(reactor))
+            self.store, settings, reactor, SnapshotRenderer(settings),
+            when_ready=self.database.when_ready, **summariser_hooks(reactor))
         self.summariser.setServiceParent(self)
         self.requests = RequestCounter()
         self.api = API(self.farmers, self.summariser, self.database, settings, reactor,

@@ -6,19 +6,25 @@ settings, and each method gets the raw route values, the request's headers, "now
 this module; the API layer maps them to status codes and texts.
 """
 
+import functools
 import re
 from dataclasses import dataclass
 
 from twisted.internet import defer
 
 from dataserv.identity import addresses
-from dataserv.web import render
+from dataserv.registry.uptime import first_uptime_day, uptime_percent
 from dataserv.identity.auth import AuthenticationFailed
 from dataserv.storage.batching import GroupCommit
+from dataserv.storage.database import DatabaseUnavailable
 
 
 class Rejected(Exception):
     """A request the rules refuse."""
+
+
+class Unavailable(Exception):
+    """The database cannot be reached right now: nothing was decided, try again later."""
 
 
 class InvalidFarmerId(Rejected):
@@ -71,6 +77,22 @@ class DuplicateAudit(Rejected):
     def __init__(self, block):
         super().__init__(block)
         self.block = block
+
+
+def _outages_as_unavailable(method):
+    """An inlineCallbacks method whose database outages come out as
+    :class:`Unavailable`, the registry's word for "try again later"."""
+    call = defer.inlineCallbacks(method)
+
+    def translate(failure):
+        failure.trap(DatabaseUnavailable)
+        raise Unavailable(str(failure.value))
+
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        return call(*args, **kwargs).addErrback(translate)
+
+    return wrapper
 
 
 _WHOLE = re.compile(r"^[0-9]{1,18}$")
@@ -153,6 +175,7 @@ class Farmers:
         self.verifier = verifier
         self.settings = settings
         self.pings = GroupCommit(self._write_pings)
+        self.timings = store.timings  # the store's transactions, for /metrics
         self.recent = RecentContacts(settings.max_ping)
 
     # -- shared checks --------------------------------------------------------
@@ -173,7 +196,7 @@ class Farmers:
 
     # -- the calls ------------------------------------------------------------
 
-    @defer.inlineCallbacks
+    @_outages_as_unavailable
     def register(self, farmer_id, payout, request):
         """Register a farmer (payout defaults to its own address); returns its record."""
         address = self._farmer_id(farmer_id)
@@ -191,7 +214,7 @@ class Farmers:
         self.recent.wrote(address, request.now)
         return record
 
-    @defer.inlineCallbacks
+    @_outages_as_unavailable
     def ping(self, farmer_id, request):
         """Keep-alive; one sooner than --max-ping after the last contact writes nothing."""
         address = self._farmer_id(farmer_id)
@@ -209,7 +232,7 @@ class Farmers:
         return self.store.record_contacts(
             contacts, self.settings.max_ping, self.settings.online_seconds)
 
-    @defer.inlineCallbacks
+    @_outages_as_unavailable
     def set_height(self, farmer_id, height_text, request):
         """Advertise generated storage; always a contact, never throttled."""
         # 2.2.x matched the height in the route itself, so its syntax comes first.
@@ -224,7 +247,7 @@ class Farmers:
             raise FarmerNotFound()
         self.recent.wrote(address, request.now)
 
-    @defer.inlineCallbacks
+    @_outages_as_unavailable
     def set_bandwidth(self, farmer_id, upload_text, download_text, request):
         """Report upload/download bandwidth; a contact."""
         address = self._farmer_id(farmer_id)
@@ -236,7 +259,7 @@ class Farmers:
             raise FarmerNotFound()
         self.recent.wrote(address, request.now)
 
-    @defer.inlineCallbacks
+    @_outages_as_unavailable
     def audit(self, farmer_id, block_text, response, request):
         """Store the farmer's audit response for a block; a contact."""
         address = self._farmer_id(farmer_id)
@@ -253,7 +276,7 @@ class Farmers:
             raise DuplicateAudit(block)
         self.recent.wrote(address, request.now)
 
-    @defer.inlineCallbacks
+    @_outages_as_unavailable
     def status(self, farmer_id, now):
         """A :class:`FarmerStatus` for self-service; no authentication (it is public)."""
         address = self._farmer_id(farmer_id)
@@ -263,7 +286,13 @@ class Farmers:
         count, last_block = yield self.store.audit_summary(record.id)
         days = self.settings.uptime_days
         credited = yield self.store.online_seconds(
-            render.first_uptime_day(now, days), farmer_ids=[record.id])
-        uptime = render.uptime_percent(
+            first_uptime_day(now, days), farmer_ids=[record.id])
+        uptime = uptime_percent(
             credited.get(record.id, 0.0), record, now, self.settings.online_seconds, days)
         return FarmerStatus(record, uptime, count, last_block)
+
+    @_outages_as_unavailable
+    def history(self, since, until, points):
+        """Rows of the totals history in [since, until], at most ``points`` of them."""
+        rows = yield self.store.history(since, until, points)
+        return rows

@@ -11,8 +11,8 @@ from twisted.logger import Logger
 from dataserv.registry import farmers as rules
 from dataserv.web import metrics
 from dataserv.web import render
+from dataserv.registry.uptime import uptime_percent
 from dataserv.web.body import Body
-from dataserv.storage.database import DatabaseUnavailable
 
 TEXT = b"text/html; charset=utf-8"  # what 2.2.x (Flask) sent for its plain answers
 JSON = b"application/json"
@@ -138,7 +138,7 @@ class API:
 
         def failed(failure):
             error = failure.value
-            if isinstance(error, DatabaseUnavailable):
+            if isinstance(error, rules.Unavailable):
                 request.setHeader(b"Retry-After", RETRY_AFTER)
                 return self._text(request, *UNAVAILABLE)
             for kind in type(error).__mro__:
@@ -169,7 +169,7 @@ class API:
         d = defer.maybeDeferred(
             self.farmers.register, farmer_id, payout, self._rules_request(request, now))
         return self._answer("register", request, d, lambda record: self._text(
-            request, 200, render.json_bytes(render.farmer_dict(record, now, render.uptime_percent(
+            request, 200, render.json_bytes(render.farmer_dict(record, now, uptime_percent(
                 0.0, record, now, self.settings.online_seconds, self.settings.uptime_days))),
             JSON))
 
@@ -272,7 +272,7 @@ class API:
             return self._text(request, 400, str(e))
         if since > until:
             return self._text(request, 400, "Invalid range: since is after until.")
-        d = self.farmers.store.history(since, until, MAX_HISTORY_POINTS)
+        d = self.farmers.history(since, until, MAX_HISTORY_POINTS)
 
         def rows(history):
             request.setHeader(b"Access-Control-Allow-Origin", b"*")
@@ -294,8 +294,9 @@ class API:
     @app.route("/metrics", methods=["GET"])
     def metrics(self, request):
         """Counters and gauges in Prometheus' text format."""
-        body = metrics.render(self.requests, self.farmers.store, self.farmers,
-                              self.summariser, self.database)
+        _, details = self.database.status()
+        body = metrics.render(self.requests, self.farmers.timings, self.farmers.pings,
+                              self.summariser, details.get("connections", {}).get("alive", 0))
         return self._text(request, 200, body, b"text/plain; version=0.0.4; charset=utf-8")
 
     @app.route("/health", methods=["GET"])

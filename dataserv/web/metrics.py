@@ -38,8 +38,9 @@ def _line(lines, metric, value, **labels):
         lines.append("%s %s" % (metric, value))
 
 
-def render(requests, store, farmers, summariser, database):
-    """The /metrics body."""
+def render(requests, timings, pings, summariser, connections_alive):
+    """The /metrics body: ``timings`` of the store's transactions, the ``pings``
+    group commit, the summariser and how many database connections are alive."""
     lines = []
 
     def family(name, kind, help_text):
@@ -50,19 +51,18 @@ def render(requests, store, farmers, summariser, database):
     for (route, code), n in sorted(requests.counts.items()):
         _line(lines, "dataserv_requests_total", n, route=route, code=code)
     family("dataserv_db_transactions_total", "counter", "Database transactions by name.")
-    for name, n in sorted(store.timings.counts.items()):
+    for name, n in sorted(timings.counts.items()):
         _line(lines, "dataserv_db_transactions_total", n, name=name)
     family("dataserv_db_transaction_seconds_total", "counter",
            "Time spent in database transactions by name.")
-    for name, seconds in sorted(store.timings.seconds.items()):
+    for name, seconds in sorted(timings.seconds.items()):
         _line(lines, "dataserv_db_transaction_seconds_total", round(seconds, 6), name=name)
     family("dataserv_db_connections_alive", "gauge", "Pooled connections believed alive.")
-    _line(lines, "dataserv_db_connections_alive",
-          database.pool.alive() if database.pool is not None else 0)
+    _line(lines, "dataserv_db_connections_alive", connections_alive)
     family("dataserv_ping_batches_total", "counter", "Group commits of pings.")
-    _line(lines, "dataserv_ping_batches_total", farmers.pings.batches)
+    _line(lines, "dataserv_ping_batches_total", pings.batches)
     family("dataserv_ping_batch_items_total", "counter", "Pings written through group commits.")
-    _line(lines, "dataserv_ping_batch_items_total", farmers.pings.items)
+    _line(lines, "dataserv_ping_batch_items_total", pings.items)
     family("dataserv_summary_passes_total", "counter", "Summary passes that finished.")
     _line(lines, "dataserv_summary_passes_total", summariser.passes)
     family("dataserv_summary_failures_total", "counter", "Summary passes that failed.")

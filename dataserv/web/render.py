@@ -1,48 +1,8 @@
 """Bodies of the public routes, as 2.2.x wrote them, plus the fields beyond it."""
 
-import datetime
 import json
 
 from dataserv.identity.addresses import address_to_nodeid
-
-DAY = 86400
-
-
-def day_start(day):
-    """Unix seconds at 00:00 UTC of a date."""
-    return (day - datetime.date(1970, 1, 1)).days * DAY
-
-
-def uptime_window_start(reg_time, now, days):
-    """Start of the uptime window: the first UTC day counted, or registration if later."""
-    return max(reg_time, day_start(first_uptime_day(now, days)))
-
-
-def first_uptime_day(now, days):
-    """The oldest UTC day (a date) inside a ``days``-day uptime window ending at now."""
-    today = datetime.datetime.fromtimestamp(now, datetime.timezone.utc).date()
-    return today - datetime.timedelta(days=days - 1)
-
-
-def uptime_percent(recorded_seconds, record, now, online_window, days):
-    """Percent of the window the farmer was online, 3 decimals.
-
-    ``recorded_seconds`` are the seconds credited by written contacts; the time since
-    the last contact counts too, up to the online window, since the farmer is online
-    until that runs out.
-    """
-    window_start = day_start(first_uptime_day(now, days))
-    return uptime_since(recorded_seconds, record, now, online_window, window_start)
-
-
-def uptime_since(recorded_seconds, record, now, online_window, window_start):
-    """uptime_percent with the window's first midnight already worked out (the
-    summariser does that once per pass, not once per farmer)."""
-    elapsed = now - max(record.reg_time, window_start)
-    if elapsed <= 0:
-        return 100.0
-    current = min(max(0.0, now - record.last_seen), online_window)
-    return round(min(100.0, 100.0 * (recorded_seconds + current) / elapsed), 3)
 
 
 def farmer_dict(record, now, uptime):
@@ -105,8 +65,8 @@ def render_slice(activity, now, farmers, window, window_start):
 
     ``activity`` rows are (id, height, last_seen, bandwidth_upload,
     bandwidth_download); ``farmers`` maps each id to its farmer_entry(...). Gives
-    exactly what json_bytes(farmer_dict(...)), online_html_entry and uptime_percent
-    give (tested), written out in one loop because at 100 000 farmers per pass the
+    exactly what json_bytes(farmer_dict(...)), online_html_entry and
+    registry.uptime.uptime_percent give (tested), written out in one loop because at 100 000 farmers per pass the
     calls cost more than the work.
     """
     objects, entries = [], []
