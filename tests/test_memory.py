@@ -19,11 +19,15 @@ class ReleaseTests(SynchronousTestCase):
         if "libc.so" not in (ctypes.util.find_library("c") or ""):
             raise SkipTest("not glibc")
         self.patch(memory, "_trim", None)
-        self.assertTrue(callable(memory._malloc_trim()))
-        memory.release()  # the real call, on the real heap
+        self.assertEqual(memory._malloc_trim().__name__, "malloc_trim")
+        self.assertIs(memory.release(), True)  # the real call, on the real heap
 
     def test_without_malloc_trim(self):
         """Where the C library has no malloc_trim, release() does nothing."""
-        self.patch(memory, "_trim", False)
-        memory.release()
-        self.assertIs(memory._malloc_trim(), False)
+        def no_libc(name):
+            raise OSError("no such library: %s" % (name,))
+
+        self.patch(memory, "_trim", None)
+        self.patch(memory.ctypes, "CDLL", no_libc)
+        self.assertIs(memory.release(), False)
+        self.assertIs(memory._trim, False)  # looked for once, not again

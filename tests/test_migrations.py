@@ -7,7 +7,7 @@ import uuid
 
 import psycopg2
 from psycopg2.extensions import make_dsn
-from twisted.internet import defer, reactor
+from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
 
 from dataserv.storage import migrations
@@ -147,19 +147,37 @@ class MigrationTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_concurrent_starts_apply_once(self):
-        # The first step is applied alone, as by an older release; then two daemons
-        # upgrade at once. nextval() is not rolled back, so it counts every attempt
-        # at the slow step, including one that failed and was retried.
+        """Two daemons upgrading at once: the second waits for the first's migration
+        lock while the first is inside the step, and the step runs once.
+
+        The step blocks on an advisory lock the test holds, so the overlap is seen
+        in pg_locks (both waits at the same moment) before the test lets it finish.
+        """
         admin(self.dsn, "CREATE SEQUENCE attempts")
         directory = schema_directory(self, {"0001_first.sql": "CREATE TABLE first (n int)"})
         first = yield start_database(self, self.dsn, directory).when_ready()
         yield first.stopService()
+        gate = 4242
         add_steps(directory, {"0002_slow.sql": (
             "SELECT nextval('attempts');"
-            "SELECT pg_sleep(0.5);"
+            "SELECT pg_advisory_xact_lock_shared(%d);"
             "CREATE TABLE slow (n int);"
-            "INSERT INTO slow VALUES (1);")})
+            "INSERT INTO slow VALUES (1);" % gate)})
+        holder = psycopg2.connect(self.dsn)
+        self.addCleanup(holder.close)
+        holder.autocommit = True
+        holder.cursor().execute("SELECT pg_advisory_lock(%s)", (gate,))
         both = [start_database(self, self.dsn, directory) for _ in range(2)]
+        waits = set()
+        for _ in range(200):  # until both wait at once, at most ~10 s
+            rows = admin(self.dsn, "SELECT objid FROM pg_locks"
+                                   " WHERE locktype = 'advisory' AND NOT granted")
+            waits = {objid for (objid,) in rows}
+            if waits == {gate, migrations.LOCK_KEY}:
+                break
+            yield task.deferLater(reactor, 0.05, lambda: None)
+        self.assertEqual(waits, {gate, migrations.LOCK_KEY})
+        holder.cursor().execute("SELECT pg_advisory_unlock(%s)", (gate,))
         yield defer.gatherResults([db.when_ready() for db in both])
         self.assertEqual([db.schema_version for db in both], [2, 2])
         self.assertEqual(admin(self.dsn, "SELECT last_value FROM attempts"), [(1,)])

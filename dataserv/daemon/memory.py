@@ -21,8 +21,11 @@ def _malloc_trim():
     return _trim
 
 
-def release():
-    """Return free heap to the system where the C library can (glibc); else nothing."""
+def release() -> bool:
+    """Return free heap to the system where the C library can (glibc); else nothing.
+    Whether malloc_trim was there to call."""
     trim = _malloc_trim()
     if trim:
         trim(0)
+        return True
+    return False
