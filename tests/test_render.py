@@ -134,12 +134,16 @@ class UptimeTests(SynchronousTestCase):
         self.assertEqual(uptime.first_uptime_day(MIDNIGHT - 1, 1), datetime.date(2023, 11, 14))
 
     def test_window_starts_at_registration_when_later(self):
-        start = uptime.uptime_window_start(MIDNIGHT + 100, MIDNIGHT + 200, 30)
-        self.assertEqual(start, MIDNIGHT + 100)
+        # Registered 100 s ago and seen then: online for all of its 100 s.
+        value = self.uptime(0, MIDNIGHT + 200, reg_time=MIDNIGHT + 100,
+                            last_seen=MIDNIGHT + 100)
+        self.assertEqual(value, 100.0)
 
     def test_window_starts_at_first_day_for_old_farmers(self):
-        start = uptime.uptime_window_start(MIDNIGHT - 90 * DAY, MIDNIGHT + 200, 3)
-        self.assertEqual(start, MIDNIGHT - 2 * DAY)
+        # A 3-day window starts two midnights ago, whenever the farmer registered.
+        now = MIDNIGHT + 200
+        value = self.uptime(3600, now, days=3, reg_time=MIDNIGHT - 90 * DAY, last_seen=now)
+        self.assertEqual(value, round(100.0 * 3600 / (2 * DAY + 200), 3))
 
     def test_just_registered_is_full(self):
         """No time has passed since registration: nothing to be absent from."""

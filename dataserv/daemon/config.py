@@ -1,7 +1,7 @@
 """Every operator setting in one place: names, defaults, parsing and validation."""
 
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 from twisted.internet.endpoints import serverFromString
 

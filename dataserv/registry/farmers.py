@@ -138,6 +138,11 @@ class RecentContacts:
     """The latest stored contact this process knows of for each farmer, to throttle
     pings in memory.
 
+    The ping throttle itself is a rule kept in SQL, in ``record_contacts``
+    (storage/schema): a contact is written only ``--max-ping`` seconds or more after
+    the stored one, so that every daemon on one database agrees. This is the
+    shortcut that spares the database a ping known to be too soon.
+
     last_seen only ever grows and farmers are never deleted, so once the database
     said a farmer's last_seen is T, the farmer exists and its last_seen stays at
     least T: a ping sooner than max-ping after T is throttled whatever other daemons

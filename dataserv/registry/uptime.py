@@ -31,11 +31,6 @@ def first_uptime_day(now: float, days: int) -> datetime.date:
     return today - datetime.timedelta(days=days - 1)
 
 
-def uptime_window_start(reg_time: float, now: float, days: int) -> float:
-    """Start of the uptime window: the first UTC day counted, or registration if later."""
-    return max(reg_time, day_start(first_uptime_day(now, days)))
-
-
 def uptime_percent(recorded_seconds: float, record: HasContactTimes, now: float,
                    online_window: float, days: int) -> float:
     """Percent of the window the farmer was online, 3 decimals.

@@ -6,7 +6,6 @@ import pkgutil
 
 from klein import Klein
 from twisted.internet import defer
-from twisted.logger import Logger
 
 from dataserv.registry import farmers as rules
 from dataserv.web import metrics
@@ -73,7 +72,6 @@ class API:
     """Routes as methods; collaborators come in through the constructor."""
 
     app = Klein()
-    log = Logger()
 
     def __init__(self, farmers, summariser, database, settings, clock, requests=None):
         self.farmers = farmers
