@@ -11,7 +11,7 @@ import sys
 SWITCH_INTERVAL = 0.001
 
 
-def tune():
+def tune() -> None:
     """Apply the settings; call once everything long-lived has been imported."""
     # What exists now (modules, classes, the service tree) lives as long as the
     # process: keep it out of the collector's full passes, which otherwise

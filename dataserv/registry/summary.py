@@ -55,7 +55,7 @@ class Summariser(service.Service):
     """
 
     log = Logger()
-    name = "summary"
+    name = "summary"  # type: ignore[assignment]  # Twisted declares it None
 
     def __init__(self, store: Any, settings: Any, clock: Any, renderer: Any,
                  pause: Optional[Callable[[], "defer.Deferred[None]"]] = None,

@@ -6,6 +6,7 @@ first one's migration instead of racing it.
 
 import os
 import re
+from typing import Any, List, Optional, Sequence, Tuple
 
 from twisted.internet import defer
 
@@ -19,7 +20,10 @@ class SchemaTooNew(Exception):
     """The database was migrated by a newer dataserv than this one."""
 
 
-def load(directory=None):
+Step = Tuple[int, str, str]
+
+
+def load(directory: Optional[str] = None) -> List[Step]:
     """[(version, name, sql)] from a schema directory, in version order."""
     directory = directory or SCHEMA_DIR
     found = []
@@ -36,7 +40,7 @@ def load(directory=None):
 
 
 @defer.inlineCallbacks
-def apply_all(cursor, steps):
+def apply_all(cursor: Any, steps: Sequence[Step]) -> Any:
     """Bring the schema up to date; returns the version it ends at. Runs in one transaction."""
     yield cursor.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
     yield cursor.execute(

@@ -9,6 +9,7 @@ batch.
 """
 
 import zlib
+from typing import Any, Callable, List, Optional
 
 from twisted.internet import defer
 
@@ -18,40 +19,41 @@ from dataserv.web.body import Body
 class BackgroundGzip:
     """Feed pieces in order; :meth:`finish` gives a Deferred of the gzip Body."""
 
-    def __init__(self, level, in_thread=defer.maybeDeferred):
+    def __init__(self, level: int,
+                 in_thread: Callable[..., "defer.Deferred[Any]"] = defer.maybeDeferred) -> None:
         # wbits 31: gzip framing; the header's mtime is 0, so equal input gives
         # equal bytes.
         self._gzip = zlib.compressobj(level, zlib.DEFLATED, 31)
         self._in_thread = in_thread
-        self._waiting = []
-        self._compressed = []
-        self._running = None
-        self._failure = None
+        self._waiting: List[bytes] = []
+        self._compressed: List[bytes] = []
+        self._running: Optional[defer.Deferred] = None
+        self._failure: Any = None
 
-    def feed(self, piece):
+    def feed(self, piece: bytes) -> None:
         """Queue the next piece of the body."""
         self._waiting.append(piece)
         if self._running is None and self._failure is None:
             self._next_batch()
 
-    def _next_batch(self):
+    def _next_batch(self) -> None:
         batch = b"".join(self._waiting)
         self._waiting = []
         self._running = self._in_thread(self._gzip.compress, batch)
         self._running.addCallbacks(self._compressed_batch, self._batch_failed)
 
-    def _compressed_batch(self, data):
+    def _compressed_batch(self, data: bytes) -> None:
         self._compressed.append(data)
         self._running = None
         if self._waiting:
             self._next_batch()
 
-    def _batch_failed(self, failure):
+    def _batch_failed(self, failure: Any) -> None:
         self._running = None
         self._failure = failure
 
     @defer.inlineCallbacks
-    def finish(self):
+    def finish(self) -> Any:
         """Wait for the batches still compressing; the whole gzip body."""
         while self._running is not None:
             yield self._running
