@@ -17,7 +17,7 @@ import binascii
 import collections
 import email.utils
 import hashlib
-from typing import Any, List, Optional, Protocol, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Protocol, Tuple, Union
 
 from dataserv.identity.addresses import InvalidAddress, farmer_id_hash160, hash160
 
@@ -183,7 +183,10 @@ class _EcdsaBackend:
         return bytes(key.to_string("compressed" if compressed else "uncompressed"))
 
 
-_BACKEND_CLASSES = {"coincurve": _CoincurveBackend, "ecdsa": _EcdsaBackend}
+_BACKEND_CLASSES: Dict[str, Callable[[], RecoveryBackend]] = {
+    "coincurve": _CoincurveBackend,
+    "ecdsa": _EcdsaBackend,
+}
 # Fastest first: the default backend is the first one that imports.
 _BACKEND_PREFERENCE = ("coincurve", "ecdsa")
 
