@@ -60,7 +60,7 @@ class Summariser(service.Service):
     """Builds a Snapshot every ``summary_interval`` seconds and appends totals history."""
 
     log = Logger()
-    name = "summary"
+    name = "summary"  # type: ignore[assignment]  # Twisted types Service.name as None
 
     def __init__(self, store, settings, clock, pause=None, when_ready=None, in_thread=None):
         self.store = store
