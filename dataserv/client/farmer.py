@@ -75,7 +75,7 @@ class FarmerClient:
 
     @defer.inlineCallbacks
     def headers(self) -> _Steps:
-        """Return the signed headers as curl arguments, in a Reply (for the command line)."""
+        """Return the signed headers as curl arguments in a Reply (for the command line)."""
         signed = yield self.signed_headers()
         text = " ".join("-H '%s: %s'" % (name.decode(), value.decode())
                         for name, value in sorted(signed.items(), reverse=True))

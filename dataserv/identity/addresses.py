@@ -83,12 +83,12 @@ _ripemd160 = _pick_ripemd160()
 
 
 def ripemd160(data: bytes) -> bytes:
-    """Return the 20-byte RIPEMD-160 digest of `data`, through OpenSSL when available."""
+    """Return the 20-byte RIPEMD-160 of `data`, through OpenSSL when available."""
     return _ripemd160(data)
 
 
 def hash160(data: bytes) -> bytes:
-    """Return Bitcoin's hash160 of `data` (typically a public key): RIPEMD-160 of SHA-256."""
+    """Return Bitcoin's hash160 (RIPEMD-160 of SHA-256) of `data`, typically a public key."""
     return _ripemd160(hashlib.sha256(data).digest())
 
 
@@ -101,8 +101,10 @@ def _b58check_encode(payload: bytes) -> str:
 
 
 def _b58check_decode(text: str) -> bytes:
-    # Decode short ASCII text (see _precheck) to the 21-byte payload without
-    # its checksum; raise InvalidAddress on any problem.
+    """Decode short ASCII text (see `_precheck`) to the payload without its checksum.
+
+    Raises `InvalidAddress` on any problem.
+    """
     if not _MIN_ENCODED_LENGTH <= len(text) <= _MAX_ENCODED_LENGTH:
         raise InvalidAddress("address does not decode to 25 bytes")
     if not _B58_DIGITS.issuperset(text):

@@ -95,7 +95,7 @@ class RecoveryBackend(Protocol):
     def recover(
         self, digest: bytes, rs: bytes, recid: int, compressed: bool
     ) -> Optional[bytes]:
-        """Return the serialised public key that made signature `rs` over `digest`.
+        """Return the serialised public key that signed `digest` with `rs`.
 
         `rs` is r and s, 32 bytes each, big-endian; `recid` the recovery id
         (0 to 3).  Returns None, or raises, when no key can be recovered.
@@ -115,14 +115,14 @@ class _CoincurveBackend:
     def recover(
         self, digest: bytes, rs: bytes, recid: int, compressed: bool
     ) -> Optional[bytes]:
-        """Return the serialised public key that made signature `rs` over `digest`."""
+        """Return the serialised public key that signed `digest` with `rs`."""
         # coincurve wants r || s || recid and must not hash the digest again.
         key = self._from_signature(rs + bytes((recid,)), digest, hasher=None)
         return key.format(compressed=compressed)
 
 
 def ecdsa_recover(digest: bytes, rs: bytes, overflow: bool = False) -> List[Any]:
-    """Recover with the ecdsa package the keys that could have made signature `rs`.
+    """Return the keys that could have made signature `rs`, recovered by ecdsa.
 
     Returns the two candidate `ecdsa.VerifyingKey`s for the point R whose x
     coordinate is r (plus the group order when `overflow`, recovery ids 2
@@ -175,7 +175,7 @@ class _EcdsaBackend:
     def recover(
         self, digest: bytes, rs: bytes, recid: int, compressed: bool
     ) -> Optional[bytes]:
-        """Return the serialised public key that made signature `rs` over `digest`."""
+        """Return the serialised public key that signed `digest` with `rs`."""
         candidates = ecdsa_recover(digest, rs, overflow=recid >= 2)
         if not candidates:
             return None
@@ -229,8 +229,11 @@ def available_backends() -> List[str]:
 
 
 def _header_text(value: object, limit: int, name: str) -> str:
-    # Turn a header value into ASCII text, rejecting absent, oversized or
-    # non-ASCII values before anything else looks at them.
+    """Turn a header value into ASCII text.
+
+    Absent, oversized or non-ASCII values are rejected before anything else
+    looks at them.
+    """
     if value is None:
         raise AuthenticationFailed(f"missing {name} header")
     if isinstance(value, bytes):
@@ -250,8 +253,7 @@ def _header_text(value: object, limit: int, name: str) -> str:
 
 
 def _parse_date(text: str) -> int:
-    # Parse an RFC 2822 date to a Unix timestamp, or raise
-    # AuthenticationFailed.
+    """Parse an RFC 2822 date to a Unix timestamp, or raise `AuthenticationFailed`."""
     # email.utils is lenient and some malformed inputs make it (or mktime_tz,
     # for out-of-range fields) raise assorted exceptions; all mean "bad date".
     try:
@@ -266,8 +268,10 @@ def _parse_date(text: str) -> int:
 
 
 def _parse_signature(text: str) -> Tuple[bytes, int, bool]:
-    # Decode a base64 compact signature into (r||s, recid, compressed), or
-    # raise AuthenticationFailed.
+    """Decode a base64 compact signature into (r || s, recid, compressed).
+
+    Raises `AuthenticationFailed` for anything that is not one.
+    """
     try:
         raw = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
@@ -291,8 +295,7 @@ def _parse_signature(text: str) -> Tuple[bytes, int, bool]:
 def _recovered_hash160(
     backend: RecoveryBackend, digest: bytes, signature_text: str
 ) -> bytes:
-    # Return hash160 of the key that made the signature, or raise
-    # AuthenticationFailed.
+    """Return hash160 of the key that made the signature, or raise `AuthenticationFailed`."""
     rs, recid, compressed = _parse_signature(signature_text)
     # The backends sit on top of third-party code; whatever it raises on a
     # hostile signature must surface as an authentication failure only.
@@ -311,7 +314,7 @@ def verify_message(
     signature_b64: Union[str, bytes],
     backend: Union[str, RecoveryBackend, None] = None,
 ) -> bool:
-    """Tell whether `signature_b64` is a valid signed message of `address` (or nodeid).
+    """Tell whether `signature_b64` signs `message` for `address` (or nodeid).
 
     The signature is the base64 compact form; `backend` is a backend name,
     a backend object, or None for the default.

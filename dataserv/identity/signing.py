@@ -63,7 +63,7 @@ class FarmerKey:
 
     @classmethod
     def from_seed(cls, seed: bytes) -> "FarmerKey":
-        """Derive a key deterministically from any bytes (the secret is their SHA-256); for tests."""
+        """Derive a key from any bytes (the secret is their SHA-256); meant for tests."""
         return cls(hashlib.sha256(bytes(seed)).digest())
 
     def __repr__(self) -> str:
@@ -99,7 +99,7 @@ class FarmerKey:
         raise RuntimeError("no recovery id reproduces the public key")
 
     def sign_message_fast(self, message: str) -> str:
-        """Sign `message` like `sign_message`, much faster, with coincurve when installed.
+        """Sign `message` like `sign_message`, but with coincurve, much faster.
 
         Produces the same signature as `sign_message`, and falls back to it
         when coincurve is not importable.
@@ -117,7 +117,7 @@ class FarmerKey:
 def headers_for(
     key: FarmerKey, server_address: str, date: Optional[str] = None
 ) -> Dict[bytes, bytes]:
-    """Return the Date and Authorization headers for one request by `key` to `server_address`.
+    """Return the Date and Authorization headers of one request to `server_address`.
 
     `date` is the Date header text; it defaults to the current local time in
     RFC 2822 form.
