@@ -158,7 +158,7 @@ def ecdsa_recover(digest: bytes, rs: bytes, overflow: bool = False) -> List[Any]
         return []
 
 
-def _as_pair(pair: Tuple[int, int], order: int) -> Tuple[int, int]:
+def _as_pair(pair: Tuple[int, int], _order: int) -> Tuple[int, int]:
     # A sigdecode for ecdsa: the "signature" is already (x, s), which lets
     # recovery ids 2 and 3 hand the library an x beyond the group order.
     return pair
