@@ -16,6 +16,8 @@ setup(
         "psycopg2-binary>=2.9",
         "ecdsa>=0.18",
         "base58>=2.1",
+        # RIPEMD-160 where OpenSSL 3 leaves it out of hashlib.
+        "pycryptodome>=3.9",
         "coincurve>=18",
         "treq>=22.1",
     ],

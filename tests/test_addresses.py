@@ -1,10 +1,9 @@
-"""
-Tests for L{dataserv.identity.addresses}.
-"""
+"""Tests for `dataserv.identity.addresses`."""
 
 import hashlib
 import random
 
+import base58
 from twisted.trial.unittest import SynchronousTestCase
 
 from dataserv.identity import addresses
@@ -18,7 +17,6 @@ from dataserv.identity.addresses import (
     parse_farmer_id,
     parse_payout_address,
     ripemd160,
-    ripemd160_pure,
 )
 
 ADDRESS = "1F3sAm6ZtwLAUnj7d38pGFxtP3RVEvtsbV"
@@ -54,49 +52,70 @@ class RIPEMD160Tests(SynchronousTestCase):
         (b"1234567890" * 8, "9b752e45573d4b39f4dbd3323cab82bf63326bfb"),
     ]
 
-    def test_pure_vectors(self):
+    def fallback(self):
         """
-        The pure-Python implementation matches the published vectors.
+        Force the implementation used when hashlib lacks RIPEMD-160, the way
+        the module picks it at import, and return it.
         """
-        for message, expected in self.vectors:
-            self.assertEqual(ripemd160_pure(message).hex(), expected, message)
 
-    def test_pure_million_a(self):
+        def no_ripemd160(name, *args, **kwargs):
+            raise ValueError(f"unsupported hash type {name}")
+
+        self.patch(hashlib, "new", no_ripemd160)
+        implementation = addresses._pick_ripemd160()
+        self.patch(addresses, "_ripemd160", implementation)
+        return implementation
+
+    def test_fallback_picked_without_hashlib(self):
         """
-        The pure-Python implementation handles many blocks.
+        hashlib's RIPEMD-160 is used when OpenSSL offers it, and another
+        implementation when it does not.
         """
+        if _hashlib_ripemd160_available():
+            self.assertIs(addresses._pick_ripemd160(), addresses._ripemd160_hashlib)
+        self.assertIsNot(self.fallback(), addresses._ripemd160_hashlib)
+        self.assertEqual(ripemd160(b"abc").hex(), self.vectors[2][1])
+
+    def test_fallback_vectors(self):
+        """
+        The fallback matches the published vectors, through `ripemd160` and
+        `hash160`.
+        """
+        self.fallback()
+        for message, expected in self.vectors:
+            self.assertEqual(ripemd160(message).hex(), expected, message)
         self.assertEqual(
-            ripemd160_pure(b"a" * 1000000).hex(),
+            hash160(b"abc"), bytes.fromhex("bb1be98c142444d7a56aa3981c3942a978e4dc33")
+        )
+
+    def test_fallback_million_a(self):
+        """
+        The fallback handles many blocks.
+        """
+        self.fallback()
+        self.assertEqual(
+            ripemd160(b"a" * 1000000).hex(),
             "52783243c1697bdbe16d37f97f68f08325dc1528",
         )
 
     def test_ripemd160_vectors(self):
         """
-        L{ripemd160}, whichever implementation it uses, matches the vectors.
+        `ripemd160`, whichever implementation it uses, matches the vectors.
         """
         for message, expected in self.vectors:
             self.assertEqual(ripemd160(message).hex(), expected, message)
 
-    def test_pure_matches_hashlib(self):
+    def test_fallback_matches_hashlib(self):
         """
-        Around every padding boundary the pure-Python digest agrees with
-        OpenSSL's.
+        Around every padding boundary the fallback agrees with OpenSSL.
         """
         if not _hashlib_ripemd160_available():
             raise self.skipTest("hashlib has no ripemd160")
         rng = random.Random(160)
-        for length in range(0, 200):
-            data = rng.randbytes(length)
-            self.assertEqual(
-                ripemd160_pure(data), hashlib.new("ripemd160", data).digest()
-            )
-
-    def test_fallback_used_without_hashlib(self):
-        """
-        When hashlib lacks RIPEMD-160 the pure implementation is used.
-        """
-        self.patch(addresses, "_HASHLIB_HAS_RIPEMD160", False)
-        self.assertEqual(ripemd160(b"abc").hex(), self.vectors[2][1])
+        samples = [rng.randbytes(length) for length in range(0, 200)]
+        expected = [hashlib.new("ripemd160", data).digest() for data in samples]
+        self.fallback()
+        self.assertEqual([ripemd160(data) for data in samples], expected)
 
     def test_hash160(self):
         """
@@ -193,6 +212,16 @@ class FarmerIdTests(SynchronousTestCase):
         for char in "0OIl+/ ":
             self.assertRaises(InvalidAddress, parse_farmer_id, char + ADDRESS[1:])
 
+    def test_whitespace(self):
+        """
+        Whitespace around an address is not part of it, and rejected.
+        """
+        for text in [ADDRESS + " ", ADDRESS + "\n", " " + ADDRESS, "\t" + ADDRESS]:
+            self.assertRaises(InvalidAddress, parse_farmer_id, text)
+            self.assertRaises(InvalidAddress, parse_payout_address, text)
+            self.assertFalse(is_valid_address(text))
+        self.assertRaises(InvalidAddress, parse_payout_address, P2SH_ADDRESS + " ")
+
     def test_wrong_length(self):
         """
         Base58check strings of the wrong decoded length are rejected, as are
@@ -204,7 +233,7 @@ class FarmerIdTests(SynchronousTestCase):
         self.assertRaises(InvalidAddress, parse_farmer_id, NODEID + "0")
         # A correct checksum around a 24-byte payload is still wrong.
         self.assertRaises(
-            InvalidAddress, parse_farmer_id, addresses._b58check_encode(b"\x00" * 22)
+            InvalidAddress, parse_farmer_id, base58.b58encode_check(b"\x00" * 22).decode()
         )
 
     def test_not_a_string(self):
@@ -220,7 +249,7 @@ class FarmerIdTests(SynchronousTestCase):
         Random strings raise nothing but L{InvalidAddress}.
         """
         rng = random.Random(58)
-        alphabet = addresses._B58_ALPHABET + "0OIl\u00e9\x00 "
+        alphabet = base58.BITCOIN_ALPHABET.decode() + "0OIl\u00e9\x00 \n"
         for _ in range(500):
             text = "".join(rng.choice(alphabet) for _ in range(rng.randrange(70)))
             try:
@@ -270,7 +299,7 @@ class PayoutAddressTests(SynchronousTestCase):
         """
         Other version bytes (testnet 0x6f here) are rejected.
         """
-        testnet = addresses._b58check_encode(b"\x6f" + bytes(20))
+        testnet = base58.b58encode_check(b"\x6f" + bytes(20)).decode()
         self.assertRaises(InvalidAddress, parse_payout_address, testnet)
         self.assertRaises(InvalidAddress, parse_farmer_id, testnet)
 

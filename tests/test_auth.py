@@ -111,6 +111,19 @@ def _x_not_on_curve():
     return x
 
 
+def _is_x_on_curve(x):
+    return pow((x**3 + 7) % _P, (_P - 1) // 2, _P) == 1
+
+
+def _small_overflow_r():
+    # The smallest r for which r + n, but not r, is the x coordinate of a
+    # curve point: recovery ids 2 and 3 work there, 0 and 1 do not.
+    r = 1
+    while not (_is_x_on_curve(r + SECP256K1_ORDER) and not _is_x_on_curve(r)):
+        r += 1
+    return r
+
+
 class CountingBackend:
     """
     Wraps a backend and counts recoveries.
@@ -337,6 +350,59 @@ class BackendTestsMixin:
             self.assertFalse(
                 verify_message(FARMER.address, "recid", signature, self.backend_name)
             )
+
+    def test_recovery_id_is_parity_of_r(self):
+        """
+        Recovery ids 0 and 1 stand for the point R with an even and an odd
+        y coordinate.
+        """
+        from ecdsa import SECP256k1, SigningKey
+        from ecdsa.util import sigencode_strings
+
+        secret = hashlib.sha256(b"parity").digest()
+        signing_key = SigningKey.from_string(secret, curve=SECP256k1)
+        public_key = signing_key.get_verifying_key().to_string("compressed")
+        digest = message_digest("parity")
+        backend = get_backend(self.backend_name)
+        parities = set()
+        for nonce in range(1, 9):
+            r, s = signing_key.sign_digest(
+                digest, k=nonce, sigencode=sigencode_strings
+            )
+            parity = (SECP256k1.generator * nonce).y() & 1
+            parities.add(parity)
+            self.assertEqual(backend.recover(digest, r + s, parity, True), public_key)
+            self.assertNotEqual(
+                backend.recover(digest, r + s, parity ^ 1, True), public_key
+            )
+        self.assertEqual(parities, {0, 1})
+
+    def test_recovery_id_overflow(self):
+        """
+        Recovery ids 2 and 3 take r plus the group order as R's x; the keys
+        recovered that way verify the signature, and 0 and 1 recover none.
+        """
+        from ecdsa import SECP256k1, VerifyingKey
+
+        r, s = _small_overflow_r(), 12345
+        rs = r.to_bytes(32, "big") + s.to_bytes(32, "big")
+        digest = message_digest("overflow")
+        keys = set()
+        for recid in (2, 3):
+            public_key = get_backend(self.backend_name).recover(digest, rs, recid, True)
+            # The library's verification (R'.x mod n == r) agrees.
+            VerifyingKey.from_string(public_key, curve=SECP256k1).verify_digest(
+                rs, digest
+            )
+            address = nodeid_to_address(hash160(public_key).hex())
+            self.assertTrue(
+                verify_message(address, "overflow", forge(31 + recid, r, s), self.backend_name)
+            )
+            self.assertFalse(
+                verify_message(address, "overflow", forge(31 + (recid & 1), r, s), self.backend_name)
+            )
+            keys.add(public_key)
+        self.assertEqual(len(keys), 2)
 
     # Verifier: acceptance
 
@@ -828,6 +894,27 @@ class EcdsaBackendTests(BackendTestsMixin, SynchronousTestCase):
     """
 
     backend_name = "ecdsa"
+
+    def test_candidate_at_infinity(self):
+        """
+        A crafted signature for which one candidate key is the point at
+        infinity recovers nothing, and raises nothing.
+
+        The ecdsa library computes both candidates and fails on that one;
+        libsecp256k1 still recovers the other (recovery id 1 here), so this
+        is the one input on which the backends differ.
+        """
+        from ecdsa import SECP256k1
+
+        digest = message_digest("infinity")
+        # R = G and s = e make s R - e G the point at infinity.
+        r = SECP256k1.generator.x()
+        s = int.from_bytes(digest, "big") % SECP256K1_ORDER
+        rs = r.to_bytes(32, "big") + s.to_bytes(32, "big")
+        backend = get_backend("ecdsa")
+        for recid in range(4):
+            for compressed in (True, False):
+                self.assertIsNone(backend.recover(digest, rs, recid, compressed))
 
 
 class CrossBackendTests(SynchronousTestCase):

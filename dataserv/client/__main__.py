@@ -1,10 +1,12 @@
 """`python -m dataserv.client URL COMMAND`: one farmer request from the command line."""
 
 import sys
+from typing import Any, Dict, List, Optional
 
 from twisted.internet import defer
+from twisted.python.failure import Failure
 
-from dataserv.client.farmer import FarmerClient
+from dataserv.client.farmer import FarmerClient, Reply
 from dataserv.identity.signing import FarmerKey
 
 USAGE = """usage: python -m dataserv.client URL [--seed TEXT] COMMAND [ARGS]
@@ -14,8 +16,7 @@ commands: address, register [PAYOUT], ping, height N, bandwidth UP DOWN,
           for --auth-timeout seconds)"""
 
 
-
-def main(argv=None, reactor=None):
+def main(argv: Optional[List[str]] = None, reactor: Any = None) -> int:
     """Run one command against a server and print the answer."""
     argv = list(sys.argv[1:] if argv is None else argv)
     seed = "dataserv-client"
@@ -35,13 +36,13 @@ def main(argv=None, reactor=None):
     from twisted.internet import reactor as default_reactor
 
     reactor = reactor or default_reactor
-    outcome = {}
+    outcome: Dict[str, int] = {}
 
-    def show(reply):
+    def show(reply: Reply) -> None:
         print(reply.text if command == "headers" else "%d %s" % (reply.status, reply.text))
         outcome["code"] = 0 if reply.status == 200 else 1
 
-    def failed(failure):
+    def failed(failure: Failure) -> None:
         print("error: %s" % failure.getErrorMessage(), file=sys.stderr)
         outcome["code"] = 1
 

@@ -2,6 +2,7 @@
 
 import os
 from dataclasses import dataclass, field
+from typing import Any, Callable
 
 from twisted.internet.endpoints import serverFromString
 
@@ -101,7 +102,7 @@ class Option:
 
     name: str
     default: object
-    parse: object
+    parse: Callable[[Any], Any]
     help: str
     flag: bool = False
 

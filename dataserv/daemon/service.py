@@ -60,7 +60,7 @@ class Site(server.Site):
     """
 
     noisy = False
-    protocol = _Channel
+    protocol = _Channel  # type: ignore[assignment]  # Twisted types it as a factory of the base class
 
     def __init__(self, resource, requests=None, **kwargs):
         super().__init__(resource, **kwargs)

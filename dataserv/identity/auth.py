@@ -1,16 +1,15 @@
-"""
-Verification of Bitcoin signed-message authentication headers.
+"""Verification of Bitcoin signed-message authentication headers.
 
 A farmer proves it owns its address by signing, with the address's key, the
-text C{"<server address> <Date header>"} in Bitcoin's signed-message format
+text `"<server address> <Date header>"` in Bitcoin's signed-message format
 and sending the 65-byte compact recoverable signature, base64 encoded, in the
-C{Authorization} header.  The server recovers the public key from the
-signature, hashes it to an address and compares; the C{Date} header must lie
-within C{auth_timeout} seconds of the server clock so captured headers cannot
+`Authorization` header.  The server recovers the public key from the
+signature, hashes it to an address and compares; the `Date` header must lie
+within `auth_timeout` seconds of the server clock so captured headers cannot
 be replayed later.
 
-Two interchangeable elliptic-curve backends exist: C{coincurve} (libsecp256k1,
-fast) and C{ecdsa} (pure Python, slow but always importable).
+Two interchangeable recovery backends exist: `coincurve` (libsecp256k1,
+fast, the default) and `ecdsa` (pure Python, slow but always importable).
 """
 
 import base64
@@ -18,22 +17,24 @@ import binascii
 import collections
 import email.utils
 import hashlib
+from typing import Any, Callable, Dict, List, Optional, Protocol, Tuple, Union
 
 from dataserv.identity.addresses import InvalidAddress, farmer_id_hash160, hash160
 
 __all__ = [
     "AuthenticationFailed",
+    "RecoveryBackend",
     "Verifier",
     "available_backends",
+    "ecdsa_recover",
     "get_backend",
     "message_digest",
     "verify_message",
     "SECP256K1_ORDER",
 ]
 
-# Group order n and field prime p of secp256k1.
+# Group order n of secp256k1.
 SECP256K1_ORDER = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
-_SECP256K1_P = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEFFFFFC2F
 
 _MESSAGE_MAGIC = b"\x18Bitcoin Signed Message:\n"
 
@@ -45,22 +46,21 @@ _SIGNATURE_LENGTH = 65
 
 
 class AuthenticationFailed(Exception):
-    """
-    The request's authentication headers were not acceptable.
+    """The request's authentication headers were not acceptable.
 
-    @ivar reason: A short human readable explanation.
-    @ivar skew: When the Date parsed but lay outside the accepted window, the
-        server time minus the Date's time in whole seconds (positive means
-        the client clock is behind); otherwise C{None}.
+    `reason` is a short human-readable explanation.  `skew` is set when the
+    Date parsed but lay outside the accepted window: the server time minus
+    the Date's time in whole seconds (positive means the client clock is
+    behind); otherwise it is None.
     """
 
-    def __init__(self, reason, skew=None):
+    def __init__(self, reason: str, skew: Optional[int] = None) -> None:
         super().__init__(reason)
         self.reason = reason
         self.skew = skew
 
 
-def _compact_size(length):
+def _compact_size(length: int) -> bytes:
     # Bitcoin's CompactSize length prefix.
     if length < 0xFD:
         return bytes((length,))
@@ -71,13 +71,11 @@ def _compact_size(length):
     return b"\xff" + length.to_bytes(8, "little")
 
 
-def message_digest(message):
-    """
-    Compute the digest that a Bitcoin signed message signs.
+def message_digest(message: Union[str, bytes]) -> bytes:
+    """Return the 32-byte digest that a Bitcoin signed message signs.
 
-    @param message: The message as C{str} (encoded as UTF-8) or C{bytes}.
-    @return: The 32-byte double SHA-256 of the magic prefix, the CompactSize
-        message length and the message.
+    That is the double SHA-256 of the magic prefix, the CompactSize message
+    length and the message (a str is encoded as UTF-8).
     """
     if isinstance(message, str):
         message = message.encode("utf-8")
@@ -86,109 +84,119 @@ def message_digest(message):
 
 
 # --------------------------------------------------------------------------
-# Backends.  Each has a name and a recover(digest, rs, recid, compressed)
-# method returning the serialised public key, or None / raising on failure.
-# Callers have already checked 0 < r, s < n and 0 <= recid <= 3.
+# Backends.  Callers have already checked 0 < r, s < n and 0 <= recid <= 3.
+
+
+class RecoveryBackend(Protocol):
+    """What `Verifier` needs of a backend: a name and public key recovery."""
+
+    name: str
+
+    def recover(
+        self, digest: bytes, rs: bytes, recid: int, compressed: bool
+    ) -> Optional[bytes]:
+        """Return the serialised public key that signed `digest` with `rs`.
+
+        `rs` is r and s, 32 bytes each, big-endian; `recid` the recovery id
+        (0 to 3).  Returns None, or raises, when no key can be recovered.
+        """
 
 
 class _CoincurveBackend:
-    """
-    Public key recovery with libsecp256k1 through coincurve.
-    """
+    """Public key recovery with libsecp256k1 through coincurve."""
 
     name = "coincurve"
 
-    def __init__(self):
+    def __init__(self) -> None:
         import coincurve
 
         self._from_signature = coincurve.PublicKey.from_signature_and_message
 
-    def recover(self, digest, rs, recid, compressed):
-        """
-        Recover the public key that made a signature.
-
-        @param digest: The 32-byte signed digest.
-        @param rs: r and s, 32 bytes each, big-endian.
-        @param recid: The recovery id, 0 to 3.
-        @param compressed: Whether to serialise the key compressed.
-        @return: The serialised public key.
-        """
+    def recover(
+        self, digest: bytes, rs: bytes, recid: int, compressed: bool
+    ) -> Optional[bytes]:
+        """Return the serialised public key that signed `digest` with `rs`."""
         # coincurve wants r || s || recid and must not hash the digest again.
         key = self._from_signature(rs + bytes((recid,)), digest, hasher=None)
         return key.format(compressed=compressed)
 
 
+def ecdsa_recover(digest: bytes, rs: bytes, overflow: bool = False) -> List[Any]:
+    """Return the keys that could have made signature `rs`, recovered by ecdsa.
+
+    Returns the two candidate `ecdsa.VerifyingKey`s for the point R whose x
+    coordinate is r (plus the group order when `overflow`, recovery ids 2
+    and 3): first for R with an even y (recovery id 0 or 2), then for R with
+    an odd y (1 or 3).  Returns an empty list when there is no such R, or
+    when one candidate is the point at infinity (a crafted signature; the
+    library then recovers neither).
+    """
+    from ecdsa import SECP256k1, VerifyingKey
+    from ecdsa.keys import MalformedPointError
+    from ecdsa.numbertheory import SquareRootError
+
+    r = int.from_bytes(rs[:32], "big")
+    s = int.from_bytes(rs[32:], "big")
+    x = r + SECP256K1_ORDER if overflow else r
+    # The library would reduce x modulo p; such an R does not exist.
+    if x >= SECP256k1.curve.p():
+        return []
+    try:
+        # ecdsa.Signature.recover_public_keys lists R with even y first.
+        return list(
+            VerifyingKey.from_public_key_recovery_with_digest(
+                (x, s),
+                digest,
+                SECP256k1,
+                hashfunc=hashlib.sha256,
+                sigdecode=_as_pair,
+            )
+        )
+    except (SquareRootError, MalformedPointError, TypeError):
+        # No curve point has this x (SquareRootError), or a candidate is the
+        # point at infinity, which the library trips over (TypeError).
+        return []
+
+
+def _as_pair(pair: Tuple[int, int], _order: int) -> Tuple[int, int]:
+    # A sigdecode for ecdsa: the "signature" is already (x, s), which lets
+    # recovery ids 2 and 3 hand the library an x beyond the group order.
+    return pair
+
+
 class _EcdsaBackend:
-    """
-    Public key recovery in pure Python on top of the ecdsa package's curve
-    arithmetic.
-    """
+    """Public key recovery in pure Python with the ecdsa package."""
 
     name = "ecdsa"
 
-    def __init__(self):
-        from ecdsa import SECP256k1
-        from ecdsa.ellipticcurve import INFINITY, PointJacobi
+    def __init__(self) -> None:
+        import ecdsa  # noqa: F401 (fail here, not at the first recovery)
 
-        self._curve = SECP256k1.curve
-        self._generator = SECP256k1.generator
-        self._infinity = INFINITY
-        self._point = PointJacobi
-
-    def recover(self, digest, rs, recid, compressed):
-        """
-        Recover the public key that made a signature.
-
-        Computes the point R from r and the recovery id, then
-        Q = r^-1 (s R - e G), as in SEC 1 section 4.1.6.
-
-        @param digest: The 32-byte signed digest.
-        @param rs: r and s, 32 bytes each, big-endian.
-        @param recid: The recovery id, 0 to 3.
-        @param compressed: Whether to serialise the key compressed.
-        @return: The serialised public key, or C{None} if there is none.
-        """
-        n = SECP256K1_ORDER
-        p = _SECP256K1_P
-        r = int.from_bytes(rs[:32], "big")
-        s = int.from_bytes(rs[32:], "big")
-        # Recovery ids 2 and 3 mean R's x coordinate overflowed the order.
-        x = r + (recid >> 1) * n
-        if x >= p:
+    def recover(
+        self, digest: bytes, rs: bytes, recid: int, compressed: bool
+    ) -> Optional[bytes]:
+        """Return the serialised public key that signed `digest` with `rs`."""
+        candidates = ecdsa_recover(digest, rs, overflow=recid >= 2)
+        if not candidates:
             return None
-        alpha = (pow(x, 3, p) + 7) % p
-        # p = 3 (mod 4), so a square root is a single exponentiation.
-        beta = pow(alpha, (p + 1) // 4, p)
-        if beta * beta % p != alpha:
-            return None
-        y = beta if (beta & 1) == (recid & 1) else p - beta
-        point_r = self._point(self._curve, x, y, 1, n)
-        e = int.from_bytes(digest, "big") % n
-        r_inv = pow(r, -1, n)
-        q = self._generator.mul_add((-e * r_inv) % n, point_r, (s * r_inv) % n)
-        q = q.to_affine()
-        if q == self._infinity:
-            return None
-        qx, qy = q.x(), q.y()
-        if compressed:
-            return bytes((2 + (qy & 1),)) + qx.to_bytes(32, "big")
-        return b"\x04" + qx.to_bytes(32, "big") + qy.to_bytes(32, "big")
+        key = candidates[recid & 1]
+        return bytes(key.to_string("compressed" if compressed else "uncompressed"))
 
 
-_BACKEND_CLASSES = {"coincurve": _CoincurveBackend, "ecdsa": _EcdsaBackend}
+_BACKEND_CLASSES: Dict[str, Callable[[], RecoveryBackend]] = {
+    "coincurve": _CoincurveBackend,
+    "ecdsa": _EcdsaBackend,
+}
 # Fastest first: the default backend is the first one that imports.
 _BACKEND_PREFERENCE = ("coincurve", "ecdsa")
 
 
-def get_backend(name=None):
-    """
-    Create a recovery backend.
+def get_backend(name: Optional[str] = None) -> RecoveryBackend:
+    """Create the recovery backend `name` ("coincurve" or "ecdsa").
 
-    @param name: C{"coincurve"}, C{"ecdsa"}, or C{None} for the fastest
-        importable one.
-    @return: A backend object with C{name} and C{recover()}.
-    @raise ValueError: For an unknown name or when nothing is importable.
-    @raise ImportError: If the named backend's package is not installed.
+    None picks the fastest importable one.  An unknown name, or no backend
+    at all, raises ValueError; a named backend whose package is missing
+    raises ImportError.
     """
     if name is None:
         for candidate in _BACKEND_PREFERENCE:
@@ -204,12 +212,8 @@ def get_backend(name=None):
     return cls()
 
 
-def available_backends():
-    """
-    List the backends that can be used in this interpreter.
-
-    @return: Backend names, fastest first.
-    """
+def available_backends() -> List[str]:
+    """List the names of the backends usable in this interpreter, fastest first."""
     names = []
     for name in _BACKEND_PREFERENCE:
         try:
@@ -224,10 +228,11 @@ def available_backends():
 # Parsing and recovery shared by Verifier and verify_message.
 
 
-def _header_text(value, limit, name):
-    """
-    Turn a header value into ASCII text, rejecting absent, oversized or
-    non-ASCII values before anything else looks at them.
+def _header_text(value: object, limit: int, name: str) -> str:
+    """Turn a header value into ASCII text.
+
+    Absent, oversized or non-ASCII values are rejected before anything else
+    looks at them.
     """
     if value is None:
         raise AuthenticationFailed(f"missing {name} header")
@@ -247,11 +252,8 @@ def _header_text(value, limit, name):
     raise AuthenticationFailed(f"{name} header has the wrong type")
 
 
-def _parse_date(text):
-    """
-    Parse an RFC 2822 date to a Unix timestamp, or raise
-    L{AuthenticationFailed}.
-    """
+def _parse_date(text: str) -> int:
+    """Parse an RFC 2822 date to a Unix timestamp, or raise `AuthenticationFailed`."""
     # email.utils is lenient and some malformed inputs make it (or mktime_tz,
     # for out-of-range fields) raise assorted exceptions; all mean "bad date".
     try:
@@ -265,10 +267,10 @@ def _parse_date(text):
         raise AuthenticationFailed("unparseable Date header") from None
 
 
-def _parse_signature(text):
-    """
-    Decode a base64 compact signature into (r||s, recid, compressed), or
-    raise L{AuthenticationFailed}.
+def _parse_signature(text: str) -> Tuple[bytes, int, bool]:
+    """Decode a base64 compact signature into (r || s, recid, compressed).
+
+    Raises `AuthenticationFailed` for anything that is not one.
     """
     try:
         raw = base64.b64decode(text, validate=True)
@@ -290,11 +292,10 @@ def _parse_signature(text):
     return rs, header & 3, header >= 4
 
 
-def _recovered_hash160(backend, digest, signature_text):
-    """
-    Return hash160 of the key that made the signature, or raise
-    L{AuthenticationFailed}.
-    """
+def _recovered_hash160(
+    backend: RecoveryBackend, digest: bytes, signature_text: str
+) -> bytes:
+    """Return hash160 of the key that made the signature, or raise `AuthenticationFailed`."""
     rs, recid, compressed = _parse_signature(signature_text)
     # The backends sit on top of third-party code; whatever it raises on a
     # hostile signature must surface as an authentication failure only.
@@ -307,16 +308,16 @@ def _recovered_hash160(backend, digest, signature_text):
     return hash160(public_key)
 
 
-def verify_message(address, message, signature_b64, backend=None):
-    """
-    Check a Bitcoin signed message.
+def verify_message(
+    address: str,
+    message: Union[str, bytes],
+    signature_b64: Union[str, bytes],
+    backend: Union[str, RecoveryBackend, None] = None,
+) -> bool:
+    """Tell whether `signature_b64` signs `message` for `address` (or nodeid).
 
-    @param address: The signer's P2PKH address (or nodeid).
-    @param message: The signed text.
-    @param signature_b64: The base64 compact signature (C{str} or C{bytes}).
-    @param backend: A backend name, backend object, or C{None} for the
-        default.
-    @return: C{True} if the signature is valid for C{address}, else C{False}.
+    The signature is the base64 compact form; `backend` is a backend name,
+    a backend object, or None for the default.
     """
     if backend is None or isinstance(backend, str):
         backend = get_backend(backend)
@@ -331,27 +332,23 @@ def verify_message(address, message, signature_b64, backend=None):
 
 
 class Verifier:
-    """
-    Verifies the Date and Authorization headers of farmer requests.
+    """Verifies the Date and Authorization headers of farmer requests.
 
-    @ivar server_address: The server's address, the first part of every
-        signed message.
-    @ivar auth_timeout: Largest accepted clock difference, in seconds
-        (exclusive).
-    @ivar backend: The recovery backend object in use.
-    @ivar cache_size: How many successful verifications are remembered.
+    `server_address` is the first part of every signed message.  A Date
+    `auth_timeout` seconds or further from the server clock is rejected.
+    `backend` is "coincurve", "ecdsa", None for the fastest available, or an
+    object with a `recover` method like the built-in backends (useful for
+    instrumentation).  Up to `cache_size` successful verifications are
+    remembered; 0 disables the cache.
     """
 
-    def __init__(self, server_address, auth_timeout=30, backend=None, cache_size=65536):
-        """
-        @param server_address: The server's address, as C{str}.
-        @param auth_timeout: Seconds; a Date this far or further from the
-            server clock is rejected.
-        @param backend: C{"coincurve"}, C{"ecdsa"}, C{None} for the fastest
-            available, or an object with a C{recover} method like the
-            built-in backends (useful for instrumentation).
-        @param cache_size: Bound on the verification cache; 0 disables it.
-        """
+    def __init__(
+        self,
+        server_address: str,
+        auth_timeout: float = 30,
+        backend: Union[str, RecoveryBackend, None] = None,
+        cache_size: int = 65536,
+    ) -> None:
         if not isinstance(server_address, str):
             raise TypeError("server_address must be a str")
         if auth_timeout <= 0:
@@ -362,32 +359,35 @@ class Verifier:
             backend = get_backend(backend)
         self.server_address = server_address
         self.auth_timeout = auth_timeout
-        self.backend = backend
+        self.backend: RecoveryBackend = backend
         self.cache_size = cache_size
         self._prefix = server_address + " "
         # (address, date, authorization) -> Date timestamp.  Only successful
         # verifications go in, so garbage traffic cannot evict real entries.
-        self._cache = collections.OrderedDict()
+        self._cache: "collections.OrderedDict[Tuple[str, str, str], int]" = (
+            collections.OrderedDict()
+        )
 
-    def _check_window(self, date_timestamp, now):
+    def _check_window(self, date_timestamp: int, now: float) -> None:
         # Whole seconds, absolute value: a client slightly ahead of the
         # server gives a small negative skew, not a huge positive one.
         skew = int(now) - date_timestamp
         if abs(skew) >= self.auth_timeout:
             raise AuthenticationFailed("Date outside the accepted window", skew=skew)
 
-    def verify(self, address, date_header, authorization_header, now):
-        """
-        Authenticate one request.
+    def verify(
+        self,
+        address: str,
+        date_header: Union[bytes, str, None],
+        authorization_header: Union[bytes, str, None],
+        now: float,
+    ) -> None:
+        """Authenticate one request, or raise `AuthenticationFailed`.
 
-        @param address: The farmer id the request claims (address or nodeid).
-        @param date_header: The Date header value as sent (C{bytes} or
-            C{str}), or C{None} if absent.
-        @param authorization_header: The Authorization header value, or
-            C{None} if absent.
-        @param now: The server's current Unix time, read once by the caller.
-        @raise AuthenticationFailed: For every kind of failure; no other
-            exception escapes for any header values.
+        `address` is the farmer id the request claims (address or nodeid),
+        the headers are the values as sent (None if absent), and `now` is the
+        server's Unix time, read once by the caller.  No exception other
+        than `AuthenticationFailed` escapes, whatever the header values.
         """
         date_text = _header_text(date_header, _MAX_DATE_LENGTH, "Date")
         signature_text = _header_text(

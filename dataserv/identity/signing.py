@@ -1,9 +1,8 @@
-"""
-Client-side signing of farmer requests.
+"""Client-side signing of farmer requests.
 
-The counterpart of L{dataserv.identity.auth}: a L{FarmerKey} signs
-C{"<server address> <Date>"} in Bitcoin's signed-message format with
-deterministic (RFC 6979) ECDSA, as field clients do, and L{headers_for}
+The counterpart of `dataserv.identity.auth`: a `FarmerKey` signs
+`"<server address> <Date>"` in Bitcoin's signed-message format with
+deterministic (RFC 6979) ECDSA, as field clients do, and `headers_for`
 builds the request headers from that.
 """
 
@@ -11,9 +10,10 @@ import base64
 import email.utils
 import hashlib
 import os
+from typing import Dict, Optional
 
 from dataserv.identity.addresses import hash160, nodeid_to_address
-from dataserv.identity.auth import SECP256K1_ORDER, get_backend, message_digest
+from dataserv.identity.auth import SECP256K1_ORDER, ecdsa_recover, message_digest
 
 __all__ = ["FarmerKey", "headers_for"]
 
@@ -22,20 +22,15 @@ _COMPRESSED_HEADER_BASE = 31
 
 
 class FarmerKey:
-    """
-    A farmer's secp256k1 private key and the identity derived from it.
+    """A farmer's secp256k1 private key and the identity derived from it.
 
-    @ivar secret: The 32-byte private key.
-    @ivar public_key: The 33-byte compressed public key.
-    @ivar nodeid: hash160 of the compressed public key, as lowercase hex.
-    @ivar address: The P2PKH address of the compressed public key.
+    `secret` is the 32-byte private key (big-endian, in [1, n-1]; anything
+    else raises ValueError), `public_key` the 33-byte compressed public key,
+    `nodeid` the hash160 of that key as lowercase hex and `address` its
+    P2PKH address.
     """
 
-    def __init__(self, secret):
-        """
-        @param secret: 32 bytes, big-endian, a scalar in [1, n-1].
-        @raise ValueError: If C{secret} is not a valid private key.
-        """
+    def __init__(self, secret: bytes) -> None:
         from ecdsa import SECP256k1, SigningKey
 
         secret = bytes(secret)
@@ -45,12 +40,11 @@ class FarmerKey:
             raise ValueError("private key out of range")
         self.secret = secret
         self._signing_key = SigningKey.from_string(secret, curve=SECP256k1)
-        self.public_key = self._signing_key.get_verifying_key().to_string("compressed")
+        self.public_key: bytes = self._signing_key.get_verifying_key().to_string(
+            "compressed"
+        )
         self.nodeid = hash160(self.public_key).hex()
         self.address = nodeid_to_address(self.nodeid)
-        # The pure-Python recovery is needed to find the recovery id of
-        # signatures made with ecdsa, which does not report it.
-        self._ecdsa_backend = get_backend("ecdsa")
         try:
             import coincurve
         except ImportError:
@@ -59,12 +53,8 @@ class FarmerKey:
             self._coincurve_key = coincurve.PrivateKey(secret)
 
     @classmethod
-    def generate(cls):
-        """
-        Create a key from the operating system's random source.
-
-        @return: A new L{FarmerKey}.
-        """
+    def generate(cls) -> "FarmerKey":
+        """Create a key from the operating system's random source."""
         while True:
             secret = os.urandom(32)
             # Out-of-range values are astronomically unlikely; retry anyway.
@@ -72,25 +62,18 @@ class FarmerKey:
                 return cls(secret)
 
     @classmethod
-    def from_seed(cls, seed):
-        """
-        Derive a key deterministically from a seed; meant for tests.
-
-        @param seed: Any bytes; the secret is their SHA-256.
-        @return: A L{FarmerKey}.
-        """
+    def from_seed(cls, seed: bytes) -> "FarmerKey":
+        """Derive a key from any bytes (the secret is their SHA-256); meant for tests."""
         return cls(hashlib.sha256(bytes(seed)).digest())
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         # Never show the secret.
         return f"<FarmerKey {self.address}>"
 
-    def sign_message(self, message):
-        """
-        Sign a message with the pure-Python ecdsa package.
+    def sign_message(self, message: str) -> str:
+        """Sign `message` (UTF-8) with the pure-Python ecdsa package.
 
-        @param message: The text to sign (encoded as UTF-8).
-        @return: The base64 of the 65-byte compact signature.
+        Returns the base64 of the 65-byte compact signature.
         """
         from ecdsa.util import sigencode_strings
 
@@ -104,22 +87,22 @@ class FarmerKey:
         if s > SECP256K1_ORDER // 2:
             s = SECP256K1_ORDER - s
         rs = r_bytes + s.to_bytes(32, "big")
-        for recid in range(4):
-            recovered = self._ecdsa_backend.recover(digest, rs, recid, True)
-            if recovered == self.public_key:
-                header = bytes((_COMPRESSED_HEADER_BASE + recid,))
-                return base64.b64encode(header + rs).decode("ascii")
+        # ecdsa does not report the recovery id; it is the position of our
+        # key among the recovered candidates (R.x beyond the order is
+        # astronomically rare, but is ids 2 and 3).
+        for overflow in (False, True):
+            candidates = ecdsa_recover(digest, rs, overflow)
+            for parity, candidate in enumerate(candidates):
+                if candidate.to_string("compressed") == self.public_key:
+                    header = _COMPRESSED_HEADER_BASE + 2 * overflow + parity
+                    return base64.b64encode(bytes((header,)) + rs).decode("ascii")
         raise RuntimeError("no recovery id reproduces the public key")
 
-    def sign_message_fast(self, message):
-        """
-        Sign a message with libsecp256k1 through coincurve when installed.
+    def sign_message_fast(self, message: str) -> str:
+        """Sign `message` like `sign_message`, but with coincurve, much faster.
 
-        Produces the same signature as L{sign_message}, much faster; falls
-        back to L{sign_message} if coincurve is not importable.
-
-        @param message: The text to sign (encoded as UTF-8).
-        @return: The base64 of the 65-byte compact signature.
+        Produces the same signature as `sign_message`, and falls back to it
+        when coincurve is not importable.
         """
         if self._coincurve_key is None:
             return self.sign_message(message)
@@ -131,15 +114,13 @@ class FarmerKey:
         return base64.b64encode(header + signature[:64]).decode("ascii")
 
 
-def headers_for(key, server_address, date=None):
-    """
-    Build the authentication headers for one request.
+def headers_for(
+    key: FarmerKey, server_address: str, date: Optional[str] = None
+) -> Dict[bytes, bytes]:
+    """Return the Date and Authorization headers of one request to `server_address`.
 
-    @param key: The farmer's L{FarmerKey}.
-    @param server_address: The address of the server being called.
-    @param date: The Date header text; defaults to the current local time
-        in RFC 2822 form.
-    @return: C{{b"Date": ..., b"Authorization": ...}}.
+    `date` is the Date header text; it defaults to the current local time in
+    RFC 2822 form.
     """
     if date is None:
         date = email.utils.formatdate(localtime=True)

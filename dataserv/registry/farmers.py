@@ -9,6 +9,7 @@ this module; the API layer maps them to status codes and texts.
 import functools
 import re
 from dataclasses import dataclass
+from typing import Optional
 
 from twisted.internet import defer
 
@@ -131,7 +132,7 @@ class Request:
     date: object           # the Date header as sent (bytes/str) or None
     authorization: object  # the Authorization header or None
     now: float             # Unix seconds, read once at request entry
-    ip: str = None         # the client's IP (never published)
+    ip: Optional[str] = None  # the client's IP (never published)
 
 
 class RecentContacts:

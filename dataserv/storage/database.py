@@ -128,7 +128,7 @@ class Database(service.Service):
     of one (the embedded cluster supplies it once it has started)."""
 
     log = Logger()
-    name = "database"
+    name = "database"  # type: ignore[assignment]  # Twisted types Service.name as None
 
     def __init__(self, clock, dsn, pool_size=4, retry_backoff=_backoff,
                  schema_dir=None):

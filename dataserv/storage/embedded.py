@@ -11,7 +11,7 @@ class EmbeddedPostgres(service.Service):
     """Runs a :class:`~dataserv.storage.pgcluster.Cluster`; blocking steps run in a thread."""
 
     log = Logger()
-    name = "embedded-postgres"
+    name = "embedded-postgres"  # type: ignore[assignment]  # Twisted types Service.name as None
 
     def __init__(self, reactor, cluster):
         self.reactor = reactor
