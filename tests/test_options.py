@@ -193,6 +193,48 @@ class InvalidValueTests(ParsingTestsMixin, SynchronousTestCase):
         self.assertRejected(environ={"DATASERV_SKIP_AUTHENTICATION": "maybe"},
                             names="DATASERV_SKIP_AUTHENTICATION")
 
+    def test_database_not_a_dsn(self):
+        message = self.assertRejected(["--database", "dbname"], names="--database")
+        self.assertIn('missing "="', message)
+
+    def test_database_url_with_unknown_parameter(self):
+        message = self.assertRejected(
+            environ={"DATASERV_DATABASE": "postgresql://u:secret@db/x?colour=red"},
+            names="DATASERV_DATABASE")
+        self.assertIn("colour", message)
+
+    def test_database_error_hides_the_password(self):
+        message = self.assertRejected(["--database", "postgresql://u:secret@[::1/x"],
+                                      names="--database")
+        self.assertNotIn("secret", message)
+
+    def test_access_log_in_missing_directory(self):
+        missing = os.path.join(self.mktemp(), "logs")
+        message = self.assertRejected(["--access-log", os.path.join(missing, "access.log")],
+                                      names="--access-log")
+        self.assertIn(missing + " does not exist", message)
+
+    def test_access_log_is_a_directory(self):
+        directory = self.mktemp()
+        os.makedirs(directory)
+        self.assertRejected(["--access-log", directory], names="--access-log")
+
+    def test_access_log_in_unwritable_directory(self):
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        os.chmod(directory, 0o500)
+        self.addCleanup(os.chmod, directory, 0o700)
+        if os.access(directory, os.W_OK):
+            self.skipTest("root may write anywhere")
+        message = self.assertRejected(["--access-log", os.path.join(directory, "access.log")],
+                                      names="--access-log")
+        self.assertIn("no permission", message)
+
+    def test_access_log_existing_file_accepted(self):
+        path = os.path.abspath(self.mktemp())
+        open(path, "w").close()
+        self.assertEqual(parse(["--access-log", path]).access_log, path)
+
     def test_flag_error_names_flag_despite_environment(self):
         message = self.assertRejected(["--max-ping", "-1"], {"DATASERV_MAX_PING": "3"},
                                       names="--max-ping")

@@ -4,7 +4,7 @@ from twisted.application import service
 from twisted.internet import defer, threads
 from twisted.logger import Logger
 
-from dataserv.storage.pgcluster import Cluster
+from dataserv.storage.pgcluster import Cluster, DataDirLock
 
 
 class EmbeddedPostgres(service.Service):
@@ -13,25 +13,31 @@ class EmbeddedPostgres(service.Service):
     log = Logger()
     name = "embedded-postgres"
 
-    def __init__(self, reactor, cluster):
+    def __init__(self, reactor, cluster, lock=None):
         self.reactor = reactor
         self.cluster = cluster
+        self.lock = lock
         self._started = None
         self._waiters = []
 
     @classmethod
     def checked(cls, reactor, data_dir):
         """Build one after checking, synchronously, that the cluster can be set up
-        (binaries found, data dir reachable); raises ClusterError saying why not."""
+        (binaries found, data dir reachable and not used by another daemon); raises
+        ClusterError saying why not."""
         cluster = Cluster(data_dir)
         cluster.prepare()
-        return cls(reactor, cluster)
+        lock = DataDirLock(cluster.data_dir)
+        lock.acquire()
+        return cls(reactor, cluster, lock)
 
     def _in_thread(self, f):
         return threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), f)
 
     def startService(self):  # noqa: N802
         super().startService()
+        if self.lock is not None:
+            self.lock.record_pid()  # twistd may have forked since the lock was taken
         self.log.info("starting embedded PostgreSQL in {pgdata}", pgdata=self.cluster.pgdata)
         self._started = self._in_thread(self.cluster.start)
         self._started.addCallbacks(self._up, self._failed)
@@ -75,4 +81,10 @@ class EmbeddedPostgres(service.Service):
         else:
             self._started.addBoth(start_finished)
         finished.addCallback(lambda _: self._in_thread(self.cluster.stop))
+        if self.lock is not None:
+            finished.addBoth(self._release)
         return finished
+
+    def _release(self, result):
+        self.lock.release()
+        return result
