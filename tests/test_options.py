@@ -267,3 +267,35 @@ class StartWarningTests(SynchronousTestCase):
         for flag in ("--skip-authentication", "--no-limits"):
             [warning] = start_warnings(parse([flag]))
             self.assertIn(flag + " is on", warning)
+
+
+class ReadmeTests(SynchronousTestCase):
+    """README's options table lists every flag, with the default the code has."""
+
+    def table(self):
+        readme = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                              "README.md")
+        if not os.path.exists(readme):
+            self.skipTest("no README.md next to tests/")
+        rows = {}
+        with open(readme) as f:
+            for line in f:
+                if line.startswith("| `--"):
+                    flag, default = [cell.strip() for cell in line.split("|")[1:3]]
+                    rows[flag.strip("`")[2:]] = default
+        return rows
+
+    def test_every_flag_once_with_its_default(self):
+        rows = self.table()
+        self.assertEqual(sorted(rows), sorted(o.name for o in config.OPTIONS))
+        for option in config.OPTIONS:
+            shown = rows[option.name]
+            if option.flag:
+                self.assertEqual(shown, "off", option.name)
+            elif option.default is None:
+                self.assertIn("`%s`" % (config.default_data_dir(1000),), shown)
+                self.assertIn("`%s`" % (config.default_data_dir(0),), shown)
+            elif option.default == "":
+                self.assertIn(shown, ("(empty)", "(none)"), option.name)
+            else:
+                self.assertEqual(shown, "`%s`" % (option.default,), option.name)

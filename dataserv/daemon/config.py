@@ -159,7 +159,8 @@ OPTIONS = (
     Option("database", "", _dsn,
            "libpq DSN or postgresql:// URL; empty = embedded PostgreSQL in --data-dir"),
     Option("data-dir", None, _text,
-           "embedded PostgreSQL directory [default: ./dataserv-data, /var/lib/dataserv as root]"),
+           "embedded PostgreSQL directory; created if missing (its parent must exist); one "
+           "daemon at a time [default: ./dataserv-data, /var/lib/dataserv as root]"),
     Option("address", DEFAULT_ADDRESS, _address, "this server's Bitcoin address (farmers sign for it)"),
     Option("online-time", "15", lambda v: _integer(v, 1, 10080),
            "minutes since last contact that a farmer counts as online"),
@@ -180,8 +181,8 @@ OPTIONS = (
            "peers (IPs/networks) whose X-Forwarded-For is believed"),
     Option("pool-size", "4", lambda v: _integer(v, 1, 100), "PostgreSQL connections"),
     Option("access-log", "", _log_file,
-           "file for the HTTP access log (empty = none); written at least every second, "
-           "reopened on SIGHUP"),
+           "file for the HTTP access log (combined format; its directory must exist), "
+           "written out at least every second and reopened on SIGHUP"),
     Option("reuse-port", False, _flag,
            "listen with SO_REUSEPORT so several daemons share the port (tcp only); "
            "bound at start, listening once the first summary is built", flag=True),
