@@ -3,7 +3,7 @@
 import signal
 
 from twisted.application import service
-from twisted.internet import task
+from twisted.internet import defer, task
 from twisted.logger import Logger
 from twisted.web import http, server
 
@@ -169,7 +169,7 @@ class Dataserv(service.MultiService):
         """
         self.http.take_port()
 
-    def startService(self):  # noqa: N802
+    def startService(self) -> None:  # noqa: N802
         process.tune()
         if self.settings.access_log:
             # logrotate moves the file away and sends SIGHUP; the handler runs between
@@ -180,7 +180,7 @@ class Dataserv(service.MultiService):
     def _sighup(self, signum, frame):
         self.reactor.callFromThread(self.site.reopen_access_log)
 
-    def stopService(self):  # noqa: N802
+    def stopService(self) -> defer.Deferred:  # noqa: N802
         if self._previous_sighup is not None:
             (previous,), self._previous_sighup = self._previous_sighup, None
             # None: a handler set outside Python, which cannot be put back.

@@ -1,5 +1,9 @@
 """The embedded PostgreSQL as a service: started with the daemon, stopped with it."""
 
+from __future__ import annotations
+
+from typing import Any
+
 from twisted.application import service
 from twisted.internet import defer, threads
 from twisted.logger import Logger
@@ -13,7 +17,7 @@ class EmbeddedPostgres(service.Service):
     log = Logger()
     name = "embedded-postgres"
 
-    def __init__(self, reactor, cluster, lock=None):
+    def __init__(self, reactor: Any, cluster: Cluster, lock: DataDirLock | None = None) -> None:
         self.reactor = reactor
         self.cluster = cluster
         self.lock = lock
@@ -21,7 +25,7 @@ class EmbeddedPostgres(service.Service):
         self._waiters = []
 
     @classmethod
-    def checked(cls, reactor, data_dir):
+    def checked(cls, reactor: Any, data_dir: str) -> "EmbeddedPostgres":
         """Build one after checking, synchronously, that the cluster can be set up
         (binaries found, data dir reachable and not used by another daemon); raises
         ClusterError saying why not."""
@@ -34,7 +38,7 @@ class EmbeddedPostgres(service.Service):
     def _in_thread(self, f):
         return threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), f)
 
-    def startService(self):  # noqa: N802
+    def startService(self) -> None:  # noqa: N802
         super().startService()
         if self.lock is not None:
             self.lock.record_pid()  # twistd may have forked since the lock was taken
@@ -65,7 +69,7 @@ class EmbeddedPostgres(service.Service):
             self._waiters.append(d)
         return d
 
-    def stopService(self):  # noqa: N802
+    def stopService(self) -> defer.Deferred:  # noqa: N802
         super().stopService()
         self.log.info("stopping embedded PostgreSQL")
         # A start still busy in its thread (initdb, pg_ctl start) would bring the

@@ -98,12 +98,12 @@ class DataDirLock:
 
     NAME = "dataserv.lock"
 
-    def __init__(self, data_dir):
+    def __init__(self, data_dir: str) -> None:
         self.data_dir = os.path.abspath(data_dir)
         self.path = os.path.join(self.data_dir, self.NAME)
         self._file = None
 
-    def acquire(self):
+    def acquire(self) -> None:
         """Take the lock or raise ClusterError naming the pid that holds it."""
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
@@ -121,7 +121,7 @@ class DataDirLock:
         self._file = lock_file
         self.record_pid()
 
-    def record_pid(self):
+    def record_pid(self) -> None:
         """Write our pid into the lock file (again after twistd has daemonised)."""
         if self._file is not None:
             self._file.seek(0)
@@ -129,7 +129,7 @@ class DataDirLock:
             self._file.write("%d\n" % (os.getpid(),))
             self._file.flush()
 
-    def release(self):
+    def release(self) -> None:
         """Give the lock up (it also goes when the process ends)."""
         if self._file is not None:
             lock_file, self._file = self._file, None
