@@ -6,6 +6,7 @@ import filecmp
 import glob
 import hashlib
 import os
+import pwd
 import signal
 import socket
 import subprocess
@@ -137,7 +138,7 @@ class Daemon:
     def listen_string(self):
         return "tcp:%d:interface=127.0.0.1" % (self.port,)
 
-    def spawn(self, twistd_args, cwd=None, env=None):
+    def spawn(self, twistd_args, cwd=None, env=None, **popen):
         """Start twistd with ``twistd_args`` after -n and --pidfile."""
         self.testcase.addCleanup(self._stop_cluster)
         with open(self._log("stdout"), "w") as stdout, open(self._log("stderr"), "w") as stderr:
@@ -145,15 +146,15 @@ class Daemon:
                 [TWISTD, "-n", "--pidfile", self.pidfile()]
                 + list(twistd_args),
                 cwd=cwd or self.directory, env=env or child_environment(),
-                stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL)
+                stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL, **popen)
         self.testcase.addCleanup(self._kill)
         return self
 
-    def start(self, *flags, env=None):
+    def start(self, *flags, env=None, **popen):
         """`twistd -n dataserv` on our port and data dir, plus ``flags`` (later flags win)."""
         return self.spawn(["dataserv", "--listen", self.listen_string(),
                            "--data-dir", self.data_dir, "--summary-interval", "0.5",
-                           "--shard-size", str(TIB)] + list(flags), env=env)
+                           "--shard-size", str(TIB)] + list(flags), env=env, **popen)
 
     def pidfile(self):
         return os.path.join(self.directory, "twistd.pid")
@@ -392,10 +393,10 @@ class StartupRefusalTests(unittest.TestCase):
         return daemon.error_output()
 
     @defer.inlineCallbacks
-    def one_line(self, daemon, *flags, env=None):
+    def one_line(self, daemon, *flags, env=None, **popen):
         """Start with flags, expect exit status 1 and exactly one line on stderr, before
         anything listened or twistd wrote its pid file; that line."""
-        daemon.start(*flags, env=env)
+        daemon.start(*flags, env=env, **popen)
         code = yield daemon.wait_exit(20)
         self.assertEqual(code, 1, daemon.output())
         self.assertFalse(is_listening(daemon.port))
@@ -437,15 +438,32 @@ class StartupRefusalTests(unittest.TestCase):
         self.assertIn("--access-log", line)
         self.assertIn(missing + " does not exist", line)
 
+    def unprivileged(self):
+        """Popen arguments that run twistd as a user who cannot write to a directory of
+        root's with mode 0500: ``nobody`` when we are root, else ourselves."""
+        if os.geteuid() != 0:
+            return {}
+        try:
+            nobody = pwd.getpwnam("nobody")
+        except KeyError:
+            raise unittest.SkipTest("no user 'nobody' to run twistd as")
+        popen = {"user": nobody.pw_uid, "group": nobody.pw_gid, "extra_groups": []}
+        try:
+            subprocess.run([TWISTD, "--version"], cwd="/", env=child_environment(),
+                           capture_output=True, check=True, timeout=30, **popen)
+        except (OSError, subprocess.SubprocessError):
+            raise unittest.SkipTest("user 'nobody' cannot run %s" % (TWISTD,))
+        return popen
+
     @defer.inlineCallbacks
     def test_access_log_unwritable(self):
         daemon = Daemon(self)
         logs = os.path.join(daemon.directory, "logs")
         os.mkdir(logs, 0o500)
-        if os.access(logs, os.W_OK):
-            raise unittest.SkipTest("root may write anywhere")
-        line = yield self.one_line(daemon, "--access-log", os.path.join(logs, "access.log"))
-        self.assertIn("no permission", line)
+        line = yield self.one_line(daemon, "--access-log", os.path.join(logs, "access.log"),
+                                   **self.unprivileged())
+        self.assertIn("--access-log", line)
+        self.assertIn("no permission to create files in " + logs, line)
 
     @defer.inlineCallbacks
     def test_data_dir_in_missing_directory(self):
@@ -461,10 +479,10 @@ class StartupRefusalTests(unittest.TestCase):
         daemon = Daemon(self)
         parent = os.path.join(daemon.directory, "readonly")
         os.mkdir(parent, 0o500)
-        if os.access(parent, os.W_OK):
-            raise unittest.SkipTest("root may write anywhere")
-        line = yield self.one_line(daemon, "--data-dir", os.path.join(parent, "data"))
+        line = yield self.one_line(daemon, "--data-dir", os.path.join(parent, "data"),
+                                   **self.unprivileged())
         self.assertIn("--data-dir", line)
+        self.assertIn("Permission denied", line)
 
     @defer.inlineCallbacks
     def test_bad_dsn(self):
