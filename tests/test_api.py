@@ -1317,6 +1317,33 @@ class HistoryTests(APITestCase):
             self.assertAnswer(reply, 400, b"Invalid since: expected Unix seconds.", TEXT)
 
     @defer.inlineCallbacks
-    def test_since_after_until_is_400(self):
-        reply = yield self.get("/api/total/history?since=200&until=100")
-        self.assertAnswer(reply, 400, b"Invalid range: since is after until.")
+    def test_since_after_until_is_empty(self):
+        # Both bounds given and inverted: a range with no time in it has no rows.
+        yield self.two_rows()
+        since, until = self.t0 + 300, self.t0
+        reply = yield self.get("/api/total/history?since=%d&until=%d" % (since, until))
+        self.assertAnswer(reply, 200, self.rows_json(since, until, []), JSON)
+
+    @defer.inlineCallbacks
+    def test_since_in_the_future_is_empty(self):
+        # A poller whose clock runs ahead asks from tomorrow: nothing yet, not an error.
+        yield self.two_rows()
+        now = self.clock.seconds()
+        reply = yield self.get("/api/total/history?since=%d" % (now + 86400,))
+        self.assertAnswer(reply, 200, self.rows_json(now + 86400, now, []), JSON)
+
+    @defer.inlineCallbacks
+    def test_until_alone_means_the_week_before_it(self):
+        yield self.two_rows()
+        reply = yield self.get("/api/total/history?until=2001")
+        self.assertAnswer(reply, 200, self.rows_json(2001 - 7 * 86400, 2001, []), JSON)
+        until = self.t0 + 1
+        reply = yield self.get("/api/total/history?until=%d" % (until,))
+        self.assertAnswer(reply, 200, self.rows_json(until - 7 * 86400, until, [
+            (self.t0, 0, 0.0, 0)]), JSON)
+
+    @defer.inlineCallbacks
+    def test_garbage_until_is_400(self):
+        for until in ("tomorrow", "nan", "-inf", "1e999"):
+            reply = yield self.get("/api/total/history?until=" + until)
+            self.assertAnswer(reply, 400, b"Invalid until: expected Unix seconds.", TEXT)

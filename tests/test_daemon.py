@@ -6,6 +6,7 @@ import filecmp
 import glob
 import hashlib
 import os
+import pwd
 import signal
 import socket
 import subprocess
@@ -137,23 +138,26 @@ class Daemon:
     def listen_string(self):
         return "tcp:%d:interface=127.0.0.1" % (self.port,)
 
-    def spawn(self, twistd_args, cwd=None, env=None):
+    def spawn(self, twistd_args, cwd=None, env=None, **popen):
         """Start twistd with ``twistd_args`` after -n and --pidfile."""
         self.testcase.addCleanup(self._stop_cluster)
         with open(self._log("stdout"), "w") as stdout, open(self._log("stderr"), "w") as stderr:
             self.process = subprocess.Popen(
-                [TWISTD, "-n", "--pidfile", os.path.join(self.directory, "twistd.pid")]
+                [TWISTD, "-n", "--pidfile", self.pidfile()]
                 + list(twistd_args),
                 cwd=cwd or self.directory, env=env or child_environment(),
-                stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL)
+                stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL, **popen)
         self.testcase.addCleanup(self._kill)
         return self
 
-    def start(self, *flags):
-        """`twistd -n dataserv` on our port and data dir, plus ``flags``."""
+    def start(self, *flags, env=None, **popen):
+        """`twistd -n dataserv` on our port and data dir, plus ``flags`` (later flags win)."""
         return self.spawn(["dataserv", "--listen", self.listen_string(),
                            "--data-dir", self.data_dir, "--summary-interval", "0.5",
-                           "--shard-size", str(TIB)] + list(flags))
+                           "--shard-size", str(TIB)] + list(flags), env=env, **popen)
+
+    def pidfile(self):
+        return os.path.join(self.directory, "twistd.pid")
 
     def _log(self, name):
         return os.path.join(self.directory, name)
@@ -389,6 +393,109 @@ class StartupRefusalTests(unittest.TestCase):
         return daemon.error_output()
 
     @defer.inlineCallbacks
+    def one_line(self, daemon, *flags, env=None, **popen):
+        """Start with flags, expect exit status 1 and exactly one line on stderr, before
+        anything listened or twistd wrote its pid file; that line."""
+        daemon.start(*flags, env=env, **popen)
+        code = yield daemon.wait_exit(20)
+        self.assertEqual(code, 1, daemon.output())
+        self.assertFalse(is_listening(daemon.port))
+        lines = daemon.error_output().splitlines()
+        self.assertEqual(len(lines), 1, daemon.output())
+        self.assertTrue(lines[0].startswith("dataserv: error: "), lines[0])
+        self.assertFalse(os.path.exists(daemon.pidfile()))
+        return lines[0]
+
+    @defer.inlineCallbacks
+    def test_bad_endpoint(self):
+        line = yield self.one_line(Daemon(self), "--listen", "tcpp:80")
+        self.assertIn("--listen", line)
+
+    @defer.inlineCallbacks
+    def test_port_out_of_range(self):
+        for flags in ((), ("--reuse-port",)):
+            line = yield self.one_line(Daemon(self), "--listen", "tcp:70000", *flags)
+            self.assertEqual(line, "dataserv: error: --listen tcp:70000: cannot listen "
+                                   "(bind(): port must be 0-65535.)")
+
+    @defer.inlineCallbacks
+    def test_port_in_use(self):
+        for flags in ((), ("--reuse-port",)):
+            daemon = Daemon(self)
+            holder = socket.socket()  # bound, not listening: is_listening() sees the daemon
+            self.addCleanup(holder.close)
+            holder.bind(("127.0.0.1", daemon.port))
+            line = yield self.one_line(daemon, *flags)
+            self.assertEqual(line, "dataserv: error: --listen %s: cannot listen "
+                                   "(Address already in use)" % (daemon.listen_string(),))
+            self.assertFalse(daemon.cluster_running())
+
+    @defer.inlineCallbacks
+    def test_access_log_in_missing_directory(self):
+        daemon = Daemon(self)
+        missing = os.path.join(daemon.directory, "logs")
+        line = yield self.one_line(daemon, "--access-log", os.path.join(missing, "access.log"))
+        self.assertIn("--access-log", line)
+        self.assertIn(missing + " does not exist", line)
+
+    def unprivileged(self):
+        """Popen arguments that run twistd as a user who cannot write to a directory of
+        root's with mode 0500: ``nobody`` when we are root, else ourselves."""
+        if os.geteuid() != 0:
+            return {}
+        try:
+            nobody = pwd.getpwnam("nobody")
+        except KeyError:
+            raise unittest.SkipTest("no user 'nobody' to run twistd as")
+        popen = {"user": nobody.pw_uid, "group": nobody.pw_gid, "extra_groups": []}
+        try:
+            subprocess.run([TWISTD, "--version"], cwd="/", env=child_environment(),
+                           capture_output=True, check=True, timeout=30, **popen)
+        except (OSError, subprocess.SubprocessError):
+            raise unittest.SkipTest("user 'nobody' cannot run %s" % (TWISTD,))
+        return popen
+
+    @defer.inlineCallbacks
+    def test_access_log_unwritable(self):
+        daemon = Daemon(self)
+        logs = os.path.join(daemon.directory, "logs")
+        os.mkdir(logs, 0o500)
+        line = yield self.one_line(daemon, "--access-log", os.path.join(logs, "access.log"),
+                                   **self.unprivileged())
+        self.assertIn("--access-log", line)
+        self.assertIn("no permission to create files in " + logs, line)
+
+    @defer.inlineCallbacks
+    def test_data_dir_in_missing_directory(self):
+        daemon = Daemon(self)
+        missing = os.path.join(daemon.directory, "typo")
+        line = yield self.one_line(daemon, "--data-dir", os.path.join(missing, "data"))
+        self.assertIn("--data-dir", line)
+        self.assertIn(missing + " does not exist", line)
+        self.assertFalse(os.path.exists(missing))
+
+    @defer.inlineCallbacks
+    def test_data_dir_unwritable(self):
+        daemon = Daemon(self)
+        parent = os.path.join(daemon.directory, "readonly")
+        os.mkdir(parent, 0o500)
+        line = yield self.one_line(daemon, "--data-dir", os.path.join(parent, "data"),
+                                   **self.unprivileged())
+        self.assertIn("--data-dir", line)
+        self.assertIn("Permission denied", line)
+
+    @defer.inlineCallbacks
+    def test_bad_dsn(self):
+        line = yield self.one_line(Daemon(self), "--database", "host=db dbname")
+        self.assertIn("--database is not a libpq DSN", line)
+
+    @defer.inlineCallbacks
+    def test_bad_number_from_environment(self):
+        line = yield self.one_line(Daemon(self),
+                                   env=child_environment(DATASERV_POOL_SIZE="lots"))
+        self.assertIn("DATASERV_POOL_SIZE", line)
+
+    @defer.inlineCallbacks
     def test_invalid_flag(self):
         daemon = Daemon(self)
         stderr = yield self.refused(daemon, "--max-ping", "-5")
@@ -413,3 +520,87 @@ class StartupRefusalTests(unittest.TestCase):
         after = os.stat(private)
         self.assertEqual((after.st_mode, after.st_uid, after.st_gid),
                          (before.st_mode, before.st_uid, before.st_gid))
+
+
+class DataDirLockTests(unittest.TestCase):
+    """One daemon per embedded data dir, however the previous one ended."""
+
+    timeout = 120
+
+    @defer.inlineCallbacks
+    def test_second_daemon_refused_first_left_alone(self):
+        http = http_client()
+        first = Daemon(self).start()
+        yield first.wait_healthy(http)
+        farmer = FarmerClient(first.url, FarmerKey.from_seed(b"lock test"), http=http)
+        self.assertEqual((yield farmer.register()).status, 200)
+
+        second = Daemon(self, data_dir=first.data_dir).start()
+        code = yield second.wait_exit(20)
+        self.assertEqual(code, 1, second.output())
+        self.assertEqual(second.error_output(),
+                         "dataserv: error: data directory %s is in use by pid %d; stop that "
+                         "daemon or choose another --data-dir\n"
+                         % (os.path.abspath(first.data_dir), first.process.pid))
+        self.assertFalse(is_listening(second.port))
+
+        # The first one still has its PostgreSQL and serves.
+        self.assertTrue(first.cluster_running())
+        self.assertEqual((yield farmer.ping()).status, 200)
+        yield first.wait_healthy(http)
+        self.assertIn((yield first.terminate()), (0, -signal.SIGTERM))
+        self.assertFalse(first.cluster_running())
+
+    @defer.inlineCallbacks
+    def test_lock_of_a_killed_daemon_is_taken_over(self):
+        http = http_client()
+        key = FarmerKey.from_seed(b"lock test")
+        first = Daemon(self).start()
+        yield first.wait_healthy(http)
+        self.assertEqual((yield FarmerClient(first.url, key, http=http).register()).status, 200)
+        first.process.send_signal(signal.SIGKILL)
+        yield first.wait_exit(10)
+        self.assertTrue(first.cluster_running())  # its PostgreSQL lives on, orphaned
+
+        second = Daemon(self, data_dir=first.data_dir).start()
+        yield second.wait_healthy(http)
+        with open(os.path.join(second.data_dir, "dataserv.lock")) as f:
+            self.assertEqual(f.read(), "%d\n" % (second.process.pid,))
+        # Same database: the farmer the killed daemon registered is there.
+        self.assertEqual((yield FarmerClient(second.url, key, http=http).register()).status, 409)
+        self.assertIn((yield second.terminate()), (0, -signal.SIGTERM))
+        self.assertFalse(second.cluster_running())
+
+
+class AccessLogTests(unittest.TestCase):
+    """The real daemon writes its access log out promptly and reopens it on SIGHUP."""
+
+    timeout = 90
+
+    @defer.inlineCallbacks
+    def test_lines_appear_and_sighup_reopens(self):
+        http = http_client()
+        daemon = Daemon(self)
+        path = os.path.join(daemon.directory, "access.log")
+        daemon.start("--access-log", path)
+        yield daemon.wait_healthy(http)
+
+        def logged(name, text):
+            def check():
+                with open(name) as f:
+                    return text in f.read()
+            return eventually(check, 5, "%r in %s" % (text, name))
+
+        yield http.get(daemon.url + "/api/address")
+        yield logged(path, "GET /api/address ")  # while running: no 64 KiB wait
+
+        os.rename(path, path + ".1")  # what logrotate does, then it sends SIGHUP
+        daemon.process.send_signal(signal.SIGHUP)
+        yield eventually(lambda: "access log %s reopened" % (path,) in daemon.output(), 10,
+                         "the reopen")
+        yield http.get(daemon.url + "/api/total")
+        yield logged(path, "GET /api/total ")
+        with open(path + ".1") as f:
+            self.assertNotIn("/api/total", f.read())
+        self.assertIsNone(daemon.process.poll())
+        self.assertIn((yield daemon.terminate()), (0, -signal.SIGTERM))

@@ -7,7 +7,8 @@ import time
 from twisted.internet import defer, protocol, reactor, task
 from twisted.trial import unittest
 
-from dataserv.daemon.listening import ReusePortError, ReusePortService, parse_tcp
+from dataserv.daemon.listening import (
+    CannotListen, EndpointListener, ReusePortError, ReusePortService, parse_tcp)
 from tests.test_daemon import free_port
 
 
@@ -95,3 +96,76 @@ class ReusePortServiceTests(unittest.TestCase):
         self.assertTrue(ready.called)  # cancelled: it will not listen later
         self.assertFalse(svc.running)
         self.assertIsNone(svc.port)
+
+
+def held_port():
+    """A port on 127.0.0.1 that a plain socket (no SO_REUSEPORT) listens on; the socket."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(1)
+    return sock
+
+
+class CannotListenTests(unittest.TestCase):
+    """A port the daemon cannot have is CannotListen, one line naming --listen."""
+
+    def assertCannotListen(self, svc, listen, reason):  # noqa: N802
+        with self.assertRaises(CannotListen) as raised:
+            svc.take_port()
+        message = str(raised.exception)
+        self.assertEqual(message, "--listen %s: cannot listen (%s)" % (listen, reason))
+        self.assertIsNone(svc.port)
+
+    def test_endpoint_port_in_use(self):
+        holder = held_port()
+        self.addCleanup(holder.close)
+        listen = "tcp:%d:interface=127.0.0.1" % holder.getsockname()[1]
+        self.assertCannotListen(EndpointListener(reactor, listen, Counting()), listen,
+                                "Address already in use")
+
+    def test_endpoint_port_out_of_range(self):
+        self.assertCannotListen(EndpointListener(reactor, "tcp:70000", Counting()),
+                                "tcp:70000", "bind(): port must be 0-65535.")
+
+    def test_reuse_port_in_use(self):
+        holder = held_port()
+        self.addCleanup(holder.close)
+        listen = "tcp:%d:interface=127.0.0.1" % holder.getsockname()[1]
+        self.assertCannotListen(ReusePortService(reactor, listen, Counting()), listen,
+                                "Address already in use")
+
+    def test_reuse_port_out_of_range(self):
+        self.assertCannotListen(ReusePortService(reactor, "tcp:70000", Counting()),
+                                "tcp:70000", "bind(): port must be 0-65535.")
+
+    def test_privileged_start_raises(self):
+        holder = held_port()
+        self.addCleanup(holder.close)
+        svc = EndpointListener(reactor, "tcp:%d:interface=127.0.0.1" % holder.getsockname()[1],
+                               Counting())
+        self.assertRaises(CannotListen, svc.privilegedStartService)
+
+
+class EndpointListenerTests(unittest.TestCase):
+    """Any endpoint string; the port is taken once, by take_port() or on start."""
+
+    def setUp(self):
+        self.port = free_port()
+        self.factory = Counting()
+        self.svc = EndpointListener(reactor, "tcp:%d:interface=127.0.0.1" % self.port,
+                                    self.factory)
+
+    def test_take_port_then_start(self):
+        self.svc.take_port()
+        self.assertEqual(connect_error(self.port), 0)
+        # twistd's start after makeService took the port: the port is kept, not taken twice.
+        self.svc.privilegedStartService()
+        self.svc.startService()
+        self.assertEqual(connect_error(self.port), 0)
+        return self.svc.stopService().addCallback(
+            lambda _: self.assertEqual(connect_error(self.port), errno.ECONNREFUSED))
+
+    def test_start_alone_listens(self):
+        self.svc.startService()
+        self.assertEqual(connect_error(self.port), 0)
+        return self.svc.stopService()

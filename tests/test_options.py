@@ -193,6 +193,48 @@ class InvalidValueTests(ParsingTestsMixin, SynchronousTestCase):
         self.assertRejected(environ={"DATASERV_SKIP_AUTHENTICATION": "maybe"},
                             names="DATASERV_SKIP_AUTHENTICATION")
 
+    def test_database_not_a_dsn(self):
+        message = self.assertRejected(["--database", "dbname"], names="--database")
+        self.assertIn('missing "="', message)
+
+    def test_database_url_with_unknown_parameter(self):
+        message = self.assertRejected(
+            environ={"DATASERV_DATABASE": "postgresql://u:secret@db/x?colour=red"},
+            names="DATASERV_DATABASE")
+        self.assertIn("colour", message)
+
+    def test_database_error_hides_the_password(self):
+        message = self.assertRejected(["--database", "postgresql://u:secret@[::1/x"],
+                                      names="--database")
+        self.assertNotIn("secret", message)
+
+    def test_access_log_in_missing_directory(self):
+        missing = os.path.join(self.mktemp(), "logs")
+        message = self.assertRejected(["--access-log", os.path.join(missing, "access.log")],
+                                      names="--access-log")
+        self.assertIn(missing + " does not exist", message)
+
+    def test_access_log_is_a_directory(self):
+        directory = self.mktemp()
+        os.makedirs(directory)
+        self.assertRejected(["--access-log", directory], names="--access-log")
+
+    def test_access_log_in_unwritable_directory(self):
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        os.chmod(directory, 0o500)
+        self.addCleanup(os.chmod, directory, 0o700)
+        if os.access(directory, os.W_OK):
+            self.skipTest("root may write anywhere")
+        message = self.assertRejected(["--access-log", os.path.join(directory, "access.log")],
+                                      names="--access-log")
+        self.assertIn("no permission", message)
+
+    def test_access_log_existing_file_accepted(self):
+        path = os.path.abspath(self.mktemp())
+        open(path, "w").close()
+        self.assertEqual(parse(["--access-log", path]).access_log, path)
+
     def test_flag_error_names_flag_despite_environment(self):
         message = self.assertRejected(["--max-ping", "-1"], {"DATASERV_MAX_PING": "3"},
                                       names="--max-ping")
@@ -225,3 +267,35 @@ class StartWarningTests(SynchronousTestCase):
         for flag in ("--skip-authentication", "--no-limits"):
             [warning] = start_warnings(parse([flag]))
             self.assertIn(flag + " is on", warning)
+
+
+class ReadmeTests(SynchronousTestCase):
+    """README's options table lists every flag, with the default the code has."""
+
+    def table(self):
+        readme = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                              "README.md")
+        if not os.path.exists(readme):
+            self.skipTest("no README.md next to tests/")
+        rows = {}
+        with open(readme) as f:
+            for line in f:
+                if line.startswith("| `--"):
+                    flag, default = [cell.strip() for cell in line.split("|")[1:3]]
+                    rows[flag.strip("`")[2:]] = default
+        return rows
+
+    def test_every_flag_once_with_its_default(self):
+        rows = self.table()
+        self.assertEqual(sorted(rows), sorted(o.name for o in config.OPTIONS))
+        for option in config.OPTIONS:
+            shown = rows[option.name]
+            if option.flag:
+                self.assertEqual(shown, "off", option.name)
+            elif option.default is None:
+                self.assertIn("`%s`" % (config.default_data_dir(1000),), shown)
+                self.assertIn("`%s`" % (config.default_data_dir(0),), shown)
+            elif option.default == "":
+                self.assertIn(shown, ("(empty)", "(none)"), option.name)
+            else:
+                self.assertEqual(shown, "`%s`" % (option.default,), option.name)

@@ -2,13 +2,16 @@
 
 import os
 import shutil
+import signal
 import stat
+import subprocess
+import sys
 import tempfile
 
 from twisted.trial import unittest
 
 from dataserv.storage import pgcluster
-from dataserv.storage.pgcluster import Cluster, ClusterError, find_bindir
+from dataserv.storage.pgcluster import Cluster, ClusterError, DataDirLock, find_bindir
 from tests.test_migrations import admin
 
 
@@ -150,3 +153,98 @@ class FindBindirTests(unittest.SynchronousTestCase):
         for name in ("initdb", "pg_ctl", "postgres"):
             self.assertTrue(os.access(os.path.join(bindir, name), os.X_OK), name)
 
+
+
+# Takes the lock the way a daemon does, says so, then waits to be killed.
+_HOLDER = """
+import sys, time
+from dataserv.storage.pgcluster import DataDirLock
+lock = DataDirLock(sys.argv[1])
+lock.acquire()
+print("locked", flush=True)
+time.sleep(60)
+"""
+
+
+class DataDirLockTests(unittest.SynchronousTestCase):
+    """One daemon per data dir: flock on a file in it, with the holder's pid."""
+
+    def setUp(self):
+        self.directory = reachable_directory(self)
+
+    def held(self):
+        lock = DataDirLock(self.directory)
+        lock.acquire()
+        self.addCleanup(lock.release)
+        return lock
+
+    def test_second_lock_names_the_holder(self):
+        self.held()
+        with self.assertRaises(ClusterError) as caught:
+            DataDirLock(self.directory).acquire()
+        self.assertEqual(str(caught.exception).split(";")[0],
+                         "data directory %s is in use by pid %d" % (self.directory, os.getpid()))
+
+    def test_released_lock_is_free(self):
+        self.held().release()
+        self.held()
+        with open(os.path.join(self.directory, DataDirLock.NAME)) as f:
+            self.assertEqual(f.read(), "%d\n" % (os.getpid(),))
+
+    def test_lock_of_a_killed_process_is_taken_over(self):
+        holder = subprocess.Popen([sys.executable, "-c", _HOLDER, self.directory],
+                                  stdout=subprocess.PIPE, text=True)
+        self.addCleanup(holder.wait)
+        self.addCleanup(lambda: holder.poll() is None and holder.kill())
+        self.assertEqual(holder.stdout.readline(), "locked\n")
+        holder.stdout.close()
+        with self.assertRaises(ClusterError) as caught:
+            DataDirLock(self.directory).acquire()
+        self.assertIn("in use by pid %d" % (holder.pid,), str(caught.exception))
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+        self.held()  # the kernel dropped the dead process's lock
+
+    def test_unwritable_data_dir(self):
+        with self.assertRaises(ClusterError) as caught:
+            DataDirLock(os.path.join(self.directory, "missing")).acquire()
+        self.assertIn("--data-dir", str(caught.exception))
+
+
+class DataDirCreationTests(unittest.SynchronousTestCase):
+    """The data dir is created, but not a tree of directories up to it."""
+
+    def setUp(self):
+        self.directory = reachable_directory(self)
+
+    def prepared(self, data_dir):
+        cluster = Cluster(data_dir, bindir=fake_bindir(self), user=None)
+        cluster.prepare()
+        return cluster
+
+    def test_created_in_existing_parent(self):
+        data_dir = os.path.join(self.directory, "data")
+        self.prepared(data_dir)
+        self.assertTrue(os.path.isdir(os.path.join(data_dir, "pg")))
+
+    def test_missing_parent(self):
+        parent = os.path.join(self.directory, "typo")
+        with self.assertRaises(ClusterError) as caught:
+            self.prepared(os.path.join(parent, "data"))
+        self.assertIn("%s does not exist" % (parent,), str(caught.exception))
+        self.assertIn("--data-dir", str(caught.exception))
+        self.assertFalse(os.path.exists(parent))
+
+    def test_parent_is_a_file(self):
+        parent = os.path.join(self.directory, "file")
+        open(parent, "w").close()
+        with self.assertRaises(ClusterError) as caught:
+            self.prepared(os.path.join(parent, "data"))
+        self.assertIn("%s is not a directory" % (parent,), str(caught.exception))
+
+    def test_data_dir_is_a_file(self):
+        data_dir = os.path.join(self.directory, "data")
+        open(data_dir, "w").close()
+        with self.assertRaises(ClusterError) as caught:
+            self.prepared(data_dir)
+        self.assertIn("not a directory", str(caught.exception))

@@ -85,6 +85,46 @@ def _text(text):
     return str(text).strip()
 
 
+def _dsn(text):
+    text = str(text).strip()
+    if not text:
+        return text  # the embedded PostgreSQL
+    from psycopg2 import ProgrammingError
+    from psycopg2.extensions import parse_dsn
+
+    try:
+        parse_dsn(text)  # syntax only: whether the server answers is checked at start
+    except ProgrammingError as e:
+        reason = str(e).strip().splitlines()[0]
+        if reason.startswith("invalid dsn: "):
+            reason = reason[len("invalid dsn: "):]
+        if "://" in text:  # libpq may quote the whole URL, password included
+            reason = reason.replace(text, "...")
+        raise ConfigError("is not a libpq DSN (key=value ...) or postgresql:// URL: %s"
+                          % (reason,))
+    return text
+
+
+def _log_file(text):
+    """A file the daemon can append to: its directory exists and is writable."""
+    text = str(text).strip()
+    if not text:
+        return text
+    path = os.path.abspath(text)
+    directory = os.path.dirname(path)
+    if not os.path.isdir(directory):
+        raise ConfigError("%s: directory %s does not exist (create it with mkdir -p)"
+                          % (text, directory))
+    if os.path.isdir(path):
+        raise ConfigError("%s is a directory, not a file" % (text,))
+    if os.path.exists(path):
+        if not os.access(path, os.W_OK):
+            raise ConfigError("%s: no permission to write to it" % (text,))
+    elif not os.access(directory, os.W_OK | os.X_OK):
+        raise ConfigError("%s: no permission to create files in %s" % (text, directory))
+    return text
+
+
 def _flag(text):
     if isinstance(text, bool):
         return text
@@ -117,10 +157,11 @@ class Option:
 
 OPTIONS = (
     Option("listen", "tcp:5000", _endpoint, "endpoint to listen on (twisted endpoint string)"),
-    Option("database", "", _text,
+    Option("database", "", _dsn,
            "libpq DSN or postgresql:// URL; empty = embedded PostgreSQL in --data-dir"),
     Option("data-dir", None, _text,
-           "embedded PostgreSQL directory [default: ./dataserv-data, /var/lib/dataserv as root]"),
+           "embedded PostgreSQL directory; created if missing (its parent must exist); one "
+           "daemon at a time [default: ./dataserv-data, /var/lib/dataserv as root]"),
     Option("address", DEFAULT_ADDRESS, _address, "this server's Bitcoin address (farmers sign for it)"),
     Option("online-time", "15", lambda v: _integer(v, 1, 10080),
            "minutes since last contact that a farmer counts as online"),
@@ -140,7 +181,9 @@ OPTIONS = (
     Option("trusted-proxies", "", _proxies,
            "peers (IPs/networks) whose X-Forwarded-For is believed"),
     Option("pool-size", "4", lambda v: _integer(v, 1, 100), "PostgreSQL connections"),
-    Option("access-log", "", _text, "file for the HTTP access log (empty = none)"),
+    Option("access-log", "", _log_file,
+           "file for the HTTP access log (combined format; its directory must exist), "
+           "written out at least every second and reopened on SIGHUP"),
     Option("reuse-port", False, _flag,
            "listen with SO_REUSEPORT so several daemons share the port (tcp only); "
            "bound at start, listening once the first summary is built", flag=True),

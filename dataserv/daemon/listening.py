@@ -1,19 +1,84 @@
-"""Listening with SO_REUSEPORT, so several daemons can share one port (scale-out).
+"""The daemon's listeners: any endpoint string, or SO_REUSEPORT for scale-out.
 
-Each process binds its own socket to the same address and the kernel spreads new
-connections between them. Only ``tcp:PORT[:interface=HOST][:backlog=N]`` endpoint
-strings are supported this way.
+Both take their port in privilegedStartService, before any other part of the
+daemon starts, and raise CannotListen there when the operator's --listen cannot
+be served (port in use, out of range, no permission).
+
+With SO_REUSEPORT each process binds its own socket to the same address and the
+kernel spreads new connections between them. Only
+``tcp:PORT[:interface=HOST][:backlog=N]`` endpoint strings are supported this way.
 """
 
+from __future__ import annotations
+
 import socket
+from typing import Any, List
 
 from twisted.application import service
 from twisted.internet import defer
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReactorCore
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 
 class ReusePortError(ValueError):
     """The listen string cannot be served with SO_REUSEPORT."""
+
+
+class CannotListen(Exception):
+    """The --listen address cannot be listened on; the message says why, in one line."""
+
+    def __init__(self, listen: str, error: BaseException) -> None:
+        if isinstance(error, CannotListenError) and error.socketError is not None:
+            error = error.socketError
+        reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
+        super().__init__("--listen %s: cannot listen (%s)" % (listen, reason))
+
+
+class EndpointListener(service.Service):
+    """Listens on a Twisted endpoint string; ``port`` is the listening port.
+
+    Unlike StreamServerEndpointService, a failure to listen is raised as
+    CannotListen, from take_port() or privilegedStartService, rather than logged
+    once the reactor runs.
+    """
+
+    def __init__(self, reactor: IReactorCore, listen: str, factory: IProtocolFactory) -> None:
+        self.listen = listen
+        self.endpoint = serverFromString(reactor, listen)
+        self.factory = factory
+        self.port: IListeningPort | None = None
+
+    def privilegedStartService(self) -> None:  # noqa: N802 (Twisted's name)
+        super().privilegedStartService()
+        self.take_port()
+
+    def take_port(self) -> None:
+        """Listen now, unless already listening; raises CannotListen saying why not."""
+        if self.port is not None:
+            return
+        outcome: List[Any] = []
+        self.endpoint.listen(self.factory).addBoth(outcome.append)
+        # Stream endpoints listen at once; a later result would be too late to refuse.
+        if not outcome:
+            raise CannotListen(self.listen, RuntimeError("the endpoint did not listen at once"))
+        if isinstance(outcome[0], Failure):
+            raise CannotListen(self.listen, outcome[0].value)
+        self.port = outcome[0]
+
+    def startService(self) -> None:  # noqa: N802
+        self.take_port()  # when started without the privileged step
+        super().startService()
+
+    def stopService(self) -> defer.Deferred | None:  # noqa: N802
+        super().stopService()
+        if self.port is not None:
+            port: Any = self.port  # zope interfaces read as classes to mypy
+            self.port = None
+            return defer.maybeDeferred(port.stopListening)
+        return None
 
 
 def parse_tcp(listen):
@@ -45,8 +110,9 @@ def parse_tcp(listen):
 class ReusePortService(service.Service):
     """Listens on the address of ``listen`` with SO_REUSEPORT set.
 
-    The socket is bound when the service starts (while the daemon may still hold
-    the privileges a low port needs) but listens only once ``when_ready()`` fires.
+    The socket is bound by take_port() or when the service starts (while the daemon
+    may still hold the privileges a low port needs) but listens only once
+    ``when_ready()`` fires.
     Until a socket listens the kernel gives it no connections, so a daemon joining
     others on the port takes no farmer's request before it can answer it.
     """
@@ -55,6 +121,7 @@ class ReusePortService(service.Service):
 
     def __init__(self, reactor, listen, factory, when_ready=None):
         self.reactor = reactor
+        self.listen = listen
         self.address = parse_tcp(listen)
         self.factory = factory
         self._when_ready = when_ready or (lambda: defer.succeed(None))
@@ -63,21 +130,29 @@ class ReusePortService(service.Service):
         self.port = None
 
     def privilegedStartService(self):  # noqa: N802 (Twisted's name)
+        self.take_port()
+        super().privilegedStartService()
+
+    def take_port(self) -> None:
+        """Bind now, unless already bound; raises CannotListen saying why not."""
+        if self._socket is not None or self.port is not None:
+            return
         host, port, _, family = self.address
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sock.bind((host, port))
+        except (OSError, OverflowError) as e:
+            sock.close()
+            raise CannotListen(self.listen, e)
         except BaseException:
             sock.close()
             raise
         self._socket = sock
-        super().privilegedStartService()
 
     def startService(self):  # noqa: N802
-        if self._socket is None:  # started without the privileged step
-            self.privilegedStartService()
+        self.take_port()  # when started without the privileged step
         super().startService()
         host, port, _, _ = self.address
         self.log.info("bound {host}:{port} with SO_REUSEPORT; listening once the database "

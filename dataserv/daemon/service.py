@@ -1,9 +1,10 @@
 """The daemon's service tree: embedded PostgreSQL, database pool, summariser, HTTP."""
 
+import signal
+from typing import Any
+
 from twisted.application import service
-from twisted.application.internet import StreamServerEndpointService
-from twisted.internet.endpoints import serverFromString
-from twisted.internet import task, threads
+from twisted.internet import defer, task, threads
 from twisted.logger import Logger
 from twisted.web import http, server
 
@@ -13,7 +14,7 @@ from dataserv.identity.auth import Verifier
 from dataserv.storage.database import Database
 from dataserv.storage.embedded import EmbeddedPostgres
 from dataserv.registry.farmers import Farmers
-from dataserv.daemon.listening import ReusePortService
+from dataserv.daemon.listening import EndpointListener, ReusePortService
 from dataserv.web.metrics import RequestCounter
 from dataserv.web.snapshot import SnapshotRenderer
 from dataserv.storage.store import FarmerStore
@@ -55,19 +56,78 @@ class Site(server.Site):
     """A Site whose access log is a plain file with a 64 KiB buffer, or nothing.
 
     Without --access-log nothing is logged per request: sending every request through
-    the twistd log cost about 30 % of throughput when measured. The file is never
-    rotated by the daemon (use logrotate with copytruncate).
+    the twistd log cost about 30 % of throughput when measured. The buffer is written
+    out every FLUSH_INTERVAL seconds, so `tail -f` keeps up. The daemon never rotates
+    the file; reopen_access_log() (SIGHUP) lets logrotate move it away.
     """
 
     noisy = False
     protocol = _Channel  # type: ignore[assignment]  # Twisted types it as a factory of the base class
+    FLUSH_INTERVAL = 1.0  # seconds between writes of the access log's buffer
 
     def __init__(self, resource, requests=None, **kwargs):
         super().__init__(resource, **kwargs)
         self.requests = requests if requests is not None else RequestCounter()
+        self._flushing = None
+        self._flush_failed = False
 
     def _openLogFile(self, path):  # noqa: N802 (Twisted's name)
         return open(path, "a", buffering=1 << 16, newline="\n")
+
+    def _access_log(self):
+        """The open access log file, or None (no --access-log, or not started)."""
+        return getattr(self, "logFile", None) if self.logPath else None
+
+    def startFactory(self) -> None:  # noqa: N802 (Twisted's name)
+        super().startFactory()
+        if self.logPath:
+            self._flushing = task.LoopingCall(self.flush_access_log)
+            self._flushing.clock = self.reactor
+            self._flushing.start(self.FLUSH_INTERVAL, now=False)
+
+    def stopFactory(self) -> None:  # noqa: N802 (Twisted's name)
+        if self._flushing is not None:
+            if self._flushing.running:
+                self._flushing.stop()
+            self._flushing = None
+        super().stopFactory()  # closes the file, writing out what is buffered
+
+    def flush_access_log(self) -> None:
+        """Write the buffered access log lines to the file."""
+        log_file = self._access_log()
+        if log_file is None:
+            return
+        try:
+            log_file.flush()
+        except OSError as e:
+            if not self._flush_failed:  # once per failure, not once a second
+                log.error("cannot write the access log {path}: {error}",
+                          path=self.logPath, error=e.strerror or str(e))
+            self._flush_failed = True
+        else:
+            self._flush_failed = False
+
+    def reopen_access_log(self) -> None:
+        """Close the access log and open its path afresh, e.g. after logrotate moved it.
+
+        If the path cannot be opened, the daemon keeps writing to the old file.
+        """
+        old = self._access_log()
+        if old is None:
+            return
+        try:
+            new = self._openLogFile(self.logPath)
+        except OSError as e:
+            log.error("cannot reopen the access log {path}: {error}; still writing to the "
+                      "file that was open", path=self.logPath, error=e.strerror or str(e))
+            return
+        self.logFile = new
+        try:
+            old.close()
+        except OSError as e:
+            log.error("lines of the old access log were lost: {error}",
+                      error=e.strerror or str(e))
+        log.info("access log {path} reopened", path=self.logPath)
 
     def log(self, request):
         self.requests.count(request)
@@ -112,9 +172,34 @@ class _Warning(service.Service):
 class Dataserv(service.MultiService):
     """The whole daemon; its parts are attributes so tests and tools can reach them."""
 
-    def startService(self):  # noqa: N802
+    _previous_sighup: Any = None  # (handler,) while ours is installed
+
+    def take_port(self) -> None:
+        """Listen (or bind, with --reuse-port) now; raises CannotListen saying why not.
+
+        makeService calls this, before twistd writes its pid file, redirects stderr
+        into its log or daemonises: a port the daemon cannot have is then one line on
+        the operator's terminal. Starting the service later keeps the port.
+        """
+        self.http.take_port()
+
+    def startService(self) -> None:  # noqa: N802
         process.tune()
+        if self.settings.access_log:
+            # logrotate moves the file away and sends SIGHUP; the handler runs between
+            # two bytecodes of the reactor thread, so it only schedules the reopen.
+            self._previous_sighup = (signal.signal(signal.SIGHUP, self._sighup),)
         super().startService()
+
+    def _sighup(self, signum, frame):
+        self.reactor.callFromThread(self.site.reopen_access_log)
+
+    def stopService(self) -> defer.Deferred:  # noqa: N802
+        if self._previous_sighup is not None:
+            (previous,), self._previous_sighup = self._previous_sighup, None
+            # None: a handler set outside Python, which cannot be put back.
+            signal.signal(signal.SIGHUP, signal.SIG_DFL if previous is None else previous)
+        return super().stopService()
 
     def __init__(self, settings, reactor, embedded=None):
         super().__init__()
@@ -147,8 +232,6 @@ class Dataserv(service.MultiService):
             self.http = ReusePortService(reactor, settings.listen, self.site,
                                          when_ready=self.summariser.when_summarised)
         else:
-            self.http = StreamServerEndpointService(
-                serverFromString(reactor, settings.listen), self.site)
-            self.http._raiseSynchronously = True
+            self.http = EndpointListener(reactor, settings.listen, self.site)
         self.http.setServiceParent(self)
 

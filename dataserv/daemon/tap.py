@@ -44,9 +44,12 @@ def makeService(options, reactor=None):  # noqa: N802 (twistd's name)
     """The daemon's MultiService for validated options."""
     if reactor is None:
         from twisted.internet import reactor  # only entry points touch the global reactor
+    from dataserv.daemon.listening import CannotListen
     from dataserv.daemon.service import Dataserv
 
     try:
-        return Dataserv(options.settings, reactor)
-    except ClusterError as e:
+        daemon = Dataserv(options.settings, reactor)
+        daemon.take_port()
+    except (ClusterError, CannotListen) as e:
         raise SystemExit("dataserv: error: %s" % (e,))
+    return daemon

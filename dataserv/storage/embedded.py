@@ -1,10 +1,14 @@
 """The embedded PostgreSQL as a service: started with the daemon, stopped with it."""
 
+from __future__ import annotations
+
+from typing import Any, List, Optional
+
 from twisted.application import service
 from twisted.internet import defer, threads
 from twisted.logger import Logger
 
-from dataserv.storage.pgcluster import Cluster
+from dataserv.storage.pgcluster import Cluster, DataDirLock
 
 
 class EmbeddedPostgres(service.Service):
@@ -13,25 +17,31 @@ class EmbeddedPostgres(service.Service):
     log = Logger()
     name = "embedded-postgres"  # type: ignore[assignment]  # Twisted types Service.name as None
 
-    def __init__(self, reactor, cluster):
+    def __init__(self, reactor: Any, cluster: Cluster, lock: DataDirLock | None = None) -> None:
         self.reactor = reactor
         self.cluster = cluster
-        self._started = None
-        self._waiters = []
+        self.lock = lock
+        self._started: Optional[defer.Deferred] = None
+        self._waiters: List[defer.Deferred] = []
 
     @classmethod
-    def checked(cls, reactor, data_dir):
+    def checked(cls, reactor: Any, data_dir: str) -> "EmbeddedPostgres":
         """Build one after checking, synchronously, that the cluster can be set up
-        (binaries found, data dir reachable); raises ClusterError saying why not."""
+        (binaries found, data dir reachable and not used by another daemon); raises
+        ClusterError saying why not."""
         cluster = Cluster(data_dir)
         cluster.prepare()
-        return cls(reactor, cluster)
+        lock = DataDirLock(cluster.data_dir)
+        lock.acquire()
+        return cls(reactor, cluster, lock)
 
     def _in_thread(self, f):
         return threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), f)
 
-    def startService(self):  # noqa: N802
+    def startService(self) -> None:  # noqa: N802
         super().startService()
+        if self.lock is not None:
+            self.lock.record_pid()  # twistd may have forked since the lock was taken
         self.log.info("starting embedded PostgreSQL in {pgdata}", pgdata=self.cluster.pgdata)
         self._started = self._in_thread(self.cluster.start)
         self._started.addCallbacks(self._up, self._failed)
@@ -59,12 +69,12 @@ class EmbeddedPostgres(service.Service):
             self._waiters.append(d)
         return d
 
-    def stopService(self):  # noqa: N802
+    def stopService(self) -> defer.Deferred:  # noqa: N802
         super().stopService()
         self.log.info("stopping embedded PostgreSQL")
         # A start still busy in its thread (initdb, pg_ctl start) would bring the
         # server up after a stop run beside it: let it finish, then stop.
-        finished = defer.Deferred()
+        finished: defer.Deferred = defer.Deferred()
 
         def start_finished(result):
             finished.callback(None)
@@ -75,4 +85,10 @@ class EmbeddedPostgres(service.Service):
         else:
             self._started.addBoth(start_finished)
         finished.addCallback(lambda _: self._in_thread(self.cluster.stop))
+        if self.lock is not None:
+            finished.addBoth(self._release)
         return finished
+
+    def _release(self, result):
+        self.lock.release()
+        return result

@@ -6,6 +6,7 @@ refuses to run as root, so a root daemon runs the cluster as an unprivileged use
 the directory it creates for the cluster inside the data dir.
 """
 
+import fcntl
 import glob
 import importlib.util
 import os
@@ -14,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from typing import IO, Optional
 
 # Unix socket paths are limited to 107 bytes; leave room for "/.s.PGSQL.5432".
 _MAX_SOCKET_DIR = 90
@@ -86,6 +88,55 @@ def cluster_user(euid=None):
                        "PostgreSQL as; run the daemon as an ordinary user or give --database")
 
 
+class DataDirLock:
+    """An exclusive lock on a data dir while one daemon uses it.
+
+    flock(2) on a file in the directory: the kernel drops the lock when the
+    process ends, however it ends, so a lock left by a daemon killed with SIGKILL
+    is free again for the next one. The file holds the holder's pid, for the
+    message the next one prints.
+    """
+
+    NAME = "dataserv.lock"
+
+    def __init__(self, data_dir: str) -> None:
+        self.data_dir = os.path.abspath(data_dir)
+        self.path = os.path.join(self.data_dir, self.NAME)
+        self._file: Optional[IO[str]] = None
+
+    def acquire(self) -> None:
+        """Take the lock or raise ClusterError naming the pid that holds it."""
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as e:
+            raise ClusterError("cannot write to data dir %s: %s; fix its permissions or "
+                               "choose another --data-dir" % (self.data_dir, e.strerror))
+        lock_file = os.fdopen(fd, "r+")
+        try:
+            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = lock_file.read().strip() or "unknown"
+            lock_file.close()
+            raise ClusterError("data directory %s is in use by pid %s; stop that daemon "
+                               "or choose another --data-dir" % (self.data_dir, holder))
+        self._file = lock_file
+        self.record_pid()
+
+    def record_pid(self) -> None:
+        """Write our pid into the lock file (again after twistd has daemonised)."""
+        if self._file is not None:
+            self._file.seek(0)
+            self._file.truncate()
+            self._file.write("%d\n" % (os.getpid(),))
+            self._file.flush()
+
+    def release(self) -> None:
+        """Give the lock up (it also goes when the process ends)."""
+        if self._file is not None:
+            lock_file, self._file = self._file, None
+            lock_file.close()
+
+
 class Cluster:
     """One PostgreSQL cluster under ``data_dir``/pg, reachable over a unix socket only."""
 
@@ -133,10 +184,23 @@ class Cluster:
             % (name, what, path))
 
     def _prepare_directories(self):
-        try:
-            os.makedirs(self.data_dir, exist_ok=True)
-        except OSError as e:
-            raise ClusterError("cannot create data dir %s: %s" % (self.data_dir, e.strerror))
+        if not os.path.isdir(self.data_dir):
+            parent = os.path.dirname(self.data_dir)
+            if not os.path.isdir(parent):
+                # A typo in --data-dir should not grow a directory tree somewhere.
+                raise ClusterError("cannot create data dir %s: %s; choose another --data-dir" % (
+                    self.data_dir,
+                    "%s is not a directory" % (parent,) if os.path.exists(parent)
+                    else "%s does not exist (create it first)" % (parent,)))
+            try:
+                os.mkdir(self.data_dir)
+            except FileExistsError:
+                raise ClusterError("data dir %s exists and is not a directory; choose "
+                                   "another --data-dir" % (self.data_dir,))
+            except OSError as e:
+                raise ClusterError("cannot create data dir %s: %s; fix the permissions of "
+                                   "%s or choose another --data-dir"
+                                   % (self.data_dir, e.strerror, parent))
         if not os.path.isdir(self.pgdata):
             try:
                 os.mkdir(self.pgdata, 0o700)
