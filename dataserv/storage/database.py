@@ -142,9 +142,10 @@ def link_connector(reactor, params: dict):
         opened = defer.Deferred(cancel)
 
         def done(result):
+            if isinstance(result, Failure):
+                link.abandon()  # a failed attempt may leave its socket watched
             if opened.called:  # cancelled: the attempt took too long
-                if not isinstance(result, Failure):
-                    link.abandon()
+                link.abandon()
                 return None
             if isinstance(result, Failure):
                 opened.errback(result)

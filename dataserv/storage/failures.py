@@ -7,7 +7,25 @@ with a short reason; the HTTP layer answers them with 503. Errors in what we ask
 """
 
 import psycopg2
+import psycopg2.errorcodes
+import psycopg2.errors
 from twisted.internet import error as net_error
+
+
+def _sqlstates():
+    # psycopg2 raises a class per SQLSTATE; map each back to its code, so an error
+    # is classified the same whether it came from the server or was built by hand.
+    by_class = {}
+    for value in vars(psycopg2.errorcodes).values():
+        if isinstance(value, str) and len(value) == 5:
+            try:
+                by_class.setdefault(psycopg2.errors.lookup(value), value)
+            except KeyError:
+                pass
+    return by_class
+
+
+_SQLSTATE = _sqlstates()
 
 
 class DatabaseUnavailable(Exception):
@@ -49,7 +67,7 @@ def reason_for(error: BaseException) -> "str | None":
         return LOST
     if not isinstance(error, psycopg2.Error):
         return None
-    code = error.pgcode or ""
+    code = error.pgcode or _SQLSTATE.get(type(error), "")
     if code == "25006":
         return READ_ONLY
     if code == "53100":
