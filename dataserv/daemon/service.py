@@ -124,7 +124,9 @@ class Dataserv(service.MultiService):
         # The original stderr: twistd sends sys.stderr to the log.
         os.write(2, ("dataserv: error: %s\n" % (message,)).encode("utf-8", "replace"))
         exit(_exit, 1)
-        self.reactor.stop()
+        # Start-up may still be under way (a malformed DSN is found at once): stop
+        # once the reactor runs.
+        self.reactor.callWhenRunning(self.reactor.stop)
 
     def startService(self):  # noqa: N802
         process.tune()
