@@ -359,6 +359,16 @@ class HealthTests(DatabaseTestCase):
         self.assertTrue(self.successResultOf(d)[0])
 
 
+    def test_a_call_that_works_clears_the_recent_failure(self):
+        self.failureResultOf(self.fail_with(psycopg2.errors.DiskFull))
+        d = self.db.run_query("INSERT ...")
+        self.link.answer([])
+        self.successResultOf(d)
+        d = self.db.check()
+        self.link.answer([(False,)])
+        self.assertTrue(self.successResultOf(d)[0])
+
+
 class ConnectionParamsTests(SynchronousTestCase):
     """The deadline reaches libpq and PostgreSQL."""
 

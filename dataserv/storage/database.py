@@ -40,7 +40,8 @@ __all__ = ["Database", "DatabaseConflict", "DatabaseUnavailable", "Pool", "Start
 DEFAULT_TIMEOUT = 5.0
 # /health asks the database at most this often (seconds).
 HEALTH_CACHE = 1.0
-# A server-side failure (disk full, ...) keeps /health at 503 for this long (seconds).
+# A server-side failure (disk full, ...) keeps /health at 503 for this long (seconds),
+# unless a call succeeds meanwhile.
 FAILURE_MEMORY = 5.0
 # Log at most one line per kind of failure in this many seconds.
 LOG_INTERVAL = 60.0
@@ -497,7 +498,8 @@ class Database(service.Service):
             self._checking.append(waiter)
         else:
             self._checking = [waiter]
-            self._call(lambda link: link.runQuery(HEALTH_QUERY)).addBoth(self._checked)
+            self._call(lambda link: link.runQuery(HEALTH_QUERY),
+                       ask=False).addBoth(self._checked)
         return waiter
 
     def _checked(self, outcome):
@@ -608,10 +610,19 @@ class Database(service.Service):
 
     # -- queries ------------------------------------------------------------
 
-    def _call(self, work, timeout=None):
+    def _call(self, work, timeout=None, ask=True):
+        """work(link) through the pool; ``ask`` is False for /health's own query,
+        whose success says nothing about writes."""
         if self.pool is None or self.schema_version is None:
             return defer.fail(DatabaseUnavailable(self.reason or "not connected"))
-        return self.pool.run(work, timeout).addErrback(self._translate)
+        d = self.pool.run(work, timeout)
+        if ask:
+            d.addCallback(self._succeeded)
+        return d.addErrback(self._translate)
+
+    def _succeeded(self, result):
+        self._recent = None  # the latest call worked: no failure to report any more
+        return result
 
     def _translate(self, failure):
         error = unavailable(failure.value)
