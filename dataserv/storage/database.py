@@ -19,6 +19,7 @@ deadline, whichever comes first.
 import collections
 import functools
 import math
+from typing import Callable
 
 import psycopg2
 import psycopg2.extensions
@@ -129,7 +130,7 @@ class _Link(txpostgres.Connection):
             self.close()
 
 
-def link_connector(reactor, params: dict):
+def link_connector(reactor, params: dict) -> "Callable[..., defer.Deferred]":
     """A ``connect(on_lost)`` for :class:`Pool`: opens one txpostgres connection."""
 
     def connect(on_lost):
@@ -161,7 +162,8 @@ def link_connector(reactor, params: dict):
 
 
 @defer.inlineCallbacks
-def in_transaction(link, interaction, *args, **kwargs):
+def in_transaction(link, interaction: "Callable[..., object]", *args,
+                   **kwargs) -> defer.Deferred:
     """Run ``interaction(cursor, ...)`` between BEGIN and COMMIT on link.
 
     On failure the transaction is rolled back and the failure passed on; if the
@@ -235,8 +237,8 @@ class Pool:
 
     log = Logger()
 
-    def __init__(self, clock, connect, size, timeout=DEFAULT_TIMEOUT,
-                 reconnect_backoff=backoff):
+    def __init__(self, clock, connect: "Callable[..., defer.Deferred]", size: int,
+                 timeout: float = DEFAULT_TIMEOUT, reconnect_backoff=backoff):
         self.clock = clock
         self._connect = connect
         self.size = size
