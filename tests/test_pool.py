@@ -27,6 +27,16 @@ class FakeLink:
         self.pending.append((sql, d))
         return d
 
+    def cursor(self):
+        """A cursor whose statements wait, like runQuery's, for the test to answer."""
+        link = self
+
+        class Cursor:
+            def execute(self, sql, params=None):
+                return link.runQuery(sql, params)
+
+        return Cursor()
+
     def answer(self, result):
         """Fire the oldest unanswered query with result (rows or an exception)."""
         _, d = self.pending.pop(0)
@@ -302,6 +312,40 @@ class TranslationTests(DatabaseTestCase):
             "database call failed: database is read-only (cannot execute INSERT)"
             " (2 more in the last minute)",
         ])
+
+
+class LongInteractionTests(DatabaseTestCase):
+    """The summary's sliced reads have a deadline of their own."""
+
+    def test_longer_deadline(self):
+        d = self.db.run_long_interaction(120, lambda cursor: cursor.execute("FETCH 2000"))
+        self.assertEqual([sql for sql, _ in self.link.pending], ["BEGIN"])
+        self.link.answer(None)
+        self.clock.advance(119.9)
+        self.assertNoResult(d)
+        self.clock.advance(0.1)
+        self.assertEqual(str(self.failureResultOf(d, DatabaseUnavailable).value),
+                         failures.NOT_ANSWERING)
+
+    def test_ordinary_interaction_has_the_pool_deadline(self):
+        d = self.db.run_interaction(lambda cursor: cursor.execute("SELECT 1"))
+        self.clock.advance(5)
+        self.failureResultOf(d, DatabaseUnavailable)
+
+    def test_commit_after_the_interaction(self):
+        d = self.db.run_interaction(lambda cursor: cursor.execute("INSERT 1"))
+        for _ in range(3):
+            self.link.answer(None)
+        self.successResultOf(d)
+        self.assertEqual(self.link.pending, [])
+
+    def test_rollback_after_a_failed_interaction(self):
+        d = self.db.run_interaction(lambda cursor: cursor.execute("INSERT 1"))
+        self.link.answer(None)  # BEGIN
+        self.link.answer(psycopg2.errors.UniqueViolation("duplicate"))
+        self.assertEqual([sql for sql, _ in self.link.pending], ["ROLLBACK"])
+        self.link.answer(None)
+        self.failureResultOf(d, psycopg2.errors.UniqueViolation)
 
 
 class HealthTests(DatabaseTestCase):

@@ -110,7 +110,7 @@ class Dataserv(service.MultiService):
 
     failed = None  # the one line that stopped start-up, if something did
 
-    def fail(self, message: str, exit=atexit.register) -> None:
+    def fail(self, message: str) -> None:
         """Stop because start-up cannot succeed: one line on stderr, exit status 1.
 
         twistd exits with 0 whenever its reactor stops, so the status is set by an
@@ -123,7 +123,7 @@ class Dataserv(service.MultiService):
         log.critical("start-up failed: {message}", message=message)
         # The original stderr: twistd sends sys.stderr to the log.
         os.write(2, ("dataserv: error: %s\n" % (message,)).encode("utf-8", "replace"))
-        exit(_exit, 1)
+        atexit.register(_exit, 1)
         # Start-up may still be under way (a malformed DSN is found at once): stop
         # once the reactor runs.
         self.reactor.callWhenRunning(self.reactor.stop)
