@@ -3,6 +3,7 @@
 import gc
 
 from twisted.internet import defer
+from twisted.logger import Logger, LogLevel
 from twisted.trial.unittest import SynchronousTestCase
 
 from dataserv.storage.batching import GroupCommit
@@ -128,6 +129,29 @@ class GroupCommitTests(SynchronousTestCase):
         """A failed batch with a cancelled caller leaves no unhandled error behind."""
         third = self.assert_cancel_keeps_item(WriteFailed())
         self.failureResultOf(third, WriteFailed)
+
+    def test_failed_batch_without_callers_is_logged_once(self):
+        """A batch whose every caller has gone still says, in one short line, that it failed."""
+        events = []
+        self.group.log = Logger(observer=events.append)
+        first, second = self.submit_all("a", "b")
+        self.flush.finish()
+        second.cancel()
+        self.failureResultOf(second, defer.CancelledError)
+        self.flush.finish(WriteFailed("database is read-only\nDETAIL: more"))
+        self.assertEqual([e["log_format"].format(**e) for e in events],
+                         ["a batch of 1 writes failed after every caller had gone: "
+                          "database is read-only"])
+        self.assertEqual(events[0]["log_level"], LogLevel.warn)
+
+    def test_failed_batch_with_a_caller_is_not_logged(self):
+        """A failure that reaches a caller is theirs to report."""
+        events = []
+        self.group.log = Logger(observer=events.append)
+        d = self.group.submit("a")
+        self.flush.finish(WriteFailed("no"))
+        self.failureResultOf(d, WriteFailed)
+        self.assertEqual(events, [])
 
     def test_max_batch_splits(self):
         """No batch holds more than max_batch items; the rest follow in order."""

@@ -22,6 +22,7 @@ from dataserv.client.farmer import FarmerClient
 from dataserv.daemon.config import OPTIONS
 from dataserv.storage.pgcluster import Cluster, ClusterError
 from dataserv.identity.signing import FarmerKey
+from tests import pg
 from tests.test_pgcluster import reachable_directory, server_bindir
 
 SOURCE_TREE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -604,3 +605,36 @@ class AccessLogTests(unittest.TestCase):
             self.assertNotIn("/api/total", f.read())
         self.assertIsNone(daemon.process.poll())
         self.assertIn((yield daemon.terminate()), (0, -signal.SIGTERM))
+
+
+class DatabaseMistakeTests(unittest.TestCase):
+    """--database mistakes that waiting cannot heal: exit status 1 and one line, after
+    the reactor has run (the connection is tried only then)."""
+
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def stopped(self, dsn):
+        """Start with --database dsn; the one line on stderr (exit status 1 asserted)."""
+        daemon = Daemon(self)
+        daemon.start("--database", dsn)
+        code = yield daemon.wait_exit(30)
+        self.assertEqual(code, 1, daemon.output())
+        self.assertFalse(is_listening(daemon.port))
+        self.assertFalse(os.path.exists(os.path.join(daemon.directory, "twistd.pid")))
+        lines = daemon.error_output().strip().splitlines()
+        self.assertEqual(len(lines), 1, daemon.output())
+        self.assertTrue(lines[0].startswith("dataserv: error: "), lines[0])
+        self.assertNotIn("Traceback", daemon.output())
+        return lines[0]
+
+    @defer.inlineCallbacks
+    def test_unknown_database(self):
+        line = yield self.stopped(pg.dsn() + " dbname=no_such_database")
+        self.assertIn('database "no_such_database" does not exist', line)
+        self.assertIn("fix the database name in --database", line)
+
+    @defer.inlineCallbacks
+    def test_malformed_dsn(self):
+        line = yield self.stopped("host=/tmp dbname")
+        self.assertIn("--database is not a libpq", line)

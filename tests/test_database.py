@@ -3,6 +3,7 @@
 import os
 
 import psycopg2
+import psycopg2.extensions
 import shutil
 import tempfile
 
@@ -17,6 +18,12 @@ from tests import pg
 
 def _sleep(seconds):
     return task.deferLater(reactor, seconds, lambda: None)
+
+
+def _with(dsn, **changes):
+    params = psycopg2.extensions.parse_dsn(dsn)
+    params.update(changes)
+    return psycopg2.extensions.make_dsn(**params)
 
 
 @defer.inlineCallbacks
@@ -106,17 +113,27 @@ class OutageTests(unittest.TestCase):
     def test_start_while_down_then_up(self):
         dsn = self.cluster.start()
         self.cluster.stop()
-        db = Database(reactor, dsn, pool_size=2, retry_backoff=self._fast_backoff)
+        first_failure = defer.Deferred()
+
+        def backoff():
+            # The first delay is asked for when the first attempt has failed.
+            first_failure.callback(None)
+            yield from self._fast_backoff()
+
+        fatal = []
+        db = Database(reactor, dsn, pool_size=2, retry_backoff=backoff,
+                      on_fatal=fatal.append)
         db.startService()
         self.addCleanup(db.stopService)
-        yield _sleep(0.5)
+        yield first_failure
         self.assertFalse(db.ready)
         ok, details = db.status()
         self.assertFalse(ok)
-        self.assertIn("cannot reach PostgreSQL", details["reason"])
+        self.assertEqual(details["reason"], "cannot reach PostgreSQL (server not running)")
         self.cluster.start()
         yield db.when_ready()
         self.assertEqual((yield db.run_query("SELECT 7")), [(7,)])
+        self.assertEqual(fatal, [])
 
     @defer.inlineCallbacks
     def test_pool_heals_after_restart(self):
@@ -135,9 +152,9 @@ class OutageTests(unittest.TestCase):
         results = yield defer.gatherResults([db.run_query("SELECT %s", (i,)) for i in range(6)])
         self.assertEqual(sorted(r[0][0] for r in results), list(range(6)))
         self.assertTrue(db.status()[0])
-        # Idle connections notice the server going away as a read error, which
-        # the reactor logs; it is expected here.
-        self.flushLoggedErrors(psycopg2.OperationalError)
+        # Idle connections notice the server going away as a read error: it is
+        # reported to the pool, not logged by the reactor as an unhandled error.
+        self.assertEqual(self.flushLoggedErrors(), [])
 
     @defer.inlineCallbacks
     def test_schema_newer_than_code_is_refused(self):
@@ -153,3 +170,56 @@ class OutageTests(unittest.TestCase):
         self.addCleanup(again.stopService)
         yield _eventually(lambda: "newer dataserv" in (again.reason or ""))
         self.assertFalse(again.status()[0])
+
+
+class StartupMistakeTests(unittest.TestCase):
+    """Start-up mistakes that waiting cannot heal: one line naming the setting, at once."""
+
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def fatal_line(self, dsn, schema_dir=None):
+        """Start a Database on dsn; the one line it gave up with."""
+        said = defer.Deferred()
+        db = Database(reactor, dsn, pool_size=2, schema_dir=schema_dir,
+                      on_fatal=said.callback)
+        db.startService()
+        self.addCleanup(db.stopService)
+        line = yield said
+        self.assertFalse(db.status()[0])
+        self.assertEqual(db.status()[1]["reason"], line)
+        self.assertNotIn("\n", line)
+        return line
+
+    @defer.inlineCallbacks
+    def test_unknown_database(self):
+        line = yield self.fatal_line(_with(pg.dsn(), dbname="no_such_database"))
+        self.assertIn('database "no_such_database" does not exist', line)
+        self.assertIn("--database", line)
+
+    @defer.inlineCallbacks
+    def test_unknown_role(self):
+        line = yield self.fatal_line(_with(pg.dsn(), user="no_such_role"))
+        self.assertIn('role "no_such_role" does not exist', line)
+        self.assertIn("--database", line)
+
+    @defer.inlineCallbacks
+    def test_malformed_dsn(self):
+        line = yield self.fatal_line("host=/tmp dbname")
+        self.assertTrue(line.startswith("--database is not a libpq connection string"), line)
+
+    @defer.inlineCallbacks
+    def test_failing_migration(self):
+        name = "dataserv_broken_migration"
+        admin = yield pg.open_database(self, pool_size=1, clean=False)
+        yield admin.run_operation("DROP DATABASE IF EXISTS " + name)
+        yield admin.run_operation("CREATE DATABASE " + name)
+        self.addCleanup(admin.run_operation, "DROP DATABASE IF EXISTS " + name)
+        schema = tempfile.mkdtemp(prefix="dataserv-schema-")
+        self.addCleanup(shutil.rmtree, schema, True)
+        with open(os.path.join(schema, "0001_broken.sql"), "w") as f:
+            f.write("CREATE TABLE broken (id integer PRIMARY KEY,);\n")
+        line = yield self.fatal_line(_with(pg.dsn(), dbname=name), schema_dir=schema)
+        self.assertTrue(line.startswith("schema migration 0001_broken.sql failed (syntax "
+                                        "error"), line)
+        self.assertIn("fix or restore that file", line)

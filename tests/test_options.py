@@ -30,6 +30,7 @@ EXPECTED = {
                         (ipaddress.ip_network("10.0.0.1/32"),
                          ipaddress.ip_network("192.168.0.0/16"))),
     "pool-size": (4, "9", 9),
+    "db-timeout": (5.0, "2.5", 2.5),
     "access-log": ("", "/tmp/access.log", "/tmp/access.log"),
     "data-dir": (None, "/srv/dataserv", "/srv/dataserv"),
 }

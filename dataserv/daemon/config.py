@@ -181,6 +181,8 @@ OPTIONS = (
     Option("trusted-proxies", "", _proxies,
            "peers (IPs/networks) whose X-Forwarded-For is believed"),
     Option("pool-size", "4", lambda v: _integer(v, 1, 100), "PostgreSQL connections"),
+    Option("db-timeout", "5", lambda v: _number(v, 0.1, 3600),
+           "seconds a database call may take before it is abandoned and answered 503"),
     Option("access-log", "", _log_file,
            "file for the HTTP access log (combined format; its directory must exist), "
            "written out at least every second and reopened on SIGHUP"),
@@ -218,6 +220,7 @@ class Settings:
     uptime_days: int = _DEFAULTS["uptime_days"]
     trusted_proxies: tuple = _DEFAULTS["trusted_proxies"]
     pool_size: int = _DEFAULTS["pool_size"]
+    db_timeout: float = _DEFAULTS["db_timeout"]
     access_log: str = _DEFAULTS["access_log"]
     reuse_port: bool = _DEFAULTS["reuse_port"]
     skip_authentication: bool = _DEFAULTS["skip_authentication"]

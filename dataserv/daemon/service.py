@@ -1,6 +1,9 @@
 """The daemon's service tree: embedded PostgreSQL, database pool, summariser, HTTP."""
 
+import atexit
+import os
 import signal
+import sys
 from typing import Any
 
 from twisted.application import service
@@ -169,8 +172,34 @@ class _Warning(service.Service):
         log.warn(self.message)
 
 
+def _exit(status):
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
 class Dataserv(service.MultiService):
     """The whole daemon; its parts are attributes so tests and tools can reach them."""
+
+    failed = None  # the one line that stopped start-up, if something did
+
+    def fail(self, message: str) -> None:
+        """Stop because start-up cannot succeed: one line on stderr, exit status 1.
+
+        twistd exits with 0 whenever its reactor stops, so the status is set by an
+        exit handler that runs once the reactor has stopped every service (the
+        embedded PostgreSQL included) and twistd has removed its pid file.
+        """
+        if self.failed is not None:
+            return
+        self.failed = message
+        log.critical("start-up failed: {message}", message=message)
+        # The original stderr: twistd sends sys.stderr to the log.
+        os.write(2, ("dataserv: error: %s\n" % (message,)).encode("utf-8", "replace"))
+        atexit.register(_exit, 1)
+        # Start-up may still be under way (a malformed DSN is found at once): stop
+        # once the reactor runs.
+        self.reactor.callWhenRunning(self.reactor.stop)
 
     _previous_sighup: Any = None  # (handler,) while ours is installed
 
@@ -213,7 +242,9 @@ class Dataserv(service.MultiService):
             self.embedded = embedded or EmbeddedPostgres.checked(reactor, settings.data_dir)
             self.embedded.setServiceParent(self)
             dsn = self.embedded.dsn
-        self.database = Database(reactor, dsn, pool_size=settings.pool_size)
+        self.database = Database(reactor, dsn, pool_size=settings.pool_size,
+                                 timeout=settings.db_timeout, on_fatal=self.fail,
+                                 setting="--database" if settings.database else "--data-dir")
         self.database.setServiceParent(self)
         self.store = FarmerStore(self.database, reactor)
         self.verifier = Verifier(settings.address, settings.auth_timeout)

@@ -48,12 +48,18 @@ class GroupCommit:
         result.addBoth(self._deliver, batch)
 
     def _deliver(self, result, batch):
+        told = 0
         for _, d in batch:
             if not d.called:
+                told += 1
                 if isinstance(result, defer.Failure):
                     d.errback(result)
                 else:
                     d.callback(result)
-        if isinstance(result, defer.Failure):
-            result = None  # every caller has it; not an unhandled error here
+        if isinstance(result, defer.Failure) and not told:
+            # Nobody is left to answer: say it once, briefly, rather than not at all.
+            why = str(result.value).strip().splitlines()
+            self.log.warn("a batch of {count} writes failed after every caller had gone: "
+                          "{why}", count=len(batch),
+                          why=why[0] if why else type(result.value).__name__)
         self._next()

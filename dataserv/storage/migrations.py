@@ -8,7 +8,10 @@ import os
 import re
 from typing import Any, List, Optional, Sequence, Tuple
 
+import psycopg2
 from twisted.internet import defer
+
+from dataserv.storage.failures import reason_for
 
 SCHEMA_DIR = os.path.join(os.path.dirname(__file__), "schema")
 # Any constant works; it only has to be the same for every dataserv process.
@@ -18,6 +21,21 @@ _NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
 class SchemaTooNew(Exception):
     """The database was migrated by a newer dataserv than this one."""
+
+
+class MigrationFailed(Exception):
+    """A schema file failed to apply for a reason that waiting will not heal."""
+
+    def __init__(self, name: str, error: Exception):
+        super().__init__(name, error)
+        self.name = name
+        self.error = error
+
+    def __str__(self) -> str:
+        message = (str(self.error).strip() or type(self.error).__name__).splitlines()[0]
+        return ("schema migration %s failed (%s): fix or restore that file in "
+                "dataserv/storage/schema/ (or reinstall dataserv) and start again"
+                % (self.name, message))
 
 
 Step = Tuple[int, str, str]
@@ -57,7 +75,12 @@ def apply_all(cursor: Any, steps: Sequence[Step]) -> Any:
             "it was used by a newer dataserv: upgrade this one" % (current, newest))
     for version, name, sql in steps:
         if version > current:
-            yield cursor.execute(sql)
+            try:
+                yield cursor.execute(sql)
+            except psycopg2.Error as e:
+                if reason_for(e) is not None:
+                    raise  # the server's trouble (lost, read-only, full): worth a retry
+                raise MigrationFailed(name, e)
             yield cursor.execute(
                 "INSERT INTO schema_version (version, name) VALUES (%s, %s)", (version, name))
     return max(current, newest)

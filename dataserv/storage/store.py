@@ -8,8 +8,9 @@ the per-statement timings in :attr:`FarmerStore.timings`.
 import math
 from collections import namedtuple
 
-import psycopg2.extensions
 from twisted.internet import defer
+
+from dataserv.storage.failures import DatabaseConflict
 
 FARMER_COLUMNS = ("id, btc_addr, payout_addr, height, reg_time, last_seen,"
                   " bandwidth_upload, bandwidth_download")
@@ -31,6 +32,9 @@ NEVER_THROTTLED = -math.inf
 # to disk at PostgreSQL's default 4 MB (107 ms) and takes ~45 ms in memory.
 SORT_MEMORY = "64MB"
 RETRIES = 3
+# The summary's sliced reads take one transaction of many statements; each statement
+# keeps the usual --db-timeout, the whole read may take this long (seconds).
+SLICED_READ_SECONDS = 120.0
 
 
 class Timings:
@@ -108,7 +112,7 @@ class FarmerStore:
                     "record_contacts",
                     "SELECT btc_addr, written, last_contact FROM record_contacts("
                     "%s::text[], %s::float8[], %s::text[], %s, %s)", params)
-            except psycopg2.extensions.TransactionRollbackError:
+            except DatabaseConflict:
                 # Locks are taken in id order, so this should not happen; if PostgreSQL
                 # still picks us as a deadlock victim, the statement is safe to repeat.
                 if attempt == RETRIES - 1:
@@ -195,7 +199,8 @@ class FarmerStore:
                     return result
                 yield pause()
 
-        return self._interaction(name, interaction)
+        return self.timings.measure(
+            name, self.db.run_long_interaction(SLICED_READ_SECONDS, interaction))
 
     def online_activity(self, cutoff, pause=None):
         """(id, height, last_seen, bandwidth_upload, bandwidth_download) of farmers seen
