@@ -72,14 +72,15 @@ NOT_SUMMARISED = b"Service unavailable: the online list is being built. Try agai
 
 
 def farmer_json(key, reg_time, payout=None, height=0, last_seen=0, uptime=100.0,
-                upload=0.0, download=0.0, extra=b""):
-    """The farmer object as the contract spells it: 2.2.x's four fields, then ours."""
+                upload=0.0, download=0.0, extra=b"", claimed=None):
+    """The farmer object as the contract spells it: 2.2.x's four fields, then ours
+    (``height`` credited, ``claimed_height`` the last claim: the same unless given)."""
     body = (
         '{"btc_addr": "%s", "payout_addr": "%s", "height": %d, "last_seen": %d,'
         ' "nodeid": "%s", "reg_time": %d, "uptime": %r, "bandwidth_upload": %r,'
-        ' "bandwidth_download": %r' % (
+        ' "bandwidth_download": %r, "claimed_height": %d' % (
             key.address, payout or key.address, height, last_seen, key.nodeid, reg_time,
-            uptime, upload, download)).encode()
+            uptime, upload, download, height if claimed is None else claimed)).encode()
     return body + extra + b"}"
 
 
@@ -170,7 +171,11 @@ class APITestCase(unittest.TestCase):
         self.serve()
 
     def serve(self, **changes):
-        """(Re)build the server with settings changed from the defaults."""
+        """(Re)build the server with settings changed from the defaults. Claimed
+        heights are credited as claimed unless a test sets ``max_fill_rate`` (the
+        contract's tests claim heights the moment their farmers register;
+        CreditedHeightTests test the crediting)."""
+        changes.setdefault("max_fill_rate", 0)
         self.server = Server(self.db, self.clock, dataclasses.replace(Settings(), **changes))
         return self.server
 

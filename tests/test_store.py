@@ -254,7 +254,8 @@ class OnlineTests(StoreTestCase):
             yield self.store.set_height(address, height, at, None, WINDOW)
         activity = yield self.store.online_activity(T + 50)
         farmers = yield defer.gatherResults([self.store.farmer(a) for a in (BOB, ALICE, CAROL)])
-        self.assertEqual(activity, [(f.id, f.height, f.last_seen, 0.0, 0.0) for f in farmers])
+        self.assertEqual(activity, [(f.id, f.height, f.last_seen, 0.0, 0.0, f.claimed_height)
+                                    for f in farmers])
 
     @defer.inlineCallbacks
     def test_identities(self):

@@ -14,7 +14,9 @@ from twisted.internet import defer
 from dataserv.identity import addresses
 from dataserv.web import render
 from dataserv.identity.auth import AuthenticationFailed
+from dataserv.registry import credit, limits
 from dataserv.storage.batching import GroupCommit
+from dataserv.storage.store import RegistrationRefused
 
 
 class Rejected(Exception):
@@ -63,6 +65,27 @@ class InvalidBlock(Rejected):
 
 class InvalidResponse(Rejected):
     """The audit response is not 64 hex digits."""
+
+
+class TooMany(Rejected):
+    """A per-farmer or per-network limit is reached; ``retry_after`` is the whole
+    seconds until the next request of this kind will be accepted."""
+
+    def __init__(self, retry_after):
+        super().__init__(retry_after)
+        self.retry_after = retry_after
+
+
+class TooManyRegistrations(TooMany):
+    """The client's network registered its share of new farmers this hour."""
+
+
+class TooManyAudits(TooMany):
+    """The farmer sent its share of audits this hour."""
+
+
+class TooManyBandwidthReports(TooMany):
+    """The farmer sent its share of bandwidth reports this hour."""
 
 
 class DuplicateAudit(Rejected):
@@ -154,6 +177,14 @@ class Farmers:
         self.settings = settings
         self.pings = GroupCommit(self._write_pings)
         self.recent = RecentContacts(settings.max_ping)
+        limited = not settings.no_limits
+        self.fill_rate = credit.fill_rate(settings)
+        self.registrations_per_network = (
+            settings.registrations_per_network if limited else 0) or None
+        self.audits = (limits.HourlyBuckets(settings.audit_limit)
+                       if limited and settings.audit_limit else None)
+        self.bandwidth_reports = (limits.HourlyBuckets(settings.bandwidth_limit)
+                                  if limited and settings.bandwidth_limit else None)
 
     # -- shared checks --------------------------------------------------------
 
@@ -171,6 +202,14 @@ class Farmers:
         except AuthenticationFailed as e:
             raise Unauthenticated(getattr(e, "skew", None))
 
+    @staticmethod
+    def _spend(buckets, address, request, error):
+        """One write of a limited kind for an authenticated farmer, or raise error."""
+        if buckets is not None:
+            wait = buckets.take(address, request.now)
+            if wait:
+                raise error(wait)
+
     # -- the calls ------------------------------------------------------------
 
     @defer.inlineCallbacks
@@ -185,9 +224,14 @@ class Farmers:
                 payout = addresses.parse_payout_address(payout)
             except addresses.InvalidAddress:
                 raise InvalidPayout()
-        record = yield self.store.register(address, payout, request.now, request.ip)
+        record = yield self.store.register(
+            address, payout, request.now, request.ip,
+            network=limits.registration_network(request.ip),
+            limit=self.registrations_per_network, period=limits.HOUR)
         if record is None:
             raise AlreadyRegistered()
+        if isinstance(record, RegistrationRefused):
+            raise TooManyRegistrations(limits.seconds_until(record.retry_at, request.now))
         self.recent.wrote(address, request.now)
         return record
 
@@ -211,7 +255,8 @@ class Farmers:
 
     @defer.inlineCallbacks
     def set_height(self, farmer_id, height_text, request):
-        """Advertise generated storage; always a contact, never throttled."""
+        """Claim a height (generated storage), credited as :mod:`credit` allows;
+        always a contact, never throttled."""
         # 2.2.x matched the height in the route itself, so its syntax comes first.
         height = parse_whole(height_text, InvalidHeight)
         address = self._farmer_id(farmer_id)
@@ -219,7 +264,8 @@ class Farmers:
         if height >= self.settings.height_limit:
             raise HeightLimitExceeded()
         found = yield self.store.set_height(
-            address, height, request.now, request.ip, self.settings.online_seconds)
+            address, height, request.now, request.ip, self.settings.online_seconds,
+            rate=self.fill_rate)
         if not found:
             raise FarmerNotFound()
         self.recent.wrote(address, request.now)
@@ -230,6 +276,7 @@ class Farmers:
         address = self._farmer_id(farmer_id)
         upload, download = parse_amount(upload_text), parse_amount(download_text)
         self._authenticate(address, request)
+        self._spend(self.bandwidth_reports, address, request, TooManyBandwidthReports)
         found = yield self.store.set_bandwidth(
             address, upload, download, request.now, request.ip, self.settings.online_seconds)
         if not found:
@@ -244,6 +291,7 @@ class Farmers:
         if not _SHA256.match(response):
             raise InvalidResponse()
         self._authenticate(address, request)
+        self._spend(self.audits, address, request, TooManyAudits)
         outcome = yield self.store.add_audit(
             address, block, response.lower(), request.now, request.ip,
             self.settings.online_seconds)
@@ -257,7 +305,7 @@ class Farmers:
     def status(self, farmer_id, now):
         """A :class:`FarmerStatus` for self-service; no authentication (it is public)."""
         address = self._farmer_id(farmer_id)
-        record = yield self.store.farmer(address)
+        record = yield self.store.farmer(address, now, self.fill_rate)
         if record is None:
             raise FarmerNotFound()
         count, last_block = yield self.store.audit_summary(record.id)

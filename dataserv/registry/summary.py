@@ -15,6 +15,7 @@ from twisted.internet import defer, task, threads
 from twisted.logger import Logger
 
 from dataserv.daemon import memory
+from dataserv.registry import credit
 from dataserv.web import render
 from dataserv.web.body import Body
 from dataserv.storage.database import DatabaseUnavailable
@@ -148,7 +149,8 @@ class Summariser(service.Service):
             now = started
             yield timed("today", self._refresh_uptime, now)
             activity = yield timed("fetch", self.store.online_activity,
-                                   now - self.settings.online_seconds, pause=self._pause)
+                                   now - self.settings.online_seconds, pause=self._pause,
+                                   now=now, rate=credit.fill_rate(self.settings))
             yield timed("identities", self._learn_identities, activity)
             yield timed("earlier_days", self._refresh_earlier_days, activity, now)
             yield timed("credits", self._refresh_credits, activity)
