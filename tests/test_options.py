@@ -32,6 +32,10 @@ EXPECTED = {
     "pool-size": (4, "9", 9),
     "access-log": ("", "/tmp/access.log", "/tmp/access.log"),
     "data-dir": (None, "/srv/dataserv", "/srv/dataserv"),
+    "max-fill-rate": (1073741824, "0", 0),
+    "audit-limit": (12, "3", 3),
+    "bandwidth-limit": (60, "0", 0),
+    "registrations-per-network": (10, "250", 250),
 }
 
 BOOLEAN_FLAGS = [o.name for o in config.OPTIONS if o.flag]
@@ -192,6 +196,12 @@ class InvalidValueTests(ParsingTestsMixin, SynchronousTestCase):
     def test_skip_authentication_from_environment(self):
         self.assertRejected(environ={"DATASERV_SKIP_AUTHENTICATION": "maybe"},
                             names="DATASERV_SKIP_AUTHENTICATION")
+
+    def test_limits_are_whole_numbers_of_zero_or_more(self):
+        for flag in ("--max-fill-rate", "--audit-limit", "--bandwidth-limit",
+                     "--registrations-per-network"):
+            self.assertRejected([flag, "-1"], names=flag)
+            self.assertRejected([flag, "1.5"], names=flag)
 
     def test_flag_error_names_flag_despite_environment(self):
         message = self.assertRejected(["--max-ping", "-1"], {"DATASERV_MAX_PING": "3"},

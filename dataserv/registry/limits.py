@@ -47,38 +47,36 @@ class HourlyBuckets:
     ``per_hour`` tokens (a full hour's worth may come at once), refilled at
     ``per_hour`` an hour.
 
-    Memory is bounded: past ``max_keys`` keys, the buckets that have filled up again
-    are forgotten (a full bucket is the same as none), and if that is not enough the
-    half seen first goes (those keys start again with a full bucket). "Now" comes from
-    the caller (read once at request entry from the injected clock).
+    Kept as the time each key's bucket will be full again (the "theoretical arrival
+    time" of GCRA): one float per key, and no rounding that accumulates. Memory is
+    bounded: past ``max_keys`` keys, the buckets that are full again are forgotten
+    (a full bucket is the same as none), and if that is not enough the half seen
+    first goes (those keys start again with a full bucket). "Now" comes from the
+    caller (read once at request entry from the injected clock).
     """
 
     def __init__(self, per_hour: int, max_keys: int = 100000):
-        self.capacity = float(per_hour)
-        self.rate = per_hour / HOUR  # tokens per second
+        self.interval = HOUR / per_hour  # seconds per token
         self.max_keys = max_keys
-        self._buckets = {}  # key -> (tokens, at)
+        self._full_at = {}  # key -> when its bucket is full again
 
     def take(self, key: Hashable, now: float) -> int:
         """Spend one token for key: 0 when there was one, else the whole seconds
         until there is one again (nothing is spent then)."""
-        tokens, at = self._buckets.get(key, (self.capacity, now))
-        tokens = min(self.capacity, tokens + max(0.0, now - at) * self.rate)
-        if tokens < 1.0:
-            self._buckets[key] = (tokens, now)
-            return seconds_until(now + (1.0 - tokens) / self.rate, now)
-        if key not in self._buckets and len(self._buckets) >= self.max_keys:
+        full_at = self._full_at.get(key, now)
+        after = (full_at if full_at > now else now) + self.interval
+        if after - now > HOUR:
+            return seconds_until(after - HOUR, now)
+        if key not in self._full_at and len(self._full_at) >= self.max_keys:
             self._make_room(now)
-        self._buckets[key] = (tokens - 1.0, now)
+        self._full_at[key] = after
         return 0
 
     def _make_room(self, now: float) -> None:
-        capacity, rate = self.capacity, self.rate
-        self._buckets = {key: (tokens, at) for key, (tokens, at) in self._buckets.items()
-                         if tokens + (now - at) * rate < capacity}
-        if len(self._buckets) >= self.max_keys:
-            for key in list(islice(self._buckets, len(self._buckets) // 2 + 1)):
-                del self._buckets[key]
+        self._full_at = {key: at for key, at in self._full_at.items() if at > now}
+        if len(self._full_at) >= self.max_keys:
+            for key in list(islice(self._full_at, len(self._full_at) // 2 + 1)):
+                del self._full_at[key]
 
     def __len__(self) -> int:
-        return len(self._buckets)
+        return len(self._full_at)
