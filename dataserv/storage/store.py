@@ -94,10 +94,20 @@ class FarmerStore:
         :class:`RegistrationRefused` when ``network`` already has ``limit``
         registrations in the ``period`` seconds before ``now`` (counted across every
         daemon on the database; no limit when ``limit`` or ``network`` is None)."""
-        rows = yield self._query(
-            "register",
-            "SELECT * FROM register_farmer(%s, %s, %s, %s, %s, %s, %s)",
-            (address, payout, now, ip, network, limit, period))
+        if limit is None or network is None:
+            # Nothing to count: a plain INSERT costs PostgreSQL less than the function.
+            rows = yield self._query(
+                "register",
+                "INSERT INTO farmers (btc_addr, payout_addr, reg_time, last_seen, last_ip,"
+                " height_at, reg_network) VALUES (%s, %s, %s, %s, %s, %s, %s)"
+                " ON CONFLICT (btc_addr) DO NOTHING"
+                " RETURNING NULL, " + FARMER_COLUMNS.format(height="height"),
+                (address, payout, now, now, ip, now, network))
+        else:
+            rows = yield self._query(
+                "register",
+                "SELECT * FROM register_farmer(%s, %s, %s, %s, %s, %s, %s)",
+                (address, payout, now, ip, network, limit, period))
         if not rows:
             return None
         if rows[0][0] is not None:
