@@ -62,14 +62,15 @@ BEGIN
 END
 $$;
 
--- Register a farmer in one round trip. Returns no row when the address is taken
--- (checked first: a farmer registering again gets its 409, never a 429); one row
--- with only retry_at (when a slot frees) when p_network already has p_limit
--- registrations in the last p_period seconds; else the new farmer's row. A NULL
--- p_limit or p_network counts nothing. The per-network advisory lock makes
+-- Register a farmer in one round trip, counting p_network's registrations. Returns
+-- no row when the address is taken; one row with only retry_at (when a slot
+-- frees) when p_network already has p_limit registrations in the last p_period
+-- seconds, unless the address is taken (a farmer registering again gets its 409,
+-- never a 429); else the new farmer's row. The per-network advisory lock makes
 -- concurrent registrations from one network (on any daemon) count one after the
 -- other; each statement of a PL/pgSQL function sees what committed before it, so
--- the count after the lock sees the registration that held it.
+-- the count after the lock sees the registration that held it. (Without a limit
+-- dataserv.storage.store inserts with a plain INSERT.)
 CREATE FUNCTION register_farmer(p_addr text, p_payout text, p_at double precision,
                                 p_ip text, p_network text, p_limit integer,
                                 p_period double precision)
@@ -83,9 +84,6 @@ DECLARE
     v_oldest double precision;
 BEGIN
     IF p_limit IS NOT NULL AND p_network IS NOT NULL THEN
-        IF EXISTS (SELECT 1 FROM farmers f WHERE f.btc_addr = p_addr) THEN
-            RETURN;
-        END IF;
         -- 1684370546 = "dera": any constant, the same in every dataserv.
         PERFORM pg_advisory_xact_lock(1684370546, hashtext(p_network));
         -- The p_limit-th newest registration in the window: once it is older than
@@ -94,6 +92,9 @@ BEGIN
         WHERE f.reg_network = p_network AND f.reg_time > p_at - p_period
         ORDER BY f.reg_time DESC OFFSET p_limit - 1 LIMIT 1;
         IF FOUND THEN
+            IF EXISTS (SELECT 1 FROM farmers f WHERE f.btc_addr = p_addr) THEN
+                RETURN;  -- registered already: 409, as it would be without the limit
+            END IF;
             RETURN QUERY SELECT v_oldest + p_period, NULL::bigint, NULL::text, NULL::text,
                                 NULL::bigint, NULL::double precision, NULL::double precision,
                                 NULL::double precision, NULL::double precision,
