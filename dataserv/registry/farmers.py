@@ -8,6 +8,7 @@ this module; the API layer maps them to status codes and texts.
 
 import re
 from dataclasses import dataclass
+from typing import Optional
 
 from twisted.internet import defer
 
@@ -16,7 +17,7 @@ from dataserv.web import render
 from dataserv.identity.auth import AuthenticationFailed
 from dataserv.registry import credit, limits
 from dataserv.storage.batching import GroupCommit
-from dataserv.storage.store import RegistrationRefused
+from dataserv.storage.store import FarmerRecord, FarmerStore, RegistrationRefused
 
 
 class Rejected(Exception):
@@ -71,7 +72,7 @@ class TooMany(Rejected):
     """A per-farmer or per-network limit is reached; ``retry_after`` is the whole
     seconds until the next request of this kind will be accepted."""
 
-    def __init__(self, retry_after):
+    def __init__(self, retry_after: int):
         super().__init__(retry_after)
         self.retry_after = retry_after
 
@@ -171,7 +172,7 @@ class RecentContacts:
 class Farmers:
     """Register, ping, height, bandwidth and audits, each in the contract's check order."""
 
-    def __init__(self, store, verifier, settings):
+    def __init__(self, store: FarmerStore, verifier, settings) -> None:
         self.store = store
         self.verifier = verifier
         self.settings = settings
@@ -203,7 +204,8 @@ class Farmers:
             raise Unauthenticated(getattr(e, "skew", None))
 
     @staticmethod
-    def _spend(buckets, address, request, error):
+    def _spend(buckets: Optional[limits.HourlyBuckets], address: str, request: "Request",
+               error: type) -> None:
         """One write of a limited kind for an authenticated farmer, or raise error."""
         if buckets is not None:
             wait = buckets.take(address, request.now)
@@ -213,7 +215,8 @@ class Farmers:
     # -- the calls ------------------------------------------------------------
 
     @defer.inlineCallbacks
-    def register(self, farmer_id, payout, request):
+    def register(self, farmer_id: str, payout: Optional[str],
+                 request: Request) -> "defer.Deferred[FarmerRecord]":
         """Register a farmer (payout defaults to its own address); returns its record."""
         address = self._farmer_id(farmer_id)
         self._authenticate(address, request)
@@ -254,7 +257,8 @@ class Farmers:
             contacts, self.settings.max_ping, self.settings.online_seconds)
 
     @defer.inlineCallbacks
-    def set_height(self, farmer_id, height_text, request):
+    def set_height(self, farmer_id: str, height_text: str,
+                   request: Request) -> "defer.Deferred[None]":
         """Claim a height (generated storage), credited as :mod:`credit` allows;
         always a contact, never throttled."""
         # 2.2.x matched the height in the route itself, so its syntax comes first.
@@ -271,7 +275,8 @@ class Farmers:
         self.recent.wrote(address, request.now)
 
     @defer.inlineCallbacks
-    def set_bandwidth(self, farmer_id, upload_text, download_text, request):
+    def set_bandwidth(self, farmer_id: str, upload_text: str, download_text: str,
+                      request: Request) -> "defer.Deferred[None]":
         """Report upload/download bandwidth; a contact."""
         address = self._farmer_id(farmer_id)
         upload, download = parse_amount(upload_text), parse_amount(download_text)
@@ -284,7 +289,8 @@ class Farmers:
         self.recent.wrote(address, request.now)
 
     @defer.inlineCallbacks
-    def audit(self, farmer_id, block_text, response, request):
+    def audit(self, farmer_id: str, block_text: str, response: str,
+              request: Request) -> "defer.Deferred[None]":
         """Store the farmer's audit response for a block; a contact."""
         address = self._farmer_id(farmer_id)
         block = parse_whole(block_text, InvalidBlock)
@@ -302,7 +308,7 @@ class Farmers:
         self.recent.wrote(address, request.now)
 
     @defer.inlineCallbacks
-    def status(self, farmer_id, now):
+    def status(self, farmer_id: str, now: float) -> "defer.Deferred[FarmerStatus]":
         """A :class:`FarmerStatus` for self-service; no authentication (it is public)."""
         address = self._farmer_id(farmer_id)
         record = yield self.store.farmer(address, now, self.fill_rate)

@@ -27,7 +27,7 @@ ACTIVITY_COLUMNS = ("id, " + CREDITED_HEIGHT + " AS credited, last_seen,"
 FarmerRecord = namedtuple("FarmerRecord", [
     "id", "btc_addr", "payout_addr", "height", "reg_time", "last_seen",
     "bandwidth_upload", "bandwidth_download", "claimed_height", "height_at"],
-    defaults=(None, None))
+    defaults=(None,))
 
 # A registration refused because the farmer's network had its share this period;
 # retry_at: when the next one from there will be accepted (Unix seconds).

@@ -2,8 +2,12 @@
 
 import datetime
 import json
+from typing import TYPE_CHECKING, Tuple
 
 from dataserv.identity.addresses import address_to_nodeid
+
+if TYPE_CHECKING:
+    from dataserv.storage.store import FarmerRecord
 
 DAY = 86400
 
@@ -45,7 +49,7 @@ def uptime_since(recorded_seconds, record, now, online_window, window_start):
     return round(min(100.0, 100.0 * (recorded_seconds + current) / elapsed), 3)
 
 
-def farmer_dict(record, now, uptime):
+def farmer_dict(record: "FarmerRecord", now: float, uptime: float) -> dict:
     """The farmer JSON object: 2.2.x's four fields first, then ours. ``height`` is
     the credited height, ``claimed_height`` the farmer's last claim."""
     return {
@@ -100,7 +104,8 @@ def online_html_entry(record, now):
         record.payout_addr, last_seen_text(now - record.last_seen), record.height)
 
 
-def render_slice(activity, now, farmers, window, window_start):
+def render_slice(activity: list, now: float, farmers: dict, window: float,
+                 window_start: float) -> Tuple[str, str, int]:
     """The summariser's inner loop: for a slice of online farmers, their
     /api/online/json objects joined with ", ", their /api/online entries, and the
     sum of their heights.
