@@ -45,14 +45,23 @@ def raw_get(host, path, headers=()):
     return "\r\n".join(lines).encode("latin-1")
 
 
-def signed_get(host, path, farmer, server_address, date=None):
-    """A raw GET signed for ``server_address`` by ``farmer``."""
+def signed_get(host, path, farmer, server_address, date=None, extra=()):
+    """A raw GET signed for ``server_address`` by ``farmer`` (plus ``extra`` headers)."""
     date = date or email.utils.formatdate(localtime=True)
     auth = farmer.authorization(server_address + " " + date)
-    return raw_get(host, path, [("Date", date), ("Authorization", auth)])
+    return raw_get(host, path, [("Date", date), ("Authorization", auth)] + list(extra))
 
 
-def signed_requests(host, farmers_list, server_address, path_for):
-    """One signed request per farmer; ``path_for(farmer)`` gives the path."""
+def signed_requests(host, farmers_list, server_address, path_for, headers_for=None):
+    """One signed request per farmer; ``path_for(farmer)`` gives the path and
+    ``headers_for(index, farmer)``, if given, more headers."""
     date = email.utils.formatdate(localtime=True)
-    return [signed_get(host, path_for(f), f, server_address, date) for f in farmers_list]
+    return [signed_get(host, path_for(f), f, server_address, date,
+                       headers_for(i, f) if headers_for else ())
+            for i, f in enumerate(farmers_list)]
+
+
+def forwarded_from_many_networks(index, farmer):
+    """X-Forwarded-For from a /24 of its own for each of 65 536 farmers, as a
+    trusted proxy in front of the daemon would send it."""
+    return [("X-Forwarded-For", "10.%d.%d.7" % ((index >> 8) & 255, index & 255))]

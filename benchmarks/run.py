@@ -25,6 +25,8 @@ from benchmarks import presign, seed
 from benchmarks.drivers import best_driver
 
 HOST = "127.0.0.1"
+LIMITED_REGISTER = "a. register, limits on (from 30 000 networks)"
+LIMITED_HEIGHT = "d. height, limits on (fill rate)"
 
 
 class Progress:
@@ -210,8 +212,12 @@ class Bench:
         self.cluster = Cluster(os.path.join(self.tmp, "pg-data"), durable=True)
         self.dsn = self.cluster.start()
 
-    def daemon(self, *flags, port=None):
-        """Start and wait for a daemon on the benchmark database."""
+    def daemon(self, *flags, port=None, limits=False):
+        """Start and wait for a daemon on the benchmark database. The load comes
+        from one address, as a conformance suite's does, so the daemon runs with
+        --no-limits unless ``limits`` (the scenarios that measure their cost)."""
+        if not limits:
+            flags = ("--no-limits",) + flags
         d = Daemon(self.dsn, port or free_port(), self.tmp, *flags)
         try:
             d.wait_ready()
@@ -231,6 +237,13 @@ class Bench:
         self.ceiling_rps = best.rps
         self.rows.append(report("ceiling: bare Klein, constant answer", best, self.ceiling_rps))
 
+    def limited_daemon(self, *flags):
+        """A daemon with the registry's limits on, as in production, behind a
+        trusted proxy (this machine), so that registrations can come from many
+        networks (presign.forwarded_from_many_networks): what the limits cost the
+        register and height scenarios."""
+        return self.daemon("--trusted-proxies", HOST, *flags, limits=True)
+
     # -- scenarios against our own daemon -----------------------------------
 
     def seed_farmers(self, count, last_seen):
@@ -244,7 +257,7 @@ class Bench:
         """The server's address from /api/address."""
         return json.loads(get(url + "/api/address")[1])["address"]
 
-    def scenario_register(self, port, url):
+    def scenario_register(self, port, url, name="a. register", headers_for=None):
         """a. register fresh farmers; every 200 must be a row."""
         address = self.server_address(url)
         runs, answered, rows = [], 0, 0
@@ -254,7 +267,8 @@ class Bench:
             field = presign.farmers(self.args.register_farmers,
                                     tag="register-%d-%d" % (time.time(), attempt))
             requests = presign.signed_requests(
-                "%s:%d" % (HOST, port), field, address, lambda f: "/api/register/" + f.address)
+                "%s:%d" % (HOST, port), field, address, lambda f: "/api/register/" + f.address,
+                headers_for)
             result = self.load(port, requests, repeat=1)
             runs.append(result)
             if self.dsn:
@@ -262,7 +276,7 @@ class Bench:
                 rows += seed.count(self.dsn, "SELECT count(*) FROM farmers")
         extra = {"answered_200": answered, "rows": rows, "lost": max(0, answered - rows)} \
             if self.dsn else {}
-        self.rows.append(report("a. register", median_run(runs), self.ceiling_rps, **extra))
+        self.rows.append(report(name, median_run(runs), self.ceiling_rps, **extra))
 
     def _pings(self, port, url, field):
         address = self.server_address(url)
@@ -283,14 +297,14 @@ class Bench:
         self.rows.append(report(name, result, self.ceiling_rps))
         return result
 
-    def scenario_height(self, port, url, field):
+    def scenario_height(self, port, url, field, name="d. height"):
         """d. height updates."""
         address = self.server_address(url)
         def requests():
             return presign.signed_requests(
                 "%s:%d" % (HOST, port), field, address,
                 lambda f: "/api/height/%s/%d" % (f.address, 100 + len(f.address)))
-        self.rows.append(report("d. height", self.load(port, requests), self.ceiling_rps))
+        self.rows.append(report(name, self.load(port, requests), self.ceiling_rps))
 
     def scenario_lists(self, port, online):
         """e./f. the public lists."""
@@ -316,6 +330,13 @@ class Bench:
         d = self.daemon("--max-ping", "0")
         try:
             self.scenario_register(d.port, d.url)
+        finally:
+            d.stop()
+        progress.step("a. register, registrations counted per network")
+        d = self.limited_daemon("--max-ping", "0")
+        try:
+            self.scenario_register(d.port, d.url, LIMITED_REGISTER,
+                                   presign.forwarded_from_many_networks)
         finally:
             d.stop()
 
@@ -344,6 +365,12 @@ class Bench:
             self.scenario_ping("c. ping, default throttle", d.port, d.url, field, warm_up=True)
             progress.step("d. height")
             self.scenario_height(d.port, d.url, field)
+        finally:
+            d.stop()
+        progress.step("d. height, credited at the fill rate")
+        d = self.limited_daemon()
+        try:
+            self.scenario_height(d.port, d.url, field, LIMITED_HEIGHT)
         finally:
             d.stop()
 
@@ -501,7 +528,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     bench = Bench(args)
-    progress = Progress(6 if args.url else 11)
+    progress = Progress(6 if args.url else 13)
     try:
         if args.url:
             bench.run_remote(progress, args.url)

@@ -73,14 +73,15 @@ NOT_SUMMARISED = b"Service unavailable: the online list is being built. Try agai
 
 
 def farmer_json(key, reg_time, payout=None, height=0, last_seen=0, uptime=100.0,
-                upload=0.0, download=0.0, extra=b""):
-    """The farmer object as the contract spells it: 2.2.x's four fields, then ours."""
+                upload=0.0, download=0.0, extra=b"", claimed=None):
+    """The farmer object as the contract spells it: 2.2.x's four fields, then ours
+    (``height`` credited, ``claimed_height`` the last claim: the same unless given)."""
     body = (
         '{"btc_addr": "%s", "payout_addr": "%s", "height": %d, "last_seen": %d,'
         ' "nodeid": "%s", "reg_time": %d, "uptime": %r, "bandwidth_upload": %r,'
-        ' "bandwidth_download": %r' % (
+        ' "bandwidth_download": %r, "claimed_height": %d' % (
             key.address, payout or key.address, height, last_seen, key.nodeid, reg_time,
-            uptime, upload, download)).encode()
+            uptime, upload, download, height if claimed is None else claimed)).encode()
     return body + extra + b"}"
 
 
@@ -171,7 +172,11 @@ class APITestCase(unittest.TestCase):
         self.serve()
 
     def serve(self, **changes):
-        """(Re)build the server with settings changed from the defaults."""
+        """(Re)build the server with settings changed from the defaults. Claimed
+        heights are credited as claimed unless a test sets ``max_fill_rate`` (the
+        contract's tests claim heights the moment their farmers register;
+        CreditedHeightTests test the crediting)."""
+        changes.setdefault("max_fill_rate", 0)
         self.server = Server(self.db, self.clock, dataclasses.replace(Settings(), **changes))
         return self.server
 
@@ -1347,3 +1352,346 @@ class HistoryTests(APITestCase):
         for until in ("tomorrow", "nan", "-inf", "1e999"):
             reply = yield self.get("/api/total/history?until=" + until)
             self.assertAnswer(reply, 400, b"Invalid until: expected Unix seconds.", TEXT)
+
+
+PLAIN = b"text/plain; charset=utf-8"
+HOUR = 3600
+# --max-fill-rate's default, 1 GiB/s, is 8 shards of 128 MiB a second.
+FILL_RATE = 1024 ** 3
+SHARDS_PER_SECOND = 8
+
+
+class LimitTestCase(APITestCase):
+    """Limits as a production daemon has them (the defaults)."""
+
+    def serve(self, **changes):
+        changes.setdefault("max_fill_rate", FILL_RATE)
+        return super().serve(**changes)
+
+    def assertTooMany(self, reply, body, retry_after):  # noqa: N802
+        """429, the short text/plain body, Retry-After in whole seconds."""
+        self.assertAnswer(reply, 429, body, PLAIN)
+        self.assertEqual(self.header(reply, b"Retry-After"), b"%d" % retry_after)
+
+    def from_ip(self, ip, headers):
+        """Headers as a trusted proxy would forward them from ``ip``."""
+        headers = dict(headers)
+        headers[b"X-Forwarded-For"] = ip.encode()
+        return headers
+
+
+class CreditedHeightTests(LimitTestCase):
+    """/api/height credits claims no faster than --max-fill-rate; the farmer JSON
+    shows the credited height and the claim; totals count what is credited."""
+
+    @defer.inlineCallbacks
+    def status(self, key=ALICE):
+        reply = yield self.get("/api/farmer/" + key.address)
+        self.assertEqual(reply.status, 200)
+        farmer = reply.json()
+        return farmer["height"], farmer["claimed_height"]
+
+    @defer.inlineCallbacks
+    def test_a_claim_right_after_registering_answers_200_and_is_credited_at_the_rate(self):
+        yield self.registered(ALICE)
+        self.clock.advance(3)
+        reply = yield self.height(ALICE, 199999)
+        self.assertAnswer(reply, 200, HEIGHT_OK, TEXT)
+        self.assertEqual((yield self.status()), (3 * SHARDS_PER_SECOND, 199999))
+
+    @defer.inlineCallbacks
+    def test_the_rest_is_credited_as_time_passes(self):
+        yield self.registered(ALICE)
+        yield self.height(ALICE, 1000)
+        self.assertEqual((yield self.status()), (0, 1000))
+        self.clock.advance(100)
+        self.assertEqual((yield self.status()), (800, 1000))
+        reply = yield self.summarised("/api/online/json", raw=True)
+        self.assertAnswer(reply, 200, b'{"farmers": [' + farmer_json(
+            ALICE, self.t0, height=800, claimed=1000, last_seen=100) + b"]}", JSON)
+        html = yield self.get("/api/online")
+        self.assertAnswer(html, 200, online_entry(ALICE.address, "1 minute(s)", 800))
+        self.clock.advance(25)
+        self.assertEqual((yield self.status()), (1000, 1000))
+
+    @defer.inlineCallbacks
+    def test_totals_count_credited_heights(self):
+        self.serve(online_time=60)
+        yield self.registered(ALICE)
+        yield self.height(ALICE, 8192)  # 1 TB claimed
+        reply = yield self.summarised("/api/total")
+        self.assertEqual(reply.json()["total_TB"], 0.0)
+        self.clock.advance(512)  # half of it filled at 8 shards a second
+        reply = yield self.summarised("/api/total")
+        self.assertEqual(reply.json()["total_TB"], 0.5)
+        self.clock.advance(600)
+        reply = yield self.summarised("/api/total")
+        self.assertEqual(reply.json()["total_TB"], 1.0)
+
+    @defer.inlineCallbacks
+    def test_a_lower_claim_is_credited_at_once(self):
+        yield self.registered(ALICE)
+        self.clock.advance(1000)
+        yield self.height(ALICE, 5000)
+        yield self.height(ALICE, 20)
+        self.assertEqual((yield self.status()), (20, 20))
+
+    @defer.inlineCallbacks
+    def test_the_rate_follows_the_flag_and_the_shard_size(self):
+        self.serve(max_fill_rate=FILL_RATE // 4, shard_size=1024 ** 2)  # 256 shards a second
+        yield self.registered(ALICE)
+        self.clock.advance(2)
+        yield self.height(ALICE, 100000)
+        self.assertEqual((yield self.status()), (512, 100000))
+
+    @defer.inlineCallbacks
+    def test_zero_credits_claims_as_made(self):
+        self.serve(max_fill_rate=0)
+        yield self.registered(ALICE)
+        yield self.height(ALICE, 199999)
+        self.assertEqual((yield self.status()), (199999, 199999))
+
+    @defer.inlineCallbacks
+    def test_no_limits_credits_claims_as_made(self):
+        self.serve(no_limits=True)
+        yield self.registered(ALICE)
+        yield self.height(ALICE, 199999)
+        self.assertEqual((yield self.status()), (199999, 199999))
+
+    @defer.inlineCallbacks
+    def test_registration_shows_the_claim(self):
+        reply = yield self.register(ALICE)
+        self.assertAnswer(reply, 200, farmer_json(ALICE, self.t0, claimed=0), JSON)
+
+
+class FarmerLimitTests(LimitTestCase):
+    """Audits and bandwidth reports per farmer per hour: 429 with Retry-After."""
+
+    def bandwidth(self, key, upload, headers=None):
+        return self.get("/api/bandwidth/%s/%s/1" % (key.address, upload),
+                        self.signed(key) if headers is None else headers)
+
+    @defer.inlineCallbacks
+    def audit_count(self):
+        rows = yield self.db.run_query("SELECT count(*) FROM audits")
+        return rows[0][0]
+
+    @defer.inlineCallbacks
+    def test_audits_an_hour_then_429(self):
+        yield self.registered(ALICE)
+        for block in range(12):
+            reply = yield self.audit(ALICE, block)
+            self.assertAnswer(reply, 200, AUDIT_OK)
+        reply = yield self.audit(ALICE, 12)
+        self.assertTooMany(reply, b"Too many audits: try again in 300 s.", 300)
+        self.assertEqual((yield self.audit_count()), 12)
+        self.clock.advance(60)
+        reply = yield self.audit(ALICE, 13)
+        self.assertTooMany(reply, b"Too many audits: try again in 240 s.", 240)
+        self.clock.advance(240)
+        reply = yield self.audit(ALICE, 14)
+        self.assertAnswer(reply, 200, AUDIT_OK)
+        self.assertEqual((yield self.audit_count()), 13)
+
+    @defer.inlineCallbacks
+    def test_a_farmer_auditing_every_bitcoin_block_is_never_limited(self):
+        """Six blocks an hour on average; even twenty in the first hour pass."""
+        yield self.registered(ALICE)
+        for block in range(20):
+            self.clock.advance(180)
+            reply = yield self.audit(ALICE, block)
+            self.assertAnswer(reply, 200, AUDIT_OK)
+        for block in range(20, 200):
+            self.clock.advance(600)
+            reply = yield self.audit(ALICE, block)
+            self.assertAnswer(reply, 200, AUDIT_OK)
+
+    @defer.inlineCallbacks
+    def test_limits_are_per_farmer(self):
+        yield self.registered(ALICE, BOB)
+        self.serve(audit_limit=1)
+        yield self.audit(ALICE, 1)
+        reply = yield self.audit(ALICE, 2)
+        self.assertEqual(reply.status, 429)
+        reply = yield self.audit(BOB, 1)
+        self.assertAnswer(reply, 200, AUDIT_OK)
+
+    @defer.inlineCallbacks
+    def test_unsigned_requests_spend_nothing(self):
+        """Nobody can use up a farmer's audits without its key."""
+        yield self.registered(ALICE)
+        self.serve(audit_limit=1)
+        for block in range(5):
+            reply = yield self.audit(ALICE, block, headers={})
+            self.assertEqual(reply.status, 401)
+        reply = yield self.audit(ALICE, 9)
+        self.assertAnswer(reply, 200, AUDIT_OK)
+
+    @defer.inlineCallbacks
+    def test_bandwidth_reports_an_hour_then_429(self):
+        yield self.registered(ALICE)
+        for upload in range(60):
+            reply = yield self.bandwidth(ALICE, upload)
+            self.assertAnswer(reply, 200, BANDWIDTH_OK)
+        reply = yield self.bandwidth(ALICE, 60)
+        self.assertTooMany(reply, b"Too many bandwidth reports: try again in 60 s.", 60)
+        record = yield self.server.store.farmer(ALICE.address)
+        self.assertEqual(record.bandwidth_upload, 59.0)
+        self.clock.advance(60)
+        reply = yield self.bandwidth(ALICE, 61)
+        self.assertAnswer(reply, 200, BANDWIDTH_OK)
+
+    @defer.inlineCallbacks
+    def test_the_flags_set_the_limits(self):
+        self.serve(audit_limit=2, bandwidth_limit=1)
+        yield self.registered(ALICE)
+        replies = []
+        for block in range(3):
+            replies.append((yield self.audit(ALICE, block)).status)
+        for upload in range(2):
+            replies.append((yield self.bandwidth(ALICE, upload)).status)
+        self.assertEqual(replies, [200, 200, 429, 200, 429])
+
+    @defer.inlineCallbacks
+    def check_unlimited(self):
+        yield self.registered(ALICE)
+        for n in range(100):
+            audit = yield self.audit(ALICE, n)
+            bandwidth = yield self.bandwidth(ALICE, n)
+            self.assertEqual((audit.status, bandwidth.status), (200, 200))
+
+    def test_zero_turns_each_off(self):
+        self.serve(audit_limit=0, bandwidth_limit=0)
+        return self.check_unlimited()
+
+    def test_no_limits_turns_them_off(self):
+        self.serve(no_limits=True)
+        return self.check_unlimited()
+
+
+class RegistrationLimitTests(LimitTestCase):
+    """New farmers per network (/24, /64) per hour, counted in PostgreSQL."""
+
+    KEYS = [FarmerKey.from_seed(b"test_api network %d" % n) for n in range(12)]
+    TOO_MANY = b"Too many registrations from your network: try again in %d s."
+
+    def setUp(self):
+        d = super().setUp()
+        return d.addCallback(lambda _: self.serve(
+            trusted_proxies=(ipaddress.ip_network("127.0.0.1/32"),)))
+
+    def register_from(self, ip, key):
+        return self.get("/api/register/" + key.address, self.from_ip(ip, self.signed(key)))
+
+    @defer.inlineCallbacks
+    def test_ten_an_hour_from_one_slash_24(self):
+        for n, key in enumerate(self.KEYS[:10]):
+            reply = yield self.register_from("192.0.2.%d" % n, key)
+            self.assertEqual(reply.status, 200)
+            self.clock.advance(60)
+        reply = yield self.register_from("192.0.2.200", self.KEYS[10])
+        self.assertTooMany(reply, self.TOO_MANY % (3600 - 600), 3600 - 600)
+        self.assertIsNone((yield self.server.store.farmer(self.KEYS[10].address)))
+        # Another /24 is not held back; this one is once the first leaves the hour.
+        reply = yield self.register_from("192.0.3.1", self.KEYS[11])
+        self.assertEqual(reply.status, 200)
+        self.clock.advance(3600 - 600)
+        reply = yield self.register_from("192.0.2.200", self.KEYS[10])
+        self.assertEqual(reply.status, 200)
+
+    @defer.inlineCallbacks
+    def test_ipv6_counts_per_slash_64(self):
+        self.serve(trusted_proxies=(ipaddress.ip_network("127.0.0.1/32"),),
+                   registrations_per_network=2)
+        statuses = []
+        for ip, key in zip(("2001:db8:0:1::1", "2001:db8:0:1:ffff::2", "2001:db8:0:1::3",
+                            "2001:db8:0:2::1"), self.KEYS):
+            statuses.append((yield self.register_from(ip, key)).status)
+        self.assertEqual(statuses, [200, 200, 429, 200])
+
+    @defer.inlineCallbacks
+    def test_a_registered_farmer_still_gets_409(self):
+        """Clients in the field register on every start and take 409 as "done"."""
+        self.serve(registrations_per_network=1)
+        yield self.registered(ALICE)
+        reply = yield self.register(ALICE)
+        self.assertAnswer(reply, 409, REGISTER_TAKEN, TEXT)
+        reply = yield self.register(BOB)
+        self.assertEqual(reply.status, 429)
+
+    @defer.inlineCallbacks
+    def test_the_count_holds_across_daemons(self):
+        self.serve(registrations_per_network=1)
+        first = self.server
+        yield self.registered(ALICE)
+        self.serve(registrations_per_network=1)
+        self.assertIsNot(self.server, first)
+        reply = yield self.register(BOB)
+        self.assertTooMany(reply, self.TOO_MANY % 3600, 3600)
+
+    @defer.inlineCallbacks
+    def check_unlimited(self):
+        for key in self.KEYS:
+            reply = yield self.register(key)
+            self.assertEqual(reply.status, 200)
+
+    def test_zero_turns_it_off(self):
+        self.serve(registrations_per_network=0)
+        return self.check_unlimited()
+
+    def test_no_limits_turns_it_off(self):
+        self.serve(no_limits=True)
+        return self.check_unlimited()
+
+
+class CapacityAttackTests(LimitTestCase):
+    """Issue #12's attack: 5,000 farmers registered from one address, each claiming
+    199,999 shards at once, raised total_TB to 122,070 in 7.9 s."""
+
+    ATTACKERS = 5000
+
+    @defer.inlineCallbacks
+    def attack(self):
+        """Register ATTACKERS farmers from 127.0.0.1, 250 at a time, then claim
+        199,999 for each. Through the rules behind the routes (the HTTP layer costs
+        the test ~15 s for 10,000 requests and is the same for all of them; the
+        last attempt goes through it). Signatures are not the point (an attacker
+        owns its keys), so the server skips them; the farmers are named by nodeid."""
+        from dataserv.registry import farmers as rules
+
+        nodeids = ["%040x" % (n + 1) for n in range(self.ATTACKERS - 1)]
+        request = rules.Request(None, None, self.clock.seconds(), "127.0.0.1")
+
+        @defer.inlineCallbacks
+        def all_at_once(call, ids, *args):
+            outcomes = []
+            for start in range(0, len(ids), 250):
+                outcomes.extend((yield defer.DeferredList(
+                    [defer.maybeDeferred(call, nodeid, *args, request)
+                     for nodeid in ids[start:start + 250]], consumeErrors=True)))
+            return [result if ok else result.value for ok, result in outcomes]
+
+        registered = yield all_at_once(self.server.farmers.register, nodeids, None)
+        last = yield self.get("/api/register/%040x" % self.ATTACKERS)
+        # Those that got in claim 199,999 at once (the others would get 404).
+        farmers = [record.btc_addr for record in registered
+                   if not isinstance(record, Exception)]
+        heights = yield all_at_once(self.server.farmers.set_height, farmers, "199999")
+        return [type(r).__name__ for r in registered] + [last.status], heights
+
+    @defer.inlineCallbacks
+    def test_registrations_and_capacity_are_held_back(self):
+        self.serve(skip_authentication=True)
+        registered, heights = yield self.attack()
+        self.assertEqual(sorted(registered[:-1]), ["FarmerRecord"] * 10
+                         + ["TooManyRegistrations"] * (self.ATTACKERS - 11))
+        self.assertEqual(registered[-1], 429)
+        self.assertEqual(heights, [None] * 10)
+        total = yield self.summarised("/api/total")
+        self.assertEqual(total.json()["total_TB"], 0.0)
+        self.clock.advance(60)
+        total = yield self.summarised("/api/total")
+        # 10 farmers credited 60 s at 8 shards a second: 4 800 shards of 128 MiB.
+        self.assertEqual(total.json(), {"id": (self.t0 + 60) // 1800,
+                                        "total_TB": round(10 * 480 / 8192, 2),
+                                        "total_farmers": 10})

@@ -56,3 +56,43 @@ class LoadTests(SynchronousTestCase):
         bench = self.bench([100.0, 200.0, 900.0], failures=[0, 0, 5000])
         result = bench.load(5000, ["x"])
         self.assertEqual((result.rps, result.non_2xx, result.socket_errors), (200.0, 5000, 2500))
+
+
+class DaemonFlagTests(SynchronousTestCase):
+    """The load comes from one address: every daemon runs with --no-limits except
+    those that measure what the limits cost."""
+
+    def started(self, call):
+        started = []
+
+        class Recorder:
+            def __init__(self, dsn, port, logdir, *flags):
+                started.append(flags)
+
+            def wait_ready(self):
+                pass
+
+        self.patch(run, "Daemon", Recorder)
+        bench = run.Bench.__new__(run.Bench)
+        bench.dsn, bench.tmp = "dbname=x", "/tmp"
+        call(bench)
+        return started
+
+    def test_no_limits_by_default(self):
+        self.assertEqual(self.started(lambda b: b.daemon("--max-ping", "0")),
+                         [("--no-limits", "--max-ping", "0")])
+
+    def test_limited_daemons_sit_behind_a_trusted_proxy(self):
+        [flags] = self.started(lambda b: b.limited_daemon("--max-ping", "0"))
+        self.assertNotIn("--no-limits", flags)
+        self.assertEqual(flags, ("--trusted-proxies", "127.0.0.1", "--max-ping", "0"))
+
+    def test_registrations_come_from_networks_of_their_own(self):
+        from benchmarks import presign
+
+        headers = [presign.forwarded_from_many_networks(i, None) for i in (0, 1, 256, 65535)]
+        self.assertEqual([h[0][1] for h in headers],
+                         ["10.0.0.7", "10.0.1.7", "10.1.0.7", "10.255.255.7"])
+        raw = presign.signed_requests("h:1", presign.farmers(2), "1Server",
+                                      lambda f: "/p", presign.forwarded_from_many_networks)
+        self.assertIn(b"\r\nX-Forwarded-For: 10.0.1.7\r\n", raw[1])

@@ -185,6 +185,29 @@ class MigrationTests(unittest.TestCase):
         self.assertEqual([v for v, _, _ in recorded(self.dsn)], [1, 2])
 
 
+class CreditedHeightMigrationTests(unittest.TestCase):
+    """0004 on a database that has farmers: they are credited what they claimed."""
+
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def test_existing_heights_stay_credited(self):
+        dsn = private_database(self)
+        steps = migrations.load()
+        directory = schema_directory(self, {name: sql for v, name, sql in steps if v < 4})
+        db = yield start_database(self, dsn, directory).when_ready()
+        self.assertEqual(db.schema_version, 3)
+        admin(dsn, "INSERT INTO farmers (btc_addr, payout_addr, height, reg_time, last_seen)"
+                   " VALUES ('a', 'a', 500, 1000, 2000), ('b', 'b', 0, 1500, 1500)")
+        add_steps(directory, {name: sql for v, name, sql in steps if v >= 4})
+        version = yield db.run_interaction(migrations.apply_all, migrations.load(directory))
+        self.assertEqual(version, len(steps))
+        rows = admin(dsn, "SELECT btc_addr, height, claimed_height, reg_network,"
+                          " credited_height(height, height_at, claimed_height, 8.0, 2000)"
+                          " FROM farmers ORDER BY btc_addr")
+        self.assertEqual(rows, [("a", 500, 500, None, 500), ("b", 0, 0, None, 0)])
+
+
 class LoadTests(unittest.SynchronousTestCase):
     """migrations.load reads numbered files in order and refuses gaps."""
 

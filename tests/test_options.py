@@ -33,6 +33,10 @@ EXPECTED = {
     "db-timeout": (5.0, "2.5", 2.5),
     "access-log": ("", "/tmp/access.log", "/tmp/access.log"),
     "data-dir": (None, "/srv/dataserv", "/srv/dataserv"),
+    "max-fill-rate": (1073741824, "0", 0),
+    "audit-limit": (12, "3", 3),
+    "bandwidth-limit": (60, "0", 0),
+    "registrations-per-network": (10, "250", 250),
 }
 
 BOOLEAN_FLAGS = [o.name for o in config.OPTIONS if o.flag]
@@ -235,6 +239,12 @@ class InvalidValueTests(ParsingTestsMixin, SynchronousTestCase):
         path = os.path.abspath(self.mktemp())
         open(path, "w").close()
         self.assertEqual(parse(["--access-log", path]).access_log, path)
+
+    def test_limits_are_whole_numbers_of_zero_or_more(self):
+        for flag in ("--max-fill-rate", "--audit-limit", "--bandwidth-limit",
+                     "--registrations-per-network"):
+            self.assertRejected([flag, "-1"], names=flag)
+            self.assertRejected([flag, "1.5"], names=flag)
 
     def test_flag_error_names_flag_despite_environment(self):
         message = self.assertRejected(["--max-ping", "-1"], {"DATASERV_MAX_PING": "3"},

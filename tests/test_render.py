@@ -22,12 +22,12 @@ SHARD = 128 * 1024 ** 2  # the default shard size: 8192 shards make one TiB
 ONLINE_WINDOW = 15 * 60
 
 
-def record(last_seen=MIDNIGHT, reg_time=MIDNIGHT, height=0, payout=PAYOUT):
-    """A farmer record with the fields a test cares about."""
+def record(last_seen=MIDNIGHT, reg_time=MIDNIGHT, height=0, payout=PAYOUT, claimed=None):
+    """A farmer record with the fields a test cares about (claimed: as credited)."""
     return FarmerRecord(
         id=1, btc_addr=FARMER.address, payout_addr=payout, height=height,
         reg_time=reg_time, last_seen=last_seen, bandwidth_upload=1.5,
-        bandwidth_download=2.5)
+        bandwidth_download=2.5, claimed_height=height if claimed is None else claimed)
 
 
 class LastSeenTextTests(SynchronousTestCase):
@@ -101,13 +101,16 @@ class FarmerDictTests(SynchronousTestCase):
 
     def test_fields(self):
         reg = MIDNIGHT - 2 * DAY + 0.75
-        d = render.farmer_dict(record(last_seen=MIDNIGHT - 30, reg_time=reg, height=12),
-                               MIDNIGHT, 99.5)
+        d = render.farmer_dict(
+            record(last_seen=MIDNIGHT - 30, reg_time=reg, height=12, claimed=4000),
+            MIDNIGHT, 99.5)
         self.assertEqual(list(d)[:4], ["btc_addr", "payout_addr", "height", "last_seen"])
+        self.assertEqual(list(d)[-1], "claimed_height")
         self.assertEqual(d, {
             "btc_addr": FARMER.address, "payout_addr": PAYOUT, "height": 12,
             "last_seen": 30, "nodeid": FARMER.nodeid, "reg_time": int(reg),
-            "uptime": 99.5, "bandwidth_upload": 1.5, "bandwidth_download": 2.5})
+            "uptime": 99.5, "bandwidth_upload": 1.5, "bandwidth_download": 2.5,
+            "claimed_height": 4000})
         json.loads(render.json_bytes(d))  # serialisable
 
     def test_last_seen_never_wraps_at_a_day(self):
@@ -211,13 +214,15 @@ class RenderSliceTests(SynchronousTestCase):
             (now, now - 59.9, now - 60, now - 3599, now - 90000.2, now + 3),
             (now - 1e6 - 0.5, now - 100, now),
             (0.0, 1e-07, 123456789.5), (0.0, 500.0, 3e6)))
-        records = [FarmerRecord(i, address, PAYOUT, height, reg, seen, bandwidth, bandwidth * 2)
+        # Claimed heights: as credited, and above it (credited at a fill rate).
+        records = [FarmerRecord(i, address, PAYOUT, height, reg, seen, bandwidth, bandwidth * 2,
+                                height + (i % 3) * 1000)
                    for i, (address, height, seen, reg, bandwidth, _) in enumerate(cases)]
         credit = {i: case[-1] for i, case in enumerate(cases)}
         farmers = {r.id: render.farmer_entry(r.btc_addr, r.payout_addr, r.reg_time, credit[r.id])
                    for r in records}
-        activity = [(r.id, r.height, r.last_seen, r.bandwidth_upload, r.bandwidth_download)
-                    for r in records]
+        activity = [(r.id, r.height, r.last_seen, r.bandwidth_upload, r.bandwidth_download,
+                     r.claimed_height) for r in records]
         objects, entries, heights = render.render_slice(
             activity, now, farmers, window, window_start)
         expected_objects = ", ".join(

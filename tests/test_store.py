@@ -254,7 +254,8 @@ class OnlineTests(StoreTestCase):
             yield self.store.set_height(address, height, at, None, WINDOW)
         activity = yield self.store.online_activity(T + 50)
         farmers = yield defer.gatherResults([self.store.farmer(a) for a in (BOB, ALICE, CAROL)])
-        self.assertEqual(activity, [(f.id, f.height, f.last_seen, 0.0, 0.0) for f in farmers])
+        self.assertEqual(activity, [(f.id, f.height, f.last_seen, 0.0, 0.0, f.claimed_height)
+                                    for f in farmers])
 
     @defer.inlineCallbacks
     def test_identities(self):
@@ -388,3 +389,228 @@ class SlicedFetchTests(StoreTestCase):
         self.assertEqual(sorted(found), [1, 2, 3, 4, 5])
         self.assertEqual(found[3][:2], (addresses[2], addresses[2]))
         self.assertEqual(len(pauses), 4)
+
+
+RATE = 8.0  # shards per second: 1 GiB/s in shards of 128 MiB
+
+
+class CreditedHeightTests(StoreTestCase):
+    """set_height with a fill rate, and the credited height as every reader sees it
+    (the rule is the SQL function credited_height, schema 0004)."""
+
+    @defer.inlineCallbacks
+    def claim(self, height, at, rate=RATE, address=ALICE):
+        found = yield self.store.set_height(address, height, at, None, WINDOW, rate=rate)
+        self.assertTrue(found)
+
+    @defer.inlineCallbacks
+    def credited(self, at, rate=RATE, address=ALICE):
+        """(credited, claimed) at ``at`` as a farmer's status and the summary read it."""
+        record = yield self.store.farmer(address, at, rate)
+        activity = yield self.store.online_activity(-1e12, now=at, rate=rate)
+        [row] = [row for row in activity if row[0] == record.id]
+        self.assertEqual((row[1], row[5]), (record.height, record.claimed_height))
+        return record.height, record.claimed_height
+
+    @defer.inlineCallbacks
+    def test_a_claim_right_after_registering_is_credited_at_the_fill_rate(self):
+        yield self.register_all(ALICE)
+        yield self.claim(199999, T + 2.5)
+        # 2.5 s since registration (the credit of height 0): at most 20 shards.
+        self.assertEqual((yield self.credited(T + 2.5)), (20, 199999))
+
+    @defer.inlineCallbacks
+    def test_the_rest_is_credited_as_time_passes_up_to_the_claim(self):
+        yield self.register_all(ALICE)
+        yield self.claim(1000, T)
+        self.assertEqual((yield self.credited(T)), (0, 1000))
+        self.assertEqual((yield self.credited(T + 10)), (80, 1000))
+        self.assertEqual((yield self.credited(T + 124.9)), (999, 1000))
+        self.assertEqual((yield self.credited(T + 125)), (1000, 1000))
+        self.assertEqual((yield self.credited(T + 86400)), (1000, 1000))
+        # What is stored is the credit as of the claim, not a job's update.
+        self.assertEqual((yield self.store.farmer(ALICE)).height, 0)
+
+    @defer.inlineCallbacks
+    def test_a_farmer_filling_no_faster_than_the_rate_is_credited_in_full(self):
+        yield self.register_all(ALICE)
+        for n in range(1, 6):  # 25 shards every 30 s: well under 8 a second
+            yield self.claim(25 * n, T + 30 * n)
+            self.assertEqual((yield self.credited(T + 30 * n)), (25 * n, 25 * n))
+
+    @defer.inlineCallbacks
+    def test_the_rise_counts_from_the_previous_credit(self):
+        """A claim credited in full is the new starting point: a farmer that said it
+        had 1 shard a second ago cannot have 199 999 now."""
+        yield self.register_all(ALICE)
+        yield self.claim(1, T + 1000)
+        self.assertEqual((yield self.credited(T + 1000)), (1, 1))
+        yield self.claim(199999, T + 1001)
+        self.assertEqual((yield self.credited(T + 1001)), (9, 199999))
+
+    @defer.inlineCallbacks
+    def test_a_claim_below_the_credited_height_lowers_it_at_once(self):
+        yield self.register_all(ALICE)
+        yield self.claim(1000, T + 1000)
+        yield self.claim(400, T + 1001)
+        self.assertEqual((yield self.credited(T + 1001)), (400, 400))
+        self.assertEqual((yield self.credited(T + 5000)), (400, 400))
+        # Below what was credited so far of a larger claim that is still growing.
+        yield self.claim(100000, T + 1002)  # from 400 at T + 1001: 8 more a second
+        self.assertEqual((yield self.credited(T + 1010)), (472, 100000))
+        yield self.claim(300, T + 1010)
+        self.assertEqual((yield self.credited(T + 1010)), (300, 300))
+
+    @defer.inlineCallbacks
+    def test_a_higher_claim_while_growing_keeps_the_same_pace(self):
+        """The credit keeps its starting point until a claim is met, so frequent
+        claims lose no fraction of a shard to rounding."""
+        yield self.register_all(ALICE)
+        for n in range(1, 21):  # 0.4 shards a second, a claim every second
+            yield self.claim(1000 + n, T + n, rate=0.4)
+        self.assertEqual((yield self.credited(T + 20, rate=0.4)), (8, 1020))
+
+    @defer.inlineCallbacks
+    def test_without_a_rate_claims_are_credited_as_made(self):
+        yield self.register_all(ALICE)
+        yield self.claim(199999, T, rate=None)
+        self.assertEqual((yield self.credited(T, rate=None)), (199999, 199999))
+        self.assertEqual((yield self.store.farmer(ALICE)).height, 199999)
+        # Read with a rate, what was credited in full stays credited.
+        self.assertEqual((yield self.credited(T, rate=RATE)), (199999, 199999))
+
+    @defer.inlineCallbacks
+    def test_reading_without_a_rate_shows_the_claims(self):
+        """--no-limits (or --max-fill-rate 0) after a start with limits: the summary
+        counts what was claimed."""
+        yield self.register_all(ALICE)
+        yield self.claim(5000, T)
+        self.assertEqual((yield self.credited(T, rate=None)), (5000, 5000))
+
+    @defer.inlineCallbacks
+    def test_the_summary_orders_by_credited_height(self):
+        yield self.register_in_order(ALICE)
+        yield self.register_in_order(BOB, at=T - 1000)
+        yield self.claim(100000, T + 10, address=ALICE)  # credited 80 at T + 10
+        yield self.claim(500, T + 10, address=BOB)       # credited in full
+        activity = yield self.store.online_activity(T, now=T + 10, rate=RATE)
+        alice, bob = (yield self.store.farmer(ALICE)), (yield self.store.farmer(BOB))
+        self.assertEqual([(row[0], row[1], row[5]) for row in activity],
+                         [(bob.id, 500, 500), (alice.id, 80, 100000)])
+        activity = yield self.store.online_activity(T, now=T + 100, rate=RATE)
+        self.assertEqual([(row[0], row[1]) for row in activity],
+                         [(alice.id, 800), (bob.id, 500)])
+
+    @defer.inlineCallbacks
+    def test_a_clock_behind_the_credit_adds_nothing(self):
+        """A daemon whose clock is behind the last credit (registration at T) reads
+        that credit, never less and never a negative rise."""
+        yield self.register_all(ALICE)
+        yield self.claim(1000, T + 10)
+        self.assertEqual((yield self.credited(T + 5)), (40, 1000))
+        self.assertEqual((yield self.credited(T - 100)), (0, 1000))
+
+
+class RegistrationsPerNetworkTests(StoreTestCase):
+    """register() with a network and a limit, counted in PostgreSQL."""
+
+    NET = "192.0.2.0/24"
+
+    def keys(self, count, prefix=b"network"):
+        return [FarmerKey.from_seed(prefix + b" %d" % n).address for n in range(count)]
+
+    def register(self, address, at, network=NET, limit=3, period=3600.0):
+        return self.store.register(address, address, at, "192.0.2.1", network, limit, period)
+
+    @defer.inlineCallbacks
+    def test_the_limit_per_period(self):
+        from dataserv.storage.store import FarmerRecord, RegistrationRefused
+
+        first, second, third, fourth, fifth = self.keys(5)
+        results = []
+        for address, at in ((first, T), (second, T + 100), (third, T + 200),
+                            (fourth, T + 300)):
+            results.append((yield self.register(address, at)))
+        self.assertEqual([type(r) for r in results], [FarmerRecord] * 3 + [RegistrationRefused])
+        # A slot frees when the oldest of the three leaves the hour.
+        self.assertEqual(results[3], RegistrationRefused(T + 3600))
+        self.assertIsNone((yield self.store.farmer(fourth)))
+        refused = yield self.register(fourth, T + 3599)
+        self.assertEqual(refused, RegistrationRefused(T + 3600))
+        accepted = yield self.register(fourth, T + 3600)
+        self.assertEqual(accepted.btc_addr, fourth)
+        self.assertEqual((yield self.register(fifth, T + 3650)), RegistrationRefused(T + 3700))
+        network = yield self.farmer_column(fourth, "reg_network")
+        self.assertEqual(network, self.NET)
+
+    @defer.inlineCallbacks
+    def test_other_networks_and_unknown_networks_are_not_counted(self):
+        keys = self.keys(6)
+        for address in keys[:3]:
+            yield self.register(address, T)
+        other = yield self.register(keys[3], T, network="198.51.100.0/24")
+        unknown = yield self.register(keys[4], T, network=None)
+        unlimited = yield self.register(keys[5], T, limit=None)
+        self.assertEqual([r.btc_addr for r in (other, unknown, unlimited)], keys[3:])
+
+    @defer.inlineCallbacks
+    def test_a_registered_farmer_is_told_so_even_when_the_network_is_full(self):
+        keys = self.keys(3)
+        for address in keys:
+            yield self.register(address, T)
+        again = yield self.register(keys[0], T + 1)
+        self.assertIsNone(again)
+
+    @defer.inlineCallbacks
+    def test_a_lower_limit_waits_for_enough_to_leave(self):
+        keys = self.keys(6)
+        for n, address in enumerate(keys[:5]):
+            yield self.register(address, T + n, limit=None)
+        # Five in the hour, two allowed: a slot frees when the fourth newest leaves.
+        from dataserv.storage.store import RegistrationRefused
+
+        refused = yield self.register(keys[5], T + 10, limit=2)
+        self.assertEqual(refused, RegistrationRefused(T + 3 + 3600))
+
+    @defer.inlineCallbacks
+    def test_concurrent_registrations_from_one_network_respect_the_limit(self):
+        """Registrations racing on eight connections (as from several daemons) are
+        counted one after the other. Each is held at its INSERT until all eight
+        have started, so without the per-network lock all would count nothing."""
+        import time
+
+        import psycopg2
+        from twisted.internet import reactor
+
+        from dataserv.storage.database import Database
+        from dataserv.storage.store import FarmerRecord, FarmerStore
+
+        db = Database(reactor, pg.dsn(), pool_size=8)
+        db.startService()
+        self.addCleanup(db.stopService)
+        yield db.when_ready()
+        store = FarmerStore(db, task.Clock())
+        blocker = psycopg2.connect(pg.dsn())
+        self.addCleanup(blocker.close)
+        with blocker.cursor() as cursor:  # inserts wait; reads do not
+            cursor.execute("LOCK TABLE farmers IN SHARE MODE")
+        keys = self.keys(8, b"race")
+        racing = defer.gatherResults([
+            store.register(address, address, T, None, self.NET, 5, 3600.0)
+            for address in keys])
+        deadline = time.monotonic() + 10
+        while True:
+            with psycopg2.connect(pg.dsn()) as watcher, watcher.cursor() as cursor:
+                cursor.execute("SELECT count(*) FROM pg_stat_activity"
+                               " WHERE wait_event_type = 'Lock' AND datname = current_database()")
+                waiting = cursor.fetchone()[0]
+            watcher.close()
+            if waiting == len(keys) or time.monotonic() > deadline:
+                break
+            yield task.deferLater(reactor, 0.01, lambda: None)
+        blocker.commit()
+        results = yield racing
+        self.assertEqual(waiting, len(keys))
+        self.assertEqual(sum(isinstance(r, FarmerRecord) for r in results), 5)
+        rows = yield self.db.run_query("SELECT count(*) FROM farmers")
+        self.assertEqual(rows, [(5,)])

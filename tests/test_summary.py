@@ -376,7 +376,7 @@ class DatabaseSummaryTests(unittest.TestCase):
         before = yield self.pass_at(T)
         working = self.store.online_activity
 
-        def broken_once(cutoff, pause=None):
+        def broken_once(cutoff, pause=None, now=None, rate=None):
             self.patch(self.store, "online_activity", working)
             raise RuntimeError("query planner on strike")
 
@@ -425,7 +425,7 @@ class FakeStore:
                        pause=None):
         return defer.succeed({})
 
-    def online_activity(self, cutoff, pause=None):
+    def online_activity(self, cutoff, pause=None, now=None, rate=None):
         self.online_calls.append(cutoff)
         if self.hanging is not None:
             return self.hanging

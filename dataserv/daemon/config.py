@@ -191,6 +191,16 @@ OPTIONS = (
            "bound at start, listening once the first summary is built", flag=True),
     Option("skip-authentication", False, _flag,
            "accept requests without signatures (testing only; warns on every start)", flag=True),
+    Option("max-fill-rate", "1073741824", lambda v: _integer(v, 0),
+           "bytes per second by which a claimed height is credited (in shards of "
+           "--shard-size; the rest is credited as time passes); 0 = credit claims as they are"),
+    Option("audit-limit", "12", lambda v: _integer(v, 0),
+           "audits per farmer per hour (a burst of as many); 0 = no limit"),
+    Option("bandwidth-limit", "60", lambda v: _integer(v, 0),
+           "bandwidth reports per farmer per hour (a burst of as many); 0 = no limit"),
+    Option("registrations-per-network", "10", lambda v: _integer(v, 0),
+           "new farmers per hour from one network (/24 for IPv4, /64 for IPv6), "
+           "counted across daemons; 0 = no limit"),
     Option("no-limits", False, _flag,
            "turn off every per-IP, per-network and per-farmer limit and credit heights as "
            "claimed (testing and benchmarks only; warns on every start)", flag=True),
@@ -224,6 +234,10 @@ class Settings:
     access_log: str = _DEFAULTS["access_log"]
     reuse_port: bool = _DEFAULTS["reuse_port"]
     skip_authentication: bool = _DEFAULTS["skip_authentication"]
+    max_fill_rate: int = _DEFAULTS["max_fill_rate"]
+    audit_limit: int = _DEFAULTS["audit_limit"]
+    bandwidth_limit: int = _DEFAULTS["bandwidth_limit"]
+    registrations_per_network: int = _DEFAULTS["registrations_per_network"]
     no_limits: bool = _DEFAULTS["no_limits"]
 
     @property

@@ -9,15 +9,18 @@ this module; the API layer maps them to status codes and texts.
 import functools
 import re
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Callable, Generator, Optional, TypeVar
 
 from twisted.internet import defer
+from twisted.python.failure import Failure
 
 from dataserv.identity import addresses
 from dataserv.registry.uptime import first_uptime_day, uptime_percent
 from dataserv.identity.auth import AuthenticationFailed
+from dataserv.registry import credit, limits
 from dataserv.storage.batching import GroupCommit
 from dataserv.storage.database import DatabaseUnavailable
+from dataserv.storage.store import FarmerRecord, FarmerStore, RegistrationRefused
 
 
 class Rejected(Exception):
@@ -72,6 +75,27 @@ class InvalidResponse(Rejected):
     """The audit response is not 64 hex digits."""
 
 
+class TooMany(Rejected):
+    """A per-farmer or per-network limit is reached; ``retry_after`` is the whole
+    seconds until the next request of this kind will be accepted."""
+
+    def __init__(self, retry_after: int):
+        super().__init__(retry_after)
+        self.retry_after = retry_after
+
+
+class TooManyRegistrations(TooMany):
+    """The client's network registered its share of new farmers this hour."""
+
+
+class TooManyAudits(TooMany):
+    """The farmer sent its share of audits this hour."""
+
+
+class TooManyBandwidthReports(TooMany):
+    """The farmer sent its share of bandwidth reports this hour."""
+
+
 class DuplicateAudit(Rejected):
     """The farmer has already submitted an audit for this block."""
 
@@ -80,17 +104,21 @@ class DuplicateAudit(Rejected):
         self.block = block
 
 
-def _outages_as_unavailable(method):
+_T = TypeVar("_T")
+
+
+def _outages_as_unavailable(
+        method: Callable[..., Generator[Any, Any, _T]]) -> Callable[..., "defer.Deferred[_T]"]:
     """An inlineCallbacks method whose database outages come out as
     :class:`Unavailable`, the registry's word for "try again later"."""
     call = defer.inlineCallbacks(method)
 
-    def translate(failure):
+    def translate(failure: Failure) -> "defer.Deferred[_T]":
         failure.trap(DatabaseUnavailable)
         raise Unavailable(str(failure.value))
 
     @functools.wraps(method)
-    def wrapper(*args, **kwargs):
+    def wrapper(*args: Any, **kwargs: Any) -> "defer.Deferred[_T]":
         return call(*args, **kwargs).addErrback(translate)
 
     return wrapper
@@ -176,13 +204,21 @@ class RecentContacts:
 class Farmers:
     """Register, ping, height, bandwidth and audits, each in the contract's check order."""
 
-    def __init__(self, store, verifier, settings):
+    def __init__(self, store: FarmerStore, verifier, settings) -> None:
         self.store = store
         self.verifier = verifier
         self.settings = settings
         self.pings = GroupCommit(self._write_pings)
         self.timings = store.timings  # the store's transactions, for /metrics
         self.recent = RecentContacts(settings.max_ping)
+        limited = not settings.no_limits
+        self.fill_rate = credit.fill_rate(settings)
+        self.registrations_per_network = (
+            settings.registrations_per_network if limited else 0) or None
+        self.audits = (limits.HourlyBuckets(settings.audit_limit)
+                       if limited and settings.audit_limit else None)
+        self.bandwidth_reports = (limits.HourlyBuckets(settings.bandwidth_limit)
+                                  if limited and settings.bandwidth_limit else None)
 
     # -- shared checks --------------------------------------------------------
 
@@ -200,10 +236,20 @@ class Farmers:
         except AuthenticationFailed as e:
             raise Unauthenticated(getattr(e, "skew", None))
 
+    @staticmethod
+    def _spend(buckets: Optional[limits.HourlyBuckets], address: str, request: "Request",
+               error: type) -> None:
+        """One write of a limited kind for an authenticated farmer, or raise error."""
+        if buckets is not None:
+            wait = buckets.take(address, request.now)
+            if wait:
+                raise error(wait)
+
     # -- the calls ------------------------------------------------------------
 
     @_outages_as_unavailable
-    def register(self, farmer_id, payout, request):
+    def register(self, farmer_id: str, payout: Optional[str],
+                 request: Request) -> Generator[Any, Any, FarmerRecord]:
         """Register a farmer (payout defaults to its own address); returns its record."""
         address = self._farmer_id(farmer_id)
         self._authenticate(address, request)
@@ -214,9 +260,14 @@ class Farmers:
                 payout = addresses.parse_payout_address(payout)
             except addresses.InvalidAddress:
                 raise InvalidPayout()
-        record = yield self.store.register(address, payout, request.now, request.ip)
+        record = yield self.store.register(
+            address, payout, request.now, request.ip,
+            network=limits.registration_network(request.ip),
+            limit=self.registrations_per_network, period=limits.HOUR)
         if record is None:
             raise AlreadyRegistered()
+        if isinstance(record, RegistrationRefused):
+            raise TooManyRegistrations(limits.seconds_until(record.retry_at, request.now))
         self.recent.wrote(address, request.now)
         return record
 
@@ -239,8 +290,10 @@ class Farmers:
             contacts, self.settings.max_ping, self.settings.online_seconds)
 
     @_outages_as_unavailable
-    def set_height(self, farmer_id, height_text, request):
-        """Advertise generated storage; always a contact, never throttled."""
+    def set_height(self, farmer_id: str, height_text: str,
+                   request: Request) -> Generator[Any, Any, None]:
+        """Claim a height (generated storage), credited as :mod:`credit` allows;
+        always a contact, never throttled."""
         # 2.2.x matched the height in the route itself, so its syntax comes first.
         height = parse_whole(height_text, InvalidHeight)
         address = self._farmer_id(farmer_id)
@@ -248,17 +301,20 @@ class Farmers:
         if height >= self.settings.height_limit:
             raise HeightLimitExceeded()
         found = yield self.store.set_height(
-            address, height, request.now, request.ip, self.settings.online_seconds)
+            address, height, request.now, request.ip, self.settings.online_seconds,
+            rate=self.fill_rate)
         if not found:
             raise FarmerNotFound()
         self.recent.wrote(address, request.now)
 
     @_outages_as_unavailable
-    def set_bandwidth(self, farmer_id, upload_text, download_text, request):
+    def set_bandwidth(self, farmer_id: str, upload_text: str, download_text: str,
+                      request: Request) -> Generator[Any, Any, None]:
         """Report upload/download bandwidth; a contact."""
         address = self._farmer_id(farmer_id)
         upload, download = parse_amount(upload_text), parse_amount(download_text)
         self._authenticate(address, request)
+        self._spend(self.bandwidth_reports, address, request, TooManyBandwidthReports)
         found = yield self.store.set_bandwidth(
             address, upload, download, request.now, request.ip, self.settings.online_seconds)
         if not found:
@@ -266,13 +322,15 @@ class Farmers:
         self.recent.wrote(address, request.now)
 
     @_outages_as_unavailable
-    def audit(self, farmer_id, block_text, response, request):
+    def audit(self, farmer_id: str, block_text: str, response: str,
+              request: Request) -> Generator[Any, Any, None]:
         """Store the farmer's audit response for a block; a contact."""
         address = self._farmer_id(farmer_id)
         block = parse_whole(block_text, InvalidBlock)
         if not _SHA256.match(response):
             raise InvalidResponse()
         self._authenticate(address, request)
+        self._spend(self.audits, address, request, TooManyAudits)
         outcome = yield self.store.add_audit(
             address, block, response.lower(), request.now, request.ip,
             self.settings.online_seconds)
@@ -283,10 +341,10 @@ class Farmers:
         self.recent.wrote(address, request.now)
 
     @_outages_as_unavailable
-    def status(self, farmer_id, now):
+    def status(self, farmer_id: str, now: float) -> Generator[Any, Any, FarmerStatus]:
         """A :class:`FarmerStatus` for self-service; no authentication (it is public)."""
         address = self._farmer_id(farmer_id)
-        record = yield self.store.farmer(address)
+        record = yield self.store.farmer(address, now, self.fill_rate)
         if record is None:
             raise FarmerNotFound()
         count, last_block = yield self.store.audit_summary(record.id)

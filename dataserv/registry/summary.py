@@ -17,6 +17,7 @@ from twisted.logger import Logger
 
 from dataserv.registry.credits import UptimeSums
 from dataserv.registry.uptime import first_uptime_day
+from dataserv.registry import credit
 from dataserv.storage.database import DatabaseUnavailable
 
 # Farmers looked through between two pauses of the reactor.
@@ -141,7 +142,8 @@ class Summariser(service.Service):
             now = started
             yield timed("today", self.uptime.refresh_today, now)
             activity = yield timed("fetch", self.store.online_activity,
-                                   now - self.settings.online_seconds, pause=self._pause)
+                                   now - self.settings.online_seconds, pause=self._pause,
+                                   now=now, rate=credit.fill_rate(self.settings))
             yield timed("identities", self._learn_identities, activity)
             yield timed("earlier_days", self.uptime.refresh_earlier_days,
                         lambda: [row[0] for row in activity], now,

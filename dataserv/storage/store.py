@@ -7,19 +7,32 @@ the per-statement timings in :attr:`FarmerStore.timings`.
 
 import math
 from collections import namedtuple
+from typing import Optional
 
 from twisted.internet import defer
 
 from dataserv.storage.failures import DatabaseConflict
 
-FARMER_COLUMNS = ("id, btc_addr, payout_addr, height, reg_time, last_seen,"
-                  " bandwidth_upload, bandwidth_download")
+# {height}: the stored credited height, or the credited_height(...) expression.
+FARMER_COLUMNS = ("id, btc_addr, payout_addr, {height}, reg_time, last_seen,"
+                  " bandwidth_upload, bandwidth_download, claimed_height, height_at")
 
-ACTIVITY_COLUMNS = "id, height, last_seen, bandwidth_upload, bandwidth_download"
+# The credited-height rule (schema 0004, named by dataserv.registry.credit) applied
+# at %(now)s with %(rate)s shards per second; NULL rate: the claim as it is.
+CREDITED_HEIGHT = ("credited_height(height, height_at, claimed_height,"
+                   " %(rate)s::float8, %(now)s::float8)")
+
+ACTIVITY_COLUMNS = ("id, " + CREDITED_HEIGHT + " AS credited, last_seen,"
+                    " bandwidth_upload, bandwidth_download, claimed_height")
 
 FarmerRecord = namedtuple("FarmerRecord", [
     "id", "btc_addr", "payout_addr", "height", "reg_time", "last_seen",
-    "bandwidth_upload", "bandwidth_download"])
+    "bandwidth_upload", "bandwidth_download", "claimed_height", "height_at"],
+    defaults=(None,))
+
+# A registration refused because the farmer's network had its share this period;
+# retry_at: when the next one from there will be accepted (Unix seconds).
+RegistrationRefused = namedtuple("RegistrationRefused", ["retry_at"])
 
 HistoryRow = namedtuple("HistoryRow", ["at", "online_farmers", "total_tb", "total_height"])
 
@@ -78,22 +91,44 @@ class FarmerStore:
     # -- farmers ------------------------------------------------------------
 
     @defer.inlineCallbacks
-    def register(self, address, payout, now, ip):
-        """Insert a farmer; returns its record, or None if the address is taken."""
-        rows = yield self._query(
-            "register",
-            "INSERT INTO farmers (btc_addr, payout_addr, reg_time, last_seen, last_ip)"
-            " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (btc_addr) DO NOTHING"
-            " RETURNING " + FARMER_COLUMNS,
-            (address, payout, now, now, ip))
-        return FarmerRecord(*rows[0]) if rows else None
+    def register(self, address: str, payout: str, now: float, ip: Optional[str],
+                 network: Optional[str] = None, limit: Optional[int] = None,
+                 period: float = 3600.0):
+        """Insert a farmer; returns its record, None if the address is taken, or
+        :class:`RegistrationRefused` when ``network`` already has ``limit``
+        registrations in the ``period`` seconds before ``now`` (counted across every
+        daemon on the database; no limit when ``limit`` or ``network`` is None)."""
+        if limit is None or network is None:
+            # Nothing to count: a plain INSERT costs PostgreSQL less than the function.
+            rows = yield self._query(
+                "register",
+                "INSERT INTO farmers (btc_addr, payout_addr, reg_time, last_seen, last_ip,"
+                " height_at, reg_network) VALUES (%s, %s, %s, %s, %s, %s, %s)"
+                " ON CONFLICT (btc_addr) DO NOTHING"
+                " RETURNING NULL, " + FARMER_COLUMNS.format(height="height"),
+                (address, payout, now, now, ip, now, network))
+        else:
+            rows = yield self._query(
+                "register",
+                "SELECT * FROM register_farmer(%s, %s, %s, %s, %s, %s, %s)",
+                (address, payout, now, ip, network, limit, period))
+        if not rows:
+            return None
+        if rows[0][0] is not None:
+            return RegistrationRefused(rows[0][0])
+        return FarmerRecord(*rows[0][1:])
 
     @defer.inlineCallbacks
-    def farmer(self, address):
-        """The farmer's record, or None."""
+    def farmer(self, address: str, now: Optional[float] = None,
+               rate: Optional[float] = None):
+        """The farmer's record, or None. Its height is the height credited at ``now``
+        with a fill rate of ``rate`` shards per second (None: the claim as it is);
+        without ``now``, the credited height as last stored."""
+        height = "height" if now is None else CREDITED_HEIGHT
         rows = yield self._query(
-            "farmer", "SELECT " + FARMER_COLUMNS + " FROM farmers WHERE btc_addr = %s",
-            (address,))
+            "farmer", "SELECT " + FARMER_COLUMNS.format(height=height)
+            + " FROM farmers WHERE btc_addr = %(address)s",
+            {"address": address, "now": now, "rate": rate})
         return FarmerRecord(*rows[0]) if rows else None
 
     @defer.inlineCallbacks
@@ -121,11 +156,15 @@ class FarmerStore:
             return {address: Contact(written, at) for address, written, at in rows}
 
     @defer.inlineCallbacks
-    def set_height(self, address, height, now, ip, window):
-        """Set the height and record a contact; returns whether the farmer exists."""
+    def set_height(self, address: str, height: int, now: float, ip: Optional[str],
+                   window: float, rate: Optional[float] = None):
+        """Claim a height and record a contact; returns whether the farmer exists.
+
+        The claim is credited as the credited-height rule allows at ``rate`` shards
+        per second (None: as claimed); see :mod:`dataserv.registry.credit`."""
         rows = yield self._query(
-            "set_height", "SELECT set_height(%s, %s, %s, %s, %s)",
-            (address, height, now, ip, window))
+            "set_height", "SELECT set_height(%s, %s, %s, %s, %s, %s::float8)",
+            (address, height, now, ip, window, rate))
         return rows[0][0]
 
     @defer.inlineCallbacks
@@ -202,14 +241,18 @@ class FarmerStore:
         return self.timings.measure(
             name, self.db.run_long_interaction(SLICED_READ_SECONDS, interaction))
 
-    def online_activity(self, cutoff, pause=None):
-        """(id, height, last_seen, bandwidth_upload, bandwidth_download) of farmers seen
-        at or after cutoff, by height desc then registration order. The columns that
-        never change are left to :meth:`identities` (fetched once per farmer)."""
+    def online_activity(self, cutoff: float, pause=None, now: Optional[float] = None,
+                        rate: Optional[float] = None):
+        """(id, height, last_seen, bandwidth_upload, bandwidth_download,
+        claimed_height) of farmers seen at or after cutoff, by height desc then
+        registration order. The height is the one credited at ``now`` with ``rate``
+        shards per second (see :meth:`farmer`). The columns that never change are
+        left to :meth:`identities` (fetched once per farmer)."""
         return self._fetch_in_slices(
             "online_activity",
-            "SELECT " + ACTIVITY_COLUMNS + " FROM farmers WHERE last_seen >= %s"
-            " ORDER BY height DESC, id", (cutoff,), pause)
+            "SELECT " + ACTIVITY_COLUMNS + " FROM farmers WHERE last_seen >= %(cutoff)s"
+            " ORDER BY credited DESC, id",
+            {"cutoff": cutoff, "now": cutoff if now is None else now, "rate": rate}, pause)
 
     def identities(self, farmer_ids, pause=None):
         """{id: (btc_addr, payout_addr, reg_time)}: what never changes about farmers."""

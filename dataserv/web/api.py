@@ -14,6 +14,7 @@ from dataserv.registry.uptime import uptime_percent
 from dataserv.web.body import Body
 
 TEXT = b"text/html; charset=utf-8"  # what 2.2.x (Flask) sent for its plain answers
+PLAIN = b"text/plain; charset=utf-8"  # answers 2.2.x never gave (429)
 JSON = b"application/json"
 RETRY_AFTER = b"5"
 
@@ -24,6 +25,8 @@ ERRORS = {
     ("register", rules.Unauthenticated): (401, "Registration Failed: Invalid authentication headers."),
     ("register", rules.InvalidPayout): (400, _REGISTER),
     ("register", rules.AlreadyRegistered): (409, "Registration Failed: Address already is registered."),
+    ("register", rules.TooManyRegistrations): (
+        429, "Too many registrations from your network: try again in {retry_after} s."),
     ("ping", rules.InvalidFarmerId): (400, "Ping Failed: Invalid Bitcoin address."),
     ("ping", rules.Unauthenticated): (401, "Ping Failed: Invalid authentication headers."),
     ("ping", rules.FarmerNotFound): (404, "Ping Failed: Farmer not found."),
@@ -36,12 +39,15 @@ ERRORS = {
     ("bandwidth", rules.InvalidBandwidth): (400, "Invalid bandwidth."),
     ("bandwidth", rules.Unauthenticated): (401, "Set bandwidth failed: Invalid authentication headers."),
     ("bandwidth", rules.FarmerNotFound): (404, "Farmer not found."),
+    ("bandwidth", rules.TooManyBandwidthReports): (
+        429, "Too many bandwidth reports: try again in {retry_after} s."),
     ("audit", rules.InvalidFarmerId): (400, "Invalid nodeid."),
     ("audit", rules.InvalidBlock): (400, "Invalid block."),
     ("audit", rules.InvalidResponse): (400, "Invalid response."),
     ("audit", rules.Unauthenticated): (401, "Audit failed: Invalid authentication headers."),
     ("audit", rules.FarmerNotFound): (404, "Farmer not found."),
     ("audit", rules.DuplicateAudit): (409, "Duplicate audit: Block {block}"),
+    ("audit", rules.TooManyAudits): (429, "Too many audits: try again in {retry_after} s."),
     ("farmer", rules.InvalidFarmerId): (400, "Invalid nodeid."),
     ("farmer", rules.FarmerNotFound): (404, "Farmer not found."),
 }
@@ -148,6 +154,10 @@ class API:
                         request.setHeader(b"X-Clock-Skew", str(int(error.skew)).encode())
                     if isinstance(error, rules.DuplicateAudit):
                         body = body.format(block=error.block)
+                    if isinstance(error, rules.TooMany):
+                        request.setHeader(b"Retry-After", b"%d" % error.retry_after)
+                        return self._text(request, status,
+                                          body.format(retry_after=error.retry_after), PLAIN)
                     return self._text(request, status, body)
             return failure
 

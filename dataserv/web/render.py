@@ -1,12 +1,17 @@
 """Bodies of the public routes, as 2.2.x wrote them, plus the fields beyond it."""
 
 import json
+from typing import TYPE_CHECKING, List, Tuple
 
 from dataserv.identity.addresses import address_to_nodeid
 
+if TYPE_CHECKING:
+    from dataserv.storage.store import FarmerRecord
 
-def farmer_dict(record, now, uptime):
-    """The farmer JSON object: 2.2.x's four fields first, then ours."""
+
+def farmer_dict(record: "FarmerRecord", now: float, uptime: float) -> dict:
+    """The farmer JSON object: 2.2.x's four fields first, then ours. ``height`` is
+    the credited height, ``claimed_height`` the farmer's last claim."""
     return {
         "btc_addr": record.btc_addr,
         "payout_addr": record.payout_addr,
@@ -17,6 +22,7 @@ def farmer_dict(record, now, uptime):
         "uptime": uptime,
         "bandwidth_upload": record.bandwidth_upload,
         "bandwidth_download": record.bandwidth_download,
+        "claimed_height": record.claimed_height,
     }
 
 
@@ -58,21 +64,24 @@ def online_html_entry(record, now):
         record.payout_addr, last_seen_text(now - record.last_seen), record.height)
 
 
-def render_slice(activity, now, farmers, window, window_start):
+def render_slice(activity: list, now: float, farmers: dict, window: float,
+                 window_start: float) -> Tuple[str, str, int]:
     """The summariser's inner loop: for a slice of online farmers, their
     /api/online/json objects joined with ", ", their /api/online entries, and the
     sum of their heights.
 
-    ``activity`` rows are (id, height, last_seen, bandwidth_upload,
-    bandwidth_download); ``farmers`` maps each id to its farmer_entry(...). Gives
-    exactly what json_bytes(farmer_dict(...)), online_html_entry and
-    registry.uptime.uptime_percent give (tested), written out in one loop because at 100 000 farmers per pass the
+    ``activity`` rows are (id, credited height, last_seen, bandwidth_upload,
+    bandwidth_download, claimed_height); ``farmers`` maps each id to its
+    farmer_entry(...). Gives exactly what json_bytes(farmer_dict(...)),
+    online_html_entry and registry.uptime.uptime_percent give (tested), written out
+    in one loop because at 100 000 farmers per pass the
     calls cost more than the work.
     """
-    objects, entries = [], []
+    objects: List[str] = []
+    entries: List[str] = []
     add_object, add_entry = objects.append, entries.append
     height_sum = 0
-    for farmer_id, height, last_seen, upload, download in activity:
+    for farmer_id, height, last_seen, upload, download, claimed in activity:
         prefix, middle, payout, reg_time, credit = farmers[farmer_id]
         height_sum += height
         ago = int(now - last_seen)
@@ -93,8 +102,8 @@ def render_slice(activity, now, farmers, window, window_start):
             current = 0.0 if current < 0 else (window if current > window else current)
             uptime = round(min(100.0, 100.0 * (credit + current) / elapsed), 3)
         add_object('%s%d, "last_seen": %d%s%r, "bandwidth_upload": %r, '
-                   '"bandwidth_download": %r}' % (
-                       prefix, height, ago, middle, uptime, upload, download))
+                   '"bandwidth_download": %r, "claimed_height": %d}' % (
+                       prefix, height, ago, middle, uptime, upload, download, claimed))
     return ", ".join(objects), "".join(entries), height_sum
 
 
