@@ -32,10 +32,11 @@ class FakeHTTP:
 class HeaderTests(SynchronousTestCase):
 
     def test_curl_arguments_verify(self):
-        """`headers` prints curl -H arguments whose signature the server accepts."""
+        """`headers` prints curl -H arguments whose signature the server accepts
+        (legacy: with --legacy)."""
         key = FarmerKey.from_seed(b"client test")
         http = FakeHTTP()
-        client = FarmerClient("http://dataserv", key, http=http)
+        client = FarmerClient("http://dataserv", key, http=http, legacy=True)
         reply = self.successResultOf(client.headers())
         found = dict(re.findall(r"-H '([^:]+): ([^']+)'", reply.text))
         self.assertEqual(set(found), {"Date", "Authorization"})

@@ -433,6 +433,9 @@ class FakeStore:
     def prune_uptime(self, before_day):
         return defer.succeed([(0,)])
 
+    def prune_request_claims(self, now):
+        return defer.succeed([(0,)])
+
 
 class ScheduleTests(unittest.SynchronousTestCase):
     """The service's LoopingCall on a Clock, with a store the test controls."""

@@ -1,4 +1,5 @@
-"""A farmer client on treq that signs its requests like the clients in the field.
+"""A farmer client on treq that signs its requests with request-bound (DATASERV-V2)
+headers, or with the field clients' legacy headers when asked to.
 
 Used by the tests, the benchmark and by hand::
 
@@ -7,11 +8,12 @@ Used by the tests, the benchmark and by hand::
 
 import json
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import treq
 from twisted.internet import defer
 
-from dataserv.identity.signing import FarmerKey, headers_for
+from dataserv.identity.signing import FarmerKey, headers_for, v2_headers_for
 
 
 @dataclass(frozen=True)
@@ -33,28 +35,47 @@ class Reply:
 
 
 class FarmerClient:
-    """Speaks every route for one farmer key. ``http`` is treq or a StubTreq."""
+    """Speaks every route for one farmer key. ``http`` is treq or a StubTreq.
 
-    def __init__(self, url, key, server_address=None, http=treq, use_nodeid=False):
+    Requests are signed with DATASERV-V2 headers bound to the request; ``legacy=True``
+    signs as the field clients do (Date and server address only), for testing. Once a
+    farmer has used v2 the server refuses its legacy headers.
+    """
+
+    def __init__(self, url: str, key: FarmerKey, server_address: str = None, http=treq,
+                 use_nodeid: bool = False, legacy: bool = False) -> None:
         self.url = url.rstrip("/")
         self.key = key
         self.server_address = server_address
         self.http = http
         self.farmer_id = key.nodeid if use_nodeid else key.address
+        self.legacy = legacy
+
+    def target(self, path: str) -> str:
+        """The request target (path and query) that a request for ``path`` sends."""
+        parts = urlsplit(self.url + path)
+        return (parts.path or "/") + ("?" + parts.query if parts.query else "")
 
     @defer.inlineCallbacks
-    def signed_headers(self):
-        """Date and Authorization for the next request (asks the server its address
-        the first time, as the field clients do)."""
+    def signed_headers(self, path: str = None, method: str = "GET", body: bytes = b""):
+        """Date and Authorization for a request to ``path`` (asks the server its
+        address the first time, as the field clients do). Legacy headers when the
+        client is legacy (they do not depend on the request)."""
         if self.server_address is None:
             reply = yield self.address()
             self.server_address = reply.json()["address"]
-        return headers_for(self.key, self.server_address)
+        if self.legacy:
+            return headers_for(self.key, self.server_address)
+        if path is None:
+            path = "/api/ping/" + self.farmer_id
+        return v2_headers_for(self.key, self.server_address, method, self.target(path),
+                              body)
 
     @defer.inlineCallbacks
-    def headers(self):
-        """The signed headers as curl arguments, in a Reply (for the command line)."""
-        signed = yield self.signed_headers()
+    def headers(self, path: str = None):
+        """Signed headers for one GET of ``path`` (default: this farmer's ping) as curl
+        arguments, in a Reply (for the command line). A v2 pair is good once."""
+        signed = yield self.signed_headers(path)
         text = " ".join("-H '%s: %s'" % (name.decode(), value.decode())
                         for name, value in sorted(signed.items(), reverse=True))
         return Reply(200, None, text.encode())
@@ -63,7 +84,7 @@ class FarmerClient:
     def _get(self, path, signed, headers=None):
         all_headers = dict(headers or {})
         if signed:
-            all_headers.update((yield self.signed_headers()))
+            all_headers.update((yield self.signed_headers(path)))
         response = yield self.http.get(self.url + path, headers=all_headers)
         body = yield response.content()
         return Reply(response.code, response.headers, body)

@@ -94,6 +94,7 @@ class Summariser(service.Service):
         self._credit_stale = set()
         self._credit_all_stale = False
         self._history_at = None
+        self._claims_pruned_at = None
 
     def startService(self):  # noqa: N802
         super().startService()
@@ -154,6 +155,7 @@ class Summariser(service.Service):
             yield timed("credits", self._refresh_credits, activity)
             self.snapshot = yield timed("render", self._build, activity, now)
             yield timed("history", self._maybe_append_history, now)
+            yield timed("claims", self._maybe_prune_claims, now)
             yield timed("release", self._in_thread, memory.release)
             self.passes += 1
             self.last_pass_phases = phases
@@ -328,6 +330,16 @@ class Summariser(service.Service):
             online_json_gzip=online_json_gzip,
             total_json=render.json_bytes(total),
         )
+
+    def _maybe_prune_claims(self, now):
+        """Delete expired replay keys, at most once per replay window (2 x auth timeout):
+        the table then holds at most two windows of keys, and the DELETE's scan runs
+        once a minute rather than on every pass."""
+        window = 2 * self.settings.auth_timeout
+        if self._claims_pruned_at is not None and now - self._claims_pruned_at < window:
+            return None
+        self._claims_pruned_at = now
+        return self.store.prune_request_claims(now)
 
     @defer.inlineCallbacks
     def _maybe_append_history(self, now):

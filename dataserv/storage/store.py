@@ -23,7 +23,7 @@ FarmerRecord = namedtuple("FarmerRecord", [
 HistoryRow = namedtuple("HistoryRow", ["at", "online_farmers", "total_tb", "total_height"])
 
 # Empties every table (the test suite and the benchmark start from nothing).
-TRUNCATE_ALL = ("TRUNCATE audits, uptime_days, totals_history, farmers"
+TRUNCATE_ALL = ("TRUNCATE audits, uptime_days, totals_history, request_claims, farmers"
                 " RESTART IDENTITY CASCADE")
 
 NEVER_THROTTLED = -math.inf
@@ -53,6 +53,37 @@ class Timings:
         return d.addBoth(done)
 
 
+# An authenticated request's claim: its replay key (bytes), whether it used v2, and
+# until when the key must be kept (Unix seconds). None: authentication is off.
+Claim = namedtuple("Claim", ["key", "v2", "expires"])
+
+# What one item of a ping batch came to: the claim's outcome ("ok", "replayed" or
+# "downgrade"), and for a contact of a known farmer whether it was written and the
+# farmer's last_seen as stored afterwards (both None otherwise).
+PingOutcome = namedtuple("PingOutcome", ["outcome", "written", "last_contact"])
+
+
+class ClaimRefused(Exception):
+    """The request's claim was refused: ``outcome`` is "replayed" (its replay key is
+    taken) or "downgrade" (legacy headers from a farmer that has used v2)."""
+
+    def __init__(self, outcome):
+        super().__init__(outcome)
+        self.outcome = outcome
+
+
+def _claim_params(address, claim, now):
+    """The claim_request(p_addr, p_key, p_v2, p_at, p_expires) arguments."""
+    if claim is None:
+        return (address, None, False, now, None)
+    return (address, claim.key, claim.v2, now, claim.expires)
+
+
+def _claimed(outcome):
+    if outcome != "ok":
+        raise ClaimRefused(outcome)
+
+
 # What recording one farmer's contact did: whether it was written, and the
 # farmer's last_seen as stored afterwards.
 Contact = namedtuple("Contact", ["written", "last_contact"])
@@ -74,15 +105,23 @@ class FarmerStore:
     # -- farmers ------------------------------------------------------------
 
     @defer.inlineCallbacks
-    def register(self, address, payout, now, ip):
-        """Insert a farmer; returns its record, or None if the address is taken."""
+    def register(self, address, payout, now, ip, claim=None):
+        """Insert a farmer; returns its record, or None if the address is taken.
+
+        The request's claim is made in the same statement; ClaimRefused if refused.
+        """
         rows = yield self._query(
             "register",
-            "INSERT INTO farmers (btc_addr, payout_addr, reg_time, last_seen, last_ip)"
-            " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (btc_addr) DO NOTHING"
-            " RETURNING " + FARMER_COLUMNS,
-            (address, payout, now, now, ip))
-        return FarmerRecord(*rows[0]) if rows else None
+            "WITH claim AS (SELECT claim_request(%s, %s, %s, %s, %s) AS outcome),"
+            " added AS (INSERT INTO farmers"
+            "  (btc_addr, payout_addr, reg_time, last_seen, last_ip, v2_since)"
+            "  SELECT %s, %s, %s, %s, %s, %s FROM claim WHERE claim.outcome = 'ok'"
+            "  ON CONFLICT (btc_addr) DO NOTHING RETURNING " + FARMER_COLUMNS + ")"
+            " SELECT claim.outcome, added.* FROM claim LEFT JOIN added ON true",
+            _claim_params(address, claim, now)
+            + (address, payout, now, now, ip, now if claim is not None and claim.v2 else None))
+        _claimed(rows[0][0])
+        return FarmerRecord(*rows[0][1:]) if rows[0][1] is not None else None
 
     @defer.inlineCallbacks
     def farmer(self, address):
@@ -117,25 +156,79 @@ class FarmerStore:
             return {address: Contact(written, at) for address, written, at in rows}
 
     @defer.inlineCallbacks
-    def set_height(self, address, height, now, ip, window):
-        """Set the height and record a contact; returns whether the farmer exists."""
-        rows = yield self._query(
-            "set_height", "SELECT set_height(%s, %s, %s, %s, %s)",
-            (address, height, now, ip, window))
-        return rows[0][0]
+    def record_pings(self, items, min_gap, window):
+        """Claim and record a batch of pings in one statement and one commit.
+
+        ``items`` are (address, at, ip, claim, contact) tuples; an item whose
+        ``contact`` is false (a ping throttled in memory) only claims its key.
+        Returns {item: PingOutcome}. A batch that records no contact claims keys
+        only, which commits without waiting for the disk (see README, Security).
+        """
+        items = list(items)
+        columns = list(zip(*items)) if items else [(), (), (), (), ()]
+        addresses, ats, ips, claims, contacts = columns
+        params = (list(addresses), list(ats), list(ips),
+                  [None if c is None else c.key for c in claims],
+                  [c is not None and c.v2 for c in claims],
+                  list(contacts),
+                  [None if c is None else c.expires for c in claims],
+                  min_gap, window)
+        sql = ("SELECT item, outcome, written, last_contact FROM record_pings("
+               "%s::text[], %s::float8[], %s::text[], %s::bytea[], %s::boolean[],"
+               " %s::boolean[], %s::float8[], %s, %s)")
+        if not any(contacts):
+            sql = ("SELECT item, outcome, written, last_contact"
+                   " FROM set_config('synchronous_commit', 'off', true),"
+                   " LATERAL (" + sql + ") AS r")
+        for attempt in range(RETRIES):
+            try:
+                rows = yield self._query("record_pings", sql, params)
+            except psycopg2.extensions.TransactionRollbackError:
+                # As record_contacts: safe to repeat if picked as a deadlock victim.
+                if attempt == RETRIES - 1:
+                    raise
+                continue
+            return {items[item - 1]: PingOutcome(outcome, written, last)
+                    for item, outcome, written, last in rows}
 
     @defer.inlineCallbacks
-    def set_bandwidth(self, address, upload, download, now, ip, window):
-        """Set the bandwidth figures and record a contact; whether the farmer exists."""
-        rows = yield self._query(
-            "set_bandwidth", "SELECT set_bandwidth(%s, %s, %s, %s, %s, %s)",
-            (address, upload, download, now, ip, window))
-        return rows[0][0]
+    def set_height(self, address, height, now, ip, window, claim=None):
+        """Set the height and record a contact; returns whether the farmer exists.
 
-    def add_audit(self, address, block, response, now, ip, window):
-        """Store an audit: "accepted", "duplicate" or "unknown" (no such farmer)."""
+        The request's claim is made in the same statement; ClaimRefused if refused.
+        """
+        rows = yield self._query(
+            "set_height",
+            "SELECT c, CASE WHEN c = 'ok' THEN set_height(%s, %s, %s, %s, %s) END"
+            " FROM claim_request(%s, %s, %s, %s, %s) AS c",
+            (address, height, now, ip, window) + _claim_params(address, claim, now))
+        _claimed(rows[0][0])
+        return rows[0][1]
+
+    @defer.inlineCallbacks
+    def set_bandwidth(self, address, upload, download, now, ip, window, claim=None):
+        """Set the bandwidth figures and record a contact; whether the farmer exists.
+
+        The request's claim is made in the same statement; ClaimRefused if refused.
+        """
+        rows = yield self._query(
+            "set_bandwidth",
+            "SELECT c, CASE WHEN c = 'ok' THEN set_bandwidth(%s, %s, %s, %s, %s, %s) END"
+            " FROM claim_request(%s, %s, %s, %s, %s) AS c",
+            (address, upload, download, now, ip, window) + _claim_params(address, claim, now))
+        _claimed(rows[0][0])
+        return rows[0][1]
+
+    def add_audit(self, address, block, response, now, ip, window, claim=None):
+        """Store an audit: "accepted", "duplicate" or "unknown" (no such farmer).
+
+        The request's claim is made in the same transaction; ClaimRefused if refused.
+        """
         @defer.inlineCallbacks
         def interaction(cursor):
+            yield cursor.execute("SELECT claim_request(%s, %s, %s, %s, %s)",
+                                 _claim_params(address, claim, now))
+            _claimed(cursor.fetchall()[0][0])
             # Lock the farmer first: the audit's foreign key would otherwise take a
             # share lock that two audits of one farmer both hold and both try to
             # upgrade when they record the contact, which deadlocks.
@@ -238,6 +331,13 @@ class FarmerStore:
             "prune_uptime",
             "WITH gone AS (DELETE FROM uptime_days WHERE day < %s RETURNING 1)"
             " SELECT count(*) FROM gone", (before_day,))
+
+    def prune_request_claims(self, now):
+        """Drop replay keys that can no longer pass the Date check."""
+        return self._query(
+            "prune_request_claims",
+            "WITH gone AS (DELETE FROM request_claims WHERE expires < %s RETURNING 1)"
+            " SELECT count(*) FROM gone", (now,))
 
     # -- totals history -----------------------------------------------------
 
