@@ -235,11 +235,15 @@ class Bench:
 
     # -- scenarios against our own daemon -----------------------------------
 
-    def seed_farmers(self, count, last_seen):
-        """COPY ``count`` bench farmers (keys known) into an empty table."""
+    def seed_farmers(self, count, last_seen, v2_too=False):
+        """COPY ``count`` bench farmers (keys known) into an empty table. With
+        ``v2_too``, as many others for DATASERV-V2 pings (a farmer that has used v2
+        is refused legacy headers), kept in ``self.v2_field``."""
         seed.truncate(self.dsn)
         field = presign.farmers(count)
-        seed.copy_farmers(self.dsn, [(f.address, f.address, 1, last_seen, last_seen) for f in field])
+        self.v2_field = presign.farmers(count, tag="bench-v2") if v2_too else []
+        seed.copy_farmers(self.dsn, [(f.address, f.address, 1, last_seen, last_seen)
+                                     for f in field + self.v2_field])
         return field
 
     def server_address(self, url):
@@ -285,16 +289,19 @@ class Bench:
         v2 runs taking turns on the same daemon (the machine is noisy), and the v2
         row carries its median rate over the legacy one.
         """
-        if warm_up:
-            requests = self._pings(port, url, field, rounds=1)
-            self.driver.run(HOST, port, requests, self.args.connections,
-                            max(1.0, len(requests) / 1000.0))
         kinds = [False] + ([True] if v2_name else [])
+        # v2 pings come from farmers of their own (self.v2_field, as many).
+        fields = {False: field, True: getattr(self, "v2_field", None) or field}
+        if warm_up:
+            for kind in kinds:
+                requests = self._pings(port, url, fields[kind], kind, rounds=1)
+                self.driver.run(HOST, port, requests, self.args.connections,
+                                max(1.0, len(requests) / 1000.0))
         runs = {kind: [] for kind in kinds}
         for _ in range(self.args.repeat):
             for kind in kinds:
                 runs[kind].append(self.load(
-                    port, lambda: self._pings(port, url, field, kind), repeat=1))
+                    port, lambda: self._pings(port, url, fields[kind], kind), repeat=1))
         result = median_run(runs[False])
         self.rows.append(report(name, result, self.ceiling_rps))
         if v2_name:
@@ -353,7 +360,7 @@ class Bench:
             finally:
                 d.stop()
 
-        field = self.seed_farmers(self.args.farmers, time.time() - 3600)
+        field = self.seed_farmers(self.args.farmers, time.time() - 3600, v2_too=True)
         single = None
         if self.wanted("ping"):
             progress.step("b. ping, every one written (legacy and v2)")

@@ -272,6 +272,22 @@ class DowngradeTests(Base):
         self.assertEqual((yield self.last_seen(ALICE)), self.t0 + 61)
 
     @defer.inlineCallbacks
+    def test_throttled_legacy_ping_refused_after_v2_elsewhere(self):
+        # This daemon throttles the farmer in memory (it wrote its last contact) and
+        # has not seen it use v2: the key-only claim still meets farmers.v2_since.
+        yield self.registered(ALICE)
+        other = self.other()
+        self.clock.advance(10)
+        path = "/api/ping/" + ALICE.address
+        self.assertAnswer((yield self.get(path, self.v2(ALICE, path), server=other)),
+                          200, PING_OK)
+        self.clock.advance(1)
+        submitted = self.server.farmers.contacts_submitted
+        self.assertRefused((yield self.ping(ALICE)), PING_UNAUTHENTICATED, DOWNGRADE)
+        self.assertEqual(self.server.farmers.contacts_submitted, submitted)
+        self.assertIn(ALICE.address, self.server.farmers.v2_farmers)
+
+    @defer.inlineCallbacks
     def test_other_farmers_keep_legacy(self):
         yield self.used_v2()
         yield self.registered(BOB)

@@ -59,6 +59,7 @@ LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
     v_outcomes text[];
+    v_mark boolean;
     v_addrs text[];
     v_ats double precision[];
     v_ips text[];
@@ -68,7 +69,8 @@ BEGIN
                         WITH ORDINALITY AS u(addr, key, v2, expires, i)
     ), checked AS (
         SELECT i.i, i.key, i.expires,
-               (i.key IS NOT NULL AND NOT i.v2 AND f.v2_since IS NOT NULL) AS downgrade
+               (i.key IS NOT NULL AND NOT i.v2 AND f.v2_since IS NOT NULL) AS downgrade,
+               (i.v2 AND f.id IS NOT NULL AND f.v2_since IS NULL) AS unmarked
         FROM input i LEFT JOIN farmers f ON f.btc_addr = i.addr
     ), claimed AS (
         INSERT INTO request_claims (key, expires)
@@ -79,18 +81,21 @@ BEGIN
     SELECT array_agg(CASE WHEN c.key IS NULL THEN 'ok'
                           WHEN c.downgrade THEN 'downgrade'
                           WHEN c.key IN (SELECT key FROM claimed) THEN 'ok'
-                          ELSE 'replayed' END ORDER BY c.i)
-    INTO v_outcomes FROM checked c;
+                          ELSE 'replayed' END ORDER BY c.i),
+           bool_or(c.unmarked)
+    INTO v_outcomes, v_mark FROM checked c;
 
     -- First v2 use marks the farmer (rare: once per farmer); rows in id order, as
     -- record_contacts takes them, so concurrent batches queue instead of deadlocking.
-    UPDATE farmers f SET v2_since = u.at
-    FROM (SELECT DISTINCT ON (g.id) g.id, x.at
-          FROM unnest(p_addrs, p_ats, p_v2) WITH ORDINALITY AS x(addr, at, v2, i)
-          JOIN farmers g ON g.btc_addr = x.addr
-          WHERE x.v2 AND v_outcomes[x.i] = 'ok' AND g.v2_since IS NULL
-          ORDER BY g.id, x.at) u
-    WHERE f.id = u.id;
+    IF v_mark THEN
+        UPDATE farmers f SET v2_since = u.at
+        FROM (SELECT DISTINCT ON (g.id) g.id, x.at
+              FROM unnest(p_addrs, p_ats, p_v2) WITH ORDINALITY AS x(addr, at, v2, i)
+              JOIN farmers g ON g.btc_addr = x.addr
+              WHERE x.v2 AND v_outcomes[x.i] = 'ok' AND g.v2_since IS NULL
+              ORDER BY g.id, x.at) u
+        WHERE f.id = u.id;
+    END IF;
 
     SELECT array_agg(x.addr), array_agg(x.at), array_agg(x.ip)
     INTO v_addrs, v_ats, v_ips
