@@ -64,11 +64,12 @@ DECLARE
     v_ats double precision[];
     v_ips text[];
 BEGIN
+    -- One statement claims every key and picks the contacts to record.
     WITH input AS (
-        SELECT u.* FROM unnest(p_addrs, p_keys, p_v2, p_expires)
-                        WITH ORDINALITY AS u(addr, key, v2, expires, i)
+        SELECT u.* FROM unnest(p_addrs, p_ats, p_ips, p_keys, p_v2, p_contact, p_expires)
+                        WITH ORDINALITY AS u(addr, at, ip, key, v2, contact, expires, i)
     ), checked AS (
-        SELECT i.i, i.key, i.expires,
+        SELECT i.*,
                (i.key IS NOT NULL AND NOT i.v2 AND f.v2_since IS NOT NULL) AS downgrade,
                (i.v2 AND f.id IS NOT NULL AND f.v2_since IS NULL) AS unmarked
         FROM input i LEFT JOIN farmers f ON f.btc_addr = i.addr
@@ -77,13 +78,18 @@ BEGIN
         SELECT c.key, c.expires FROM checked c WHERE c.key IS NOT NULL AND NOT c.downgrade
         ON CONFLICT (key) DO NOTHING
         RETURNING key
+    ), decided AS (
+        SELECT c.*, CASE WHEN c.key IS NULL THEN 'ok'
+                         WHEN c.downgrade THEN 'downgrade'
+                         WHEN c.key IN (SELECT key FROM claimed) THEN 'ok'
+                         ELSE 'replayed' END AS outcome
+        FROM checked c
     )
-    SELECT array_agg(CASE WHEN c.key IS NULL THEN 'ok'
-                          WHEN c.downgrade THEN 'downgrade'
-                          WHEN c.key IN (SELECT key FROM claimed) THEN 'ok'
-                          ELSE 'replayed' END ORDER BY c.i),
-           bool_or(c.unmarked)
-    INTO v_outcomes, v_mark FROM checked c;
+    SELECT array_agg(d.outcome ORDER BY d.i), bool_or(d.unmarked),
+           array_agg(d.addr) FILTER (WHERE d.contact AND d.outcome = 'ok'),
+           array_agg(d.at) FILTER (WHERE d.contact AND d.outcome = 'ok'),
+           array_agg(d.ip) FILTER (WHERE d.contact AND d.outcome = 'ok')
+    INTO v_outcomes, v_mark, v_addrs, v_ats, v_ips FROM decided d;
 
     -- First v2 use marks the farmer (rare: once per farmer); rows in id order, as
     -- record_contacts takes them, so concurrent batches queue instead of deadlocking.
@@ -96,11 +102,6 @@ BEGIN
               ORDER BY g.id, x.at) u
         WHERE f.id = u.id;
     END IF;
-
-    SELECT array_agg(x.addr), array_agg(x.at), array_agg(x.ip)
-    INTO v_addrs, v_ats, v_ips
-    FROM unnest(p_addrs, p_ats, p_ips, p_contact) WITH ORDINALITY AS x(addr, at, ip, contact, i)
-    WHERE x.contact AND v_outcomes[x.i] = 'ok';
 
     IF v_addrs IS NULL THEN
         RETURN QUERY SELECT x.i::bigint, v_outcomes[x.i], NULL::boolean, NULL::double precision
