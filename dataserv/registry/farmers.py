@@ -162,17 +162,17 @@ class V2Farmers:
     without a round trip. Only a cache: the database's farmers.v2_since decides.
     Bounded: when full it starts again empty."""
 
-    def __init__(self, limit=250000):
+    def __init__(self, limit: int = 250000) -> None:
         self.limit = limit
         self._known = set()
 
-    def add(self, address):
+    def add(self, address: str) -> None:
         """Remember that the farmer has used v2."""
         if len(self._known) >= self.limit:
             self._known.clear()
         self._known.add(address)
 
-    def __contains__(self, address):
+    def __contains__(self, address: object) -> bool:
         return address in self._known
 
 
@@ -192,9 +192,9 @@ class Farmers:
         self.settings = settings
         self.pings = GroupCommit(self._write_pings)
         self.recent = RecentContacts(settings.max_ping)
-        # A replayed request must fail the Date check once its key is forgotten:
-        # a key first accepted at t passes only while Date > t - auth_timeout... and
-        # Date < t + auth_timeout, so 2 x auth_timeout after t it never can.
+        # A request first accepted at t had |t - Date| < auth_timeout, and a repeat
+        # passes the Date check only while |now - Date| < auth_timeout: from
+        # t + 2 x auth_timeout on no repeat can, so keys are kept that long.
         self.replay_window = 2 * settings.auth_timeout
         self.replays = replay.ReplayCache(self.replay_window)
         self.v2_farmers = V2Farmers()
