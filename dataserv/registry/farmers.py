@@ -35,7 +35,8 @@ class Unauthenticated(Rejected):
     replayed request, or legacy headers from a farmer that has used v2. ``reason``
     is one short line for the X-Auth-Error header."""
 
-    def __init__(self, skew=None, reason="invalid authentication headers"):
+    def __init__(self, skew: "int | None" = None,
+                 reason: str = "invalid authentication headers") -> None:
         super().__init__(skew, reason)
         self.skew = skew
         self.reason = reason
@@ -264,7 +265,7 @@ class Farmers:
     # -- the calls ------------------------------------------------------------
 
     @defer.inlineCallbacks
-    def register(self, farmer_id, payout, request):
+    def register(self, farmer_id: str, payout: "str | None", request: Request) -> defer.Deferred:
         """Register a farmer (payout defaults to its own address); returns its record."""
         address = self._farmer_id(farmer_id)
         parsed_payout = address
@@ -285,7 +286,7 @@ class Farmers:
         return record
 
     @defer.inlineCallbacks
-    def ping(self, farmer_id, request):
+    def ping(self, farmer_id: str, request: Request) -> defer.Deferred:
         """Keep-alive; one sooner than --max-ping after the last contact writes nothing."""
         address = self._farmer_id(farmer_id)
         claim = self._authenticate(address, request, "ping")
@@ -322,7 +323,7 @@ class Farmers:
             items, self.settings.max_ping, self.settings.online_seconds)
 
     @defer.inlineCallbacks
-    def set_height(self, farmer_id, height_text, request):
+    def set_height(self, farmer_id: str, height_text: str, request: Request) -> defer.Deferred:
         """Advertise generated storage; always a contact, never throttled."""
         # 2.2.x matched the height in the route itself, so its syntax comes first.
         height = parse_whole(height_text, InvalidHeight)
@@ -338,7 +339,8 @@ class Farmers:
         self.recent.wrote(address, request.now)
 
     @defer.inlineCallbacks
-    def set_bandwidth(self, farmer_id, upload_text, download_text, request):
+    def set_bandwidth(self, farmer_id: str, upload_text: str, download_text: str,
+                      request: Request) -> defer.Deferred:
         """Report upload/download bandwidth; a contact."""
         address = self._farmer_id(farmer_id)
         upload, download = parse_amount(upload_text), parse_amount(download_text)
@@ -351,7 +353,8 @@ class Farmers:
         self.recent.wrote(address, request.now)
 
     @defer.inlineCallbacks
-    def audit(self, farmer_id, block_text, response, request):
+    def audit(self, farmer_id: str, block_text: str, response: str,
+              request: Request) -> defer.Deferred:
         """Store the farmer's audit response for a block; a contact."""
         address = self._farmer_id(farmer_id)
         block = parse_whole(block_text, InvalidBlock)

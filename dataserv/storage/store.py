@@ -67,7 +67,7 @@ class ClaimRefused(Exception):
     """The request's claim was refused: ``outcome`` is "replayed" (its replay key is
     taken) or "downgrade" (legacy headers from a farmer that has used v2)."""
 
-    def __init__(self, outcome):
+    def __init__(self, outcome: str) -> None:
         super().__init__(outcome)
         self.outcome = outcome
 
@@ -105,7 +105,8 @@ class FarmerStore:
     # -- farmers ------------------------------------------------------------
 
     @defer.inlineCallbacks
-    def register(self, address, payout, now, ip, claim=None):
+    def register(self, address: str, payout: str, now: float, ip: str,
+                 claim: "Claim | None" = None) -> defer.Deferred:
         """Insert a farmer; returns its record, or None if the address is taken.
 
         The request's claim is made in the same statement; ClaimRefused if refused.
@@ -156,7 +157,7 @@ class FarmerStore:
             return {address: Contact(written, at) for address, written, at in rows}
 
     @defer.inlineCallbacks
-    def record_pings(self, items, min_gap, window):
+    def record_pings(self, items: list, min_gap: float, window: float) -> defer.Deferred:
         """Claim and record a batch of pings in one statement and one commit.
 
         ``items`` are (address, at, ip, claim, contact) tuples; an item whose
@@ -192,7 +193,8 @@ class FarmerStore:
                     for item, outcome, written, last in rows}
 
     @defer.inlineCallbacks
-    def set_height(self, address, height, now, ip, window, claim=None):
+    def set_height(self, address: str, height: int, now: float, ip: str, window: float,
+                   claim: "Claim | None" = None) -> defer.Deferred:
         """Set the height and record a contact; returns whether the farmer exists.
 
         The request's claim is made in the same statement; ClaimRefused if refused.
@@ -206,7 +208,8 @@ class FarmerStore:
         return rows[0][1]
 
     @defer.inlineCallbacks
-    def set_bandwidth(self, address, upload, download, now, ip, window, claim=None):
+    def set_bandwidth(self, address: str, upload: float, download: float, now: float,
+                      ip: str, window: float, claim: "Claim | None" = None) -> defer.Deferred:
         """Set the bandwidth figures and record a contact; whether the farmer exists.
 
         The request's claim is made in the same statement; ClaimRefused if refused.
@@ -219,7 +222,8 @@ class FarmerStore:
         _claimed(rows[0][0])
         return rows[0][1]
 
-    def add_audit(self, address, block, response, now, ip, window, claim=None):
+    def add_audit(self, address: str, block: int, response: str, now: float, ip: str,
+                  window: float, claim: "Claim | None" = None) -> defer.Deferred:
         """Store an audit: "accepted", "duplicate" or "unknown" (no such farmer).
 
         The request's claim is made in the same transaction; ClaimRefused if refused.
@@ -332,7 +336,7 @@ class FarmerStore:
             "WITH gone AS (DELETE FROM uptime_days WHERE day < %s RETURNING 1)"
             " SELECT count(*) FROM gone", (before_day,))
 
-    def prune_request_claims(self, now):
+    def prune_request_claims(self, now: float) -> defer.Deferred:
         """Drop replay keys that can no longer pass the Date check."""
         return self._query(
             "prune_request_claims",
