@@ -10,6 +10,7 @@ import hashlib
 from twisted.internet import defer
 
 from dataserv.identity.signing import v2_headers_for
+from dataserv.registry import farmers as rules
 from dataserv.storage.database import DatabaseUnavailable
 from tests.test_api import (
     ALICE, BOB, AUDIT_UNAUTHENTICATED, BANDWIDTH_UNAUTHENTICATED, HEIGHT_OK,
@@ -134,6 +135,20 @@ class LegacyReplayTests(Base):
                                                     self.clock.seconds()) is None)
         reply = yield self.height(ALICE, 5, {**headers, b"Authorization": other})
         self.assertRefused(reply, HEIGHT_UNAUTHENTICATED)
+
+    @defer.inlineCallbacks
+    def test_head_repeat_of_a_get_is_refused(self):
+        # Whatever the routes do with HEAD, the rules take it for the same request.
+        yield self.registered(ALICE)
+        self.clock.advance(61)
+        headers = self.signed(ALICE)
+        self.assertAnswer((yield self.ping(ALICE, headers)), 200, PING_OK)
+        request = rules.Request(date=headers[b"Date"], authorization=headers[b"Authorization"],
+                                now=self.clock.seconds(), method="HEAD",
+                                target="/api/ping/" + ALICE.address)
+        failure = yield self.assertFailure(
+            self.server.farmers.ping(ALICE.address, request), rules.Unauthenticated)
+        self.assertEqual(failure.reason, REPLAYED.decode())
 
     @defer.inlineCallbacks
     def test_race_between_two_daemons_one_wins(self):

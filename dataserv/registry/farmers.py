@@ -228,7 +228,9 @@ class Farmers:
                                      request.now)
                 if address in self.v2_farmers:
                     raise Unauthenticated(reason=DOWNGRADE)
-                claim = Claim(replay.legacy_key(address, request.method, route, values,
+                # HEAD is a GET without the body: the same request for the key.
+                method = "GET" if request.method == "HEAD" else request.method
+                claim = Claim(replay.legacy_key(address, method, route, values,
                                                 request.date),
                               False, request.now + self.replay_window)
         except AuthenticationFailed as e:
