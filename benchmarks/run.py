@@ -108,9 +108,11 @@ class Daemon:
         self.log = open(os.path.join(logdir, "daemon-%d-%d.log" % (port, time.time())), "w")
         listen = "tcp:%d:interface=%s" % (port, HOST)
         self.shares_port = "--reuse-port" in flags
+        # --no-limits: the benchmark's load comes from one IP at many times a field
+        # client's pace; it measures the daemon's work, not its limits.
         self.process = subprocess.Popen(
-            [twistd(), "-n", "--pidfile=", "dataserv", "--database", dsn, "--listen", listen]
-            + list(flags), stdout=self.log, stderr=subprocess.STDOUT)
+            [twistd(), "-n", "--pidfile=", "dataserv", "--database", dsn, "--listen", listen,
+             "--no-limits"] + list(flags), stdout=self.log, stderr=subprocess.STDOUT)
 
     def wait_ready(self):
         """Until /health is 200 and one summary pass has run (for a daemon sharing
@@ -246,11 +248,15 @@ class Bench:
 
     # -- scenarios against our own daemon -----------------------------------
 
-    def seed_farmers(self, count, last_seen):
-        """COPY ``count`` bench farmers (keys known) into an empty table."""
+    def seed_farmers(self, count, last_seen, v2_too=False):
+        """COPY ``count`` bench farmers (keys known) into an empty table. With
+        ``v2_too``, as many others for DATASERV-V2 pings (a farmer that has used v2
+        is refused legacy headers), kept in ``self.v2_field``."""
         seed.truncate(self.dsn)
         field = presign.farmers(count)
-        seed.copy_farmers(self.dsn, [(f.address, f.address, 1, last_seen, last_seen) for f in field])
+        self.v2_field = presign.farmers(count, tag="bench-v2") if v2_too else []
+        seed.copy_farmers(self.dsn, [(f.address, f.address, 1, last_seen, last_seen)
+                                     for f in field + self.v2_field])
         return field
 
     def server_address(self, url):
@@ -268,7 +274,7 @@ class Bench:
                                     tag="register-%d-%d" % (time.time(), attempt))
             requests = presign.signed_requests(
                 "%s:%d" % (HOST, port), field, address, lambda f: "/api/register/" + f.address,
-                headers_for)
+                headers_for=headers_for)
             result = self.load(port, requests, repeat=1)
             runs.append(result)
             if self.dsn:
@@ -278,32 +284,54 @@ class Bench:
             if self.dsn else {}
         self.rows.append(report(name, median_run(runs), self.ceiling_rps, **extra))
 
-    def _pings(self, port, url, field):
+    def _pings(self, port, url, field, request_bound=False, rounds=None):
+        """Signed pings, every one different (each is accepted once): ``rounds`` Dates
+        per farmer, enough for a run by default."""
         address = self.server_address(url)
-        return presign.signed_requests(
-            "%s:%d" % (HOST, port), field, address, lambda f: "/api/ping/" + f.address)
+        if rounds is None:
+            rounds = presign.rounds_for(len(field), self.args.seconds)
+        return presign.signed_rounds(
+            "%s:%d" % (HOST, port), field, address, lambda f: "/api/ping/" + f.address,
+            rounds, request_bound)
 
-    def scenario_ping(self, name, port, url, field, warm_up=False):
+    def scenario_ping(self, name, port, url, field, warm_up=False, v2_name=None):
         """b./c. authenticated pings from the seeded field.
 
         With ``warm_up`` every farmer pings once first (not measured), so that under
-        the throttle the measured pings are the ones that write nothing.
+        the throttle the measured pings are the ones that write nothing. With
+        ``v2_name`` the same runs are made with DATASERV-V2 headers too, legacy and
+        v2 runs taking turns on the same daemon (the machine is noisy), and the v2
+        row carries its median rate over the legacy one.
         """
+        kinds = [False] + ([True] if v2_name else [])
+        # v2 pings come from farmers of their own (self.v2_field, as many).
+        fields = {False: field, True: getattr(self, "v2_field", None) or field}
         if warm_up:
-            requests = self._pings(port, url, field)
-            self.driver.run(HOST, port, requests, self.args.connections,
-                            max(1.0, len(requests) / 1000.0))
-        result = self.load(port, lambda: self._pings(port, url, field))
+            for kind in kinds:
+                requests = self._pings(port, url, fields[kind], kind, rounds=1)
+                self.driver.run(HOST, port, requests, self.args.connections,
+                                max(1.0, len(requests) / 1000.0))
+        runs = {kind: [] for kind in kinds}
+        for _ in range(self.args.repeat):
+            for kind in kinds:
+                runs[kind].append(self.load(
+                    port, lambda: self._pings(port, url, fields[kind], kind), repeat=1))
+        result = median_run(runs[False])
         self.rows.append(report(name, result, self.ceiling_rps))
+        if v2_name:
+            request_bound = median_run(runs[True])
+            self.rows.append(report(v2_name, request_bound, self.ceiling_rps,
+                                    vs_legacy=round(request_bound.rps / result.rps, 3)))
         return result
 
     def scenario_height(self, port, url, field, name="d. height"):
         """d. height updates."""
         address = self.server_address(url)
         def requests():
-            return presign.signed_requests(
+            return presign.signed_rounds(
                 "%s:%d" % (HOST, port), field, address,
-                lambda f: "/api/height/%s/%d" % (f.address, 100 + len(f.address)))
+                lambda f: "/api/height/%s/%d" % (f.address, 100 + len(f.address)),
+                presign.rounds_for(len(field), self.args.seconds, rate=3000))
         self.rows.append(report(name, self.load(port, requests), self.ceiling_rps))
 
     def scenario_lists(self, port, online):
@@ -319,83 +347,110 @@ class Bench:
 
     # -- the whole run ------------------------------------------------------
 
+    # The steps of a local run, in order; --only picks some of them by name.
+    STEPS = ("ceiling", "register", "ping", "scale-out", "throttled", "height", "lists",
+             "mix", "summary", "rss")
+
+    def wanted(self, step):
+        """Whether --only (if given) asks for ``step``."""
+        return not self.args.only or step in self.args.only
+
     def run_local(self, progress):
-        """Everything, against daemons we start."""
+        """Every step (or those --only names), against daemons we start."""
         progress.step("starting PostgreSQL")
         self.start_database()
-        progress.step("ceiling (bare Klein)")
-        self.measure_ceiling()
+        # The schema comes from the daemon's migrations: one start makes it, whichever
+        # steps --only leaves out.
+        self.daemon().stop()
+        if self.wanted("ceiling"):
+            progress.step("ceiling (bare Klein)")
+            self.measure_ceiling()
 
-        progress.step("a. register")
-        d = self.daemon("--max-ping", "0")
-        try:
-            self.scenario_register(d.port, d.url)
-        finally:
-            d.stop()
-        progress.step("a. register, registrations counted per network")
-        d = self.limited_daemon("--max-ping", "0")
-        try:
-            self.scenario_register(d.port, d.url, LIMITED_REGISTER,
-                                   presign.forwarded_from_many_networks)
-        finally:
-            d.stop()
-
-        field = self.seed_farmers(self.args.farmers, time.time() - 3600)
-        progress.step("b. ping, every one written")
-        d = self.daemon("--max-ping", "0")
-        try:
-            single = self.scenario_ping("b. ping, each a durable write", d.port, d.url, field)
-        finally:
-            d.stop()
-
-        progress.step("scale-out: 2 daemons, SO_REUSEPORT")
-        port = free_port()
-        pair = [self.daemon("--max-ping", "0", "--reuse-port", port=port) for _ in range(2)]
-        try:
-            both = self.load(port, lambda: self._pings(port, pair[0].url, field))
-            self.rows.append(report("scale-out: b. with 2 daemons", both, self.ceiling_rps,
-                                    vs_one_daemon=round(both.rps / single.rps, 3)))
-        finally:
-            for d in pair:
+        if self.wanted("register"):
+            progress.step("a. register")
+            d = self.daemon("--max-ping", "0")
+            try:
+                self.scenario_register(d.port, d.url)
+            finally:
+                d.stop()
+            progress.step("a. register, registrations counted per network")
+            d = self.limited_daemon("--max-ping", "0")
+            try:
+                self.scenario_register(d.port, d.url, LIMITED_REGISTER,
+                                       presign.forwarded_from_many_networks)
+            finally:
                 d.stop()
 
-        progress.step("c. ping at the default throttle")
-        d = self.daemon()
-        try:
-            self.scenario_ping("c. ping, default throttle", d.port, d.url, field, warm_up=True)
-            progress.step("d. height")
-            self.scenario_height(d.port, d.url, field)
-        finally:
-            d.stop()
-        progress.step("d. height, credited at the fill rate")
-        d = self.limited_daemon()
-        try:
-            self.scenario_height(d.port, d.url, field, LIMITED_HEIGHT)
-        finally:
-            d.stop()
+        field = self.seed_farmers(self.args.farmers, time.time() - 3600, v2_too=True)
+        single = None
+        if self.wanted("ping"):
+            progress.step("b. ping, every one written (legacy and v2)")
+            d = self.daemon("--max-ping", "0")
+            try:
+                single = self.scenario_ping("b. ping, each a durable write", d.port, d.url,
+                                            field, v2_name="b. ping v2, each a durable write")
+            finally:
+                d.stop()
 
-        online = self.args.online
-        self.seed_farmers(online, time.time())
-        progress.step("e./f. lists with %d online" % online)
-        d = self.daemon()
-        try:
-            self.scenario_lists(d.port, online)
-        finally:
-            d.stop()
+        if self.wanted("scale-out"):
+            progress.step("scale-out: 2 daemons, SO_REUSEPORT")
+            port = free_port()
+            pair = [self.daemon("--max-ping", "0", "--reuse-port", port=port) for _ in range(2)]
+            try:
+                both = self.load(port, lambda: self._pings(port, pair[0].url, field))
+                extra = {"vs_one_daemon": round(both.rps / single.rps, 3)} if single else {}
+                self.rows.append(report("scale-out: b. with 2 daemons", both, self.ceiling_rps,
+                                        **extra))
+            finally:
+                for d in pair:
+                    d.stop()
 
-        progress.step("g. field mix")
-        self.scenario_mix(field)
+        if self.wanted("throttled") or self.wanted("height"):
+            d = self.daemon()
+            try:
+                if self.wanted("throttled"):
+                    progress.step("c. ping at the default throttle (legacy and v2)")
+                    self.scenario_ping("c. ping, default throttle", d.port, d.url, field,
+                                       warm_up=True, v2_name="c. ping v2, default throttle")
+                if self.wanted("height"):
+                    progress.step("d. height")
+                    self.scenario_height(d.port, d.url, field)
+            finally:
+                d.stop()
+        if self.wanted("height"):
+            progress.step("d. height, credited at the fill rate")
+            d = self.limited_daemon()
+            try:
+                self.scenario_height(d.port, d.url, field, LIMITED_HEIGHT)
+            finally:
+                d.stop()
 
-        progress.step("h. summary pass at 1M / 100k")
-        self.scenario_summary_pass()
-        progress.step("i. daemon RSS at 100k online")
-        d = self.daemon()
-        try:
-            wait_until(lambda: d.passes() >= 3, 120, "three summary passes")
-            self.rows.append({"scenario": "i. daemon RSS, %d online" % self.args.big_online,
-                              "rss_mb": round(d.rss_mb(), 1)})
-        finally:
-            d.stop()
+        if self.wanted("lists"):
+            online = self.args.online
+            self.seed_farmers(online, time.time())
+            progress.step("e./f. lists with %d online" % online)
+            d = self.daemon()
+            try:
+                self.scenario_lists(d.port, online)
+            finally:
+                d.stop()
+
+        if self.wanted("mix"):
+            progress.step("g. field mix")
+            self.scenario_mix(field)
+
+        if self.wanted("summary"):
+            progress.step("h. summary pass at 1M / 100k")
+            self.scenario_summary_pass()
+        if self.wanted("rss"):
+            progress.step("i. daemon RSS at 100k online")
+            d = self.daemon()
+            try:
+                wait_until(lambda: d.passes() >= 3, 120, "three summary passes")
+                self.rows.append({"scenario": "i. daemon RSS, %d online" % self.args.big_online,
+                                  "rss_mb": round(d.rss_mb(), 1)})
+            finally:
+                d.stop()
 
     def scenario_mix(self, field):
         """g. pings on their schedule while dashboards poll; ping p99 during passes."""
@@ -420,7 +475,7 @@ class Bench:
             dashboards.stdin.write(pickle.dumps(lists))
             dashboards.stdin.close()
             passes_before = d.passes()
-            pings = self.load(d.port, self._pings(d.port, d.url, field),
+            pings = self.load(d.port, lambda: self._pings(d.port, d.url, field),
                               connections=max(1, self.args.connections - 4), repeat=1)
             passes = d.passes() - passes_before
             list_rps = float(dashboards.stdout.read().strip() or 0)
@@ -501,7 +556,8 @@ def table(rows):
                 row["scenario"][:52], row["rps"], row["p50_ms"], row["p99_ms"],
                 row.get("ratio_to_ceiling", "-"), row["non_2xx"], row["socket_errors"]))
             more = {k: v for k, v in row.items() if k in (
-                "runs", "rows", "answered_200", "lost", "vs_one_daemon", "dashboard_rps",
+                "runs", "rows", "answered_200", "lost", "vs_one_daemon", "vs_legacy",
+                "dashboard_rps",
                 "summary_passes_during")}
             if more:
                 lines.append("    " + json.dumps(more))
@@ -525,10 +581,20 @@ def main(argv=None):
     parser.add_argument("--big-registered", type=int, default=1000000)
     parser.add_argument("--big-online", type=int, default=100000)
     parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--only", type=lambda text: set(text.split(",")), default=None,
+                        help="comma-separated steps to run (local runs): "
+                             + ",".join(Bench.STEPS))
     args = parser.parse_args(argv)
+    unknown = (args.only or set()) - set(Bench.STEPS)
+    if unknown:
+        parser.error("--only: unknown step(s) %s; choose from %s"
+                     % (",".join(sorted(unknown)), ",".join(Bench.STEPS)))
 
     bench = Bench(args)
-    progress = Progress(6 if args.url else 13)
+    # Steps that make more than one row (a second one with the limits on).
+    parts = {"register": 2, "height": 2}
+    progress = Progress(6 if args.url else 1 + sum(
+        parts.get(step, 1) for step in (args.only or Bench.STEPS)))
     try:
         if args.url:
             bench.run_remote(progress, args.url)

@@ -1,6 +1,7 @@
 """Tests for the benchmark's plumbing (:mod:`benchmarks.run`), without load."""
 
 import argparse
+import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -94,5 +95,73 @@ class DaemonFlagTests(SynchronousTestCase):
         self.assertEqual([h[0][1] for h in headers],
                          ["10.0.0.7", "10.0.1.7", "10.1.0.7", "10.255.255.7"])
         raw = presign.signed_requests("h:1", presign.farmers(2), "1Server",
-                                      lambda f: "/p", presign.forwarded_from_many_networks)
+                                      lambda f: "/p",
+                                      headers_for=presign.forwarded_from_many_networks)
         self.assertIn(b"\r\nX-Forwarded-For: 10.0.1.7\r\n", raw[1])
+
+
+class SigningTests(SynchronousTestCase):
+    """Each authenticated request is accepted once: a run's requests all differ."""
+
+    def test_rounds_are_all_different_and_valid(self):
+        from benchmarks import presign
+        from dataserv.identity import v2
+        from dataserv.identity.auth import Verifier
+
+        field = presign.farmers(3, tag="bench-test")
+        server = field[0].address
+        verifier = Verifier(server, 30)
+        for request_bound in (False, True):
+            requests = presign.signed_rounds("h", field, server,
+                                             lambda f: "/api/ping/" + f.address, 4,
+                                             request_bound)
+            self.assertEqual(len(set(requests)), 12)
+            for raw in requests:
+                head = dict(line.split(": ", 1) for line in
+                            raw.decode().split("\r\n")[2:] if ": " in line)
+                path = raw.decode().split(" ")[1]
+                address = path.rsplit("/", 1)[1]
+                if request_bound:
+                    v2.verify(verifier.backend, server, 30, address, "GET", path,
+                              head["Date"], head["Authorization"], b"", time.time())
+                else:
+                    verifier.verify(address, head["Date"], head["Authorization"], time.time())
+
+    def test_rounds_cover_a_run(self):
+        from benchmarks import presign
+
+        self.assertEqual(presign.rounds_for(10000, 8.0), 5)
+        self.assertEqual(presign.rounds_for(10, 8.0), presign.MAX_ROUNDS)
+
+
+class OptionTests(SynchronousTestCase):
+
+    def test_only_unknown_step_is_refused(self):
+        import contextlib
+        import io
+
+        with contextlib.redirect_stderr(io.StringIO()) as err:
+            with self.assertRaises(SystemExit):
+                run.main(["--only", "ping,bogus"])
+        self.assertIn("bogus", err.getvalue())
+
+    def test_only_selects_steps(self):
+        bench = run.Bench.__new__(run.Bench)
+        bench.args = argparse.Namespace(only={"ping"})
+        self.assertEqual([s for s in run.Bench.STEPS if bench.wanted(s)], ["ping"])
+        bench.args = argparse.Namespace(only=None)
+        self.assertEqual([s for s in run.Bench.STEPS if bench.wanted(s)], list(run.Bench.STEPS))
+
+    def test_daemon_runs_without_limits(self):
+        started = []
+
+        class Popen:
+            def __init__(self, argv, **kwargs):
+                started.append(argv)
+
+        self.patch(run.subprocess, "Popen", Popen)
+        import tempfile
+        with tempfile.TemporaryDirectory() as tmp:
+            daemon = run.Daemon("dbname=x", 5999, tmp, "--max-ping", "0")
+            daemon.log.close()
+        self.assertIn("--no-limits", started[0])

@@ -39,7 +39,7 @@ class CancelTests(unittest.TestCase):
         d.cancel()
         self.failureResultOf(d, defer.CancelledError)
         yield self.settle()
-        yield self.farmers.pings.submit((FARMER, T, None))  # the queue still works
+        yield self.farmers.pings.submit((FARMER, T, None, None, True))  # the queue still works
         return (yield self.store.farmer(FARMER))
 
     @defer.inlineCallbacks

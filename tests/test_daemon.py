@@ -642,3 +642,75 @@ class DatabaseMistakeTests(unittest.TestCase):
     def test_malformed_dsn(self):
         line = yield self.stopped("host=/tmp dbname")
         self.assertIn("--database is not a libpq", line)
+
+
+class ReplayAcrossDaemonsTests(unittest.TestCase):
+    """Captured headers against two real daemons over one PostgreSQL: every exact
+    repeat is refused wherever it is sent; v2 pairs are bound to their request and
+    good once; a farmer that used v2 is refused its legacy headers by both."""
+
+    timeout = 120
+
+    @defer.inlineCallbacks
+    def test_captured_pairs_across_routes_and_daemons(self):
+        http = http_client()
+        first = Daemon(self)
+        first.start()
+        yield first.wait_healthy(http)
+        second = Daemon(self)
+        second.start("--database", first.cluster().start())
+        yield second.wait_healthy(http)
+
+        @defer.inlineCallbacks
+        def get(daemon, path, headers):
+            response = yield http.get(daemon.url + path, headers=headers)
+            body = yield response.content()
+            reason = response.headers.getRawHeaders(b"X-Auth-Error", [None])[0]
+            return response.code, body, reason
+
+        legacy_key = FarmerKey.from_seed(b"daemon replay legacy")
+        legacy = FarmerClient(first.url, legacy_key, http=http, legacy=True)
+        self.assertEqual((yield legacy.register()).status, 200)
+        pair = yield legacy.signed_headers()
+        ping = "/api/ping/" + legacy_key.address
+        height = "/api/height/%s/5" % legacy_key.address
+        # The field client's pattern: one pair on two routes within a second.
+        self.assertEqual((yield get(first, ping, pair))[0], 200)
+        self.assertEqual((yield get(first, height, pair))[0], 200)
+        replayed = (401, b"Ping Failed: Invalid authentication headers.", b"replayed request")
+        self.assertEqual((yield get(second, ping, pair)), replayed)
+        self.assertEqual((yield get(first, ping, pair)), replayed)
+        self.assertEqual((yield get(second, "/api/ping/" + legacy_key.nodeid, pair)), replayed)
+        self.assertEqual((yield get(second, height, pair)),
+                         (401, b"Set height failed: Invalid authentication headers.",
+                          b"replayed request"))
+        audit = "/api/audit/%s/1/%s" % (legacy_key.address, "ab" * 32)
+        self.assertEqual((yield get(second, audit, pair))[0], 200)
+        self.assertEqual((yield get(first, audit, pair))[0], 401)
+
+        v2_key = FarmerKey.from_seed(b"daemon replay v2")
+        modern = FarmerClient(second.url, v2_key, http=http)
+        self.assertEqual((yield modern.register()).status, 200)
+        ping = "/api/ping/" + v2_key.address
+        v2_pair = yield modern.signed_headers(ping)
+        self.assertEqual((yield get(first, ping, v2_pair))[0], 200)
+        for daemon in (first, second):
+            self.assertEqual((yield get(daemon, ping, v2_pair)),
+                             (401, b"Ping Failed: Invalid authentication headers.",
+                              b"replayed request"))
+        # Bound to its path: useless on another route.
+        status, _, reason = yield get(second, "/api/height/%s/199999" % v2_key.address,
+                                      (yield modern.signed_headers(ping)))
+        self.assertEqual((status, reason), (401, b"signature does not match the request"))
+        # Downgrade: its legacy headers are refused by both daemons.
+        old = FarmerClient(first.url, v2_key, http=http, legacy=True)
+        for daemon in (first, second):
+            old.url = daemon.url
+            reply = yield old.height(3)
+            self.assertEqual(reply.status, 401)
+            self.assertEqual(reply.headers.getRawHeaders(b"X-Auth-Error"),
+                             [b"legacy headers refused: this farmer uses DATASERV-V2"])
+        self.assertEqual((yield modern.height(3)).status, 200)
+
+        self.assertIn((yield second.terminate()), (0, -signal.SIGTERM))
+        self.assertIn((yield first.terminate()), (0, -signal.SIGTERM))

@@ -441,6 +441,9 @@ class FakeStore:
         self.pruned.append(before_day)
         return defer.succeed([(0,)])
 
+    def prune_request_claims(self, now):
+        return defer.succeed([(0,)])
+
 
 class ScheduleTests(unittest.SynchronousTestCase):
     """The service's LoopingCall on a Clock, with a store the test controls."""

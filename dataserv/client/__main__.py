@@ -9,11 +9,14 @@ from twisted.python.failure import Failure
 from dataserv.client.farmer import FarmerClient, Reply
 from dataserv.identity.signing import FarmerKey
 
-USAGE = """usage: python -m dataserv.client URL [--seed TEXT] COMMAND [ARGS]
+USAGE = """usage: python -m dataserv.client URL [--seed TEXT] [--legacy] COMMAND [ARGS]
 commands: address, register [PAYOUT], ping, height N, bandwidth UP DOWN,
           audit BLOCK SHA256, status, online, online-json, total, history,
-          headers (prints signed curl -H arguments for this farmer, valid
-          for --auth-timeout seconds)"""
+          headers [PATH] (prints signed curl -H arguments for one GET of PATH,
+          default this farmer's ping; a DATASERV-V2 pair is accepted once,
+          within --auth-timeout seconds)
+--legacy: sign as the field clients do (Date and server address only); for
+          testing: a farmer that has used DATASERV-V2 is refused legacy headers"""
 
 
 def main(argv: Optional[List[str]] = None, reactor: Any = None) -> int:
@@ -24,11 +27,14 @@ def main(argv: Optional[List[str]] = None, reactor: Any = None) -> int:
         i = argv.index("--seed")
         seed = argv[i + 1]
         del argv[i:i + 2]
+    legacy = "--legacy" in argv
+    if legacy:
+        argv.remove("--legacy")
     if len(argv) < 2:
         print(USAGE, file=sys.stderr)
         return 2
     url, command, args = argv[0], argv[1].replace("-", "_"), argv[2:]
-    client = FarmerClient(url, FarmerKey.from_seed(seed.encode()))
+    client = FarmerClient(url, FarmerKey.from_seed(seed.encode()), legacy=legacy)
     method = getattr(client, command, None)
     if method is None:
         print(USAGE, file=sys.stderr)

@@ -1,4 +1,5 @@
-"""A farmer client on treq that signs its requests like the clients in the field.
+"""A farmer client on treq that signs its requests with request-bound (DATASERV-V2)
+headers, or with the field clients' legacy headers when asked to.
 
 Used by the tests, the benchmark and by hand::
 
@@ -8,13 +9,14 @@ Used by the tests, the benchmark and by hand::
 import json
 from dataclasses import dataclass
 from typing import Any, Dict, Generator, Optional, Protocol, Union
+from urllib.parse import urlsplit
 
 import treq
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.web.http_headers import Headers
 
-from dataserv.identity.signing import FarmerKey, headers_for
+from dataserv.identity.signing import FarmerKey, headers_for, v2_headers_for
 
 # What an inlineCallbacks generator of this module yields, is sent, and returns.
 _Steps = Generator["Deferred[Any]", Any, "Reply"]
@@ -46,7 +48,12 @@ class Reply:
 
 
 class FarmerClient:
-    """Speaks every route for one farmer key; `http` is treq or a StubTreq."""
+    """Speaks every route for one farmer key; `http` is treq or a StubTreq.
+
+    Requests are signed with DATASERV-V2 headers bound to the request; ``legacy=True``
+    signs as the field clients do (Date and server address only), for testing. Once a
+    farmer has used v2 the server refuses its legacy headers.
+    """
 
     def __init__(
         self,
@@ -55,28 +62,45 @@ class FarmerClient:
         server_address: Optional[str] = None,
         http: HTTPClient = treq,
         use_nodeid: bool = False,
+        legacy: bool = False,
     ) -> None:
         self.url = url.rstrip("/")
         self.key = key
         self.server_address = server_address
         self.http = http
         self.farmer_id = key.nodeid if use_nodeid else key.address
+        self.legacy = legacy
+
+    def target(self, path: str) -> str:
+        """The request target (path and query) that a request for ``path`` sends."""
+        parts = urlsplit(self.url + path)
+        return (parts.path or "/") + ("?" + parts.query if parts.query else "")
 
     @defer.inlineCallbacks
-    def signed_headers(self) -> Generator["Deferred[Any]", Any, Dict[bytes, bytes]]:
-        """Return the Date and Authorization headers for the next request.
+    def signed_headers(
+        self, path: Optional[str] = None, method: str = "GET", body: bytes = b""
+    ) -> Generator["Deferred[Any]", Any, Dict[bytes, bytes]]:
+        """Return the Date and Authorization headers for a request to ``path``.
 
         The first time, it asks the server its address, as the field clients do.
+        Legacy headers when the client is legacy (they do not depend on the request).
         """
         if self.server_address is None:
             reply = yield self.address()
             self.server_address = reply.json()["address"]
-        return headers_for(self.key, self.server_address)
+        if self.legacy:
+            return headers_for(self.key, self.server_address)
+        if path is None:
+            path = "/api/ping/" + self.farmer_id
+        return v2_headers_for(self.key, self.server_address, method, self.target(path),
+                              body)
 
     @defer.inlineCallbacks
-    def headers(self) -> _Steps:
-        """Return the signed headers as curl arguments in a Reply (for the command line)."""
-        signed = yield self.signed_headers()
+    def headers(self, path: Optional[str] = None) -> _Steps:
+        """Return signed headers for one GET of ``path`` (default: this farmer's
+        ping) as curl arguments in a Reply (for the command line). A v2 pair is
+        good once."""
+        signed = yield self.signed_headers(path)
         text = " ".join("-H '%s: %s'" % (name.decode(), value.decode())
                         for name, value in sorted(signed.items(), reverse=True))
         return Reply(200, None, text.encode())
@@ -87,7 +111,7 @@ class FarmerClient:
     ) -> _Steps:
         all_headers = dict(headers or {})
         if signed:
-            all_headers.update((yield self.signed_headers()))
+            all_headers.update((yield self.signed_headers(path)))
         response = yield self.http.get(self.url + path, headers=all_headers)
         body = yield response.content()
         return Reply(response.code, response.headers, body)

@@ -10,12 +10,13 @@ import base64
 import email.utils
 import hashlib
 import os
-from typing import Dict, Optional
+from typing import Dict, Optional, Union
 
+from dataserv.identity import v2
 from dataserv.identity.addresses import hash160, nodeid_to_address
 from dataserv.identity.auth import SECP256K1_ORDER, ecdsa_recover, message_digest
 
-__all__ = ["FarmerKey", "headers_for"]
+__all__ = ["FarmerKey", "headers_for", "v2_headers_for"]
 
 # Header byte for a compressed key is 27 + 4 + recovery id.
 _COMPRESSED_HEADER_BASE = 31
@@ -70,7 +71,7 @@ class FarmerKey:
         # Never show the secret.
         return f"<FarmerKey {self.address}>"
 
-    def sign_message(self, message: str) -> str:
+    def sign_message(self, message: Union[str, bytes]) -> str:
         """Sign `message` (UTF-8) with the pure-Python ecdsa package.
 
         Returns the base64 of the 65-byte compact signature.
@@ -98,7 +99,7 @@ class FarmerKey:
                     return base64.b64encode(bytes((header,)) + rs).decode("ascii")
         raise RuntimeError("no recovery id reproduces the public key")
 
-    def sign_message_fast(self, message: str) -> str:
+    def sign_message_fast(self, message: Union[str, bytes]) -> str:
         """Sign `message` like `sign_message`, but with coincurve, much faster.
 
         Produces the same signature as `sign_message`, and falls back to it
@@ -126,3 +127,23 @@ def headers_for(
         date = email.utils.formatdate(localtime=True)
     signature = key.sign_message_fast(server_address + " " + date)
     return {b"Date": date.encode("ascii"), b"Authorization": signature.encode("ascii")}
+
+
+def v2_headers_for(key: FarmerKey, server_address: str, method: str, target: str,
+                   body: bytes = b"", date: Optional[str] = None,
+                   nonce: Optional[str] = None) -> dict:
+    """Build request-bound (DATASERV-V2) headers for one request.
+
+    ``target`` is the path with its query exactly as it will be sent; ``nonce``
+    defaults to 32 random hex digits, ``date`` to the current time in RFC 2822 form.
+    Returns {b"Date": ..., b"Authorization": b"DATASERV-V2 <nonce> <signature>"}.
+    """
+    if date is None:
+        date = email.utils.formatdate(localtime=True)
+    if nonce is None:
+        nonce = os.urandom(16).hex()
+    signed = v2.message(server_address, method, target, date, nonce,
+                        hashlib.sha256(body).hexdigest())
+    signature = key.sign_message_fast(signed)
+    value = "%s %s %s" % (v2.SCHEME, nonce, signature)
+    return {b"Date": date.encode("ascii"), b"Authorization": value.encode("ascii")}

@@ -9,18 +9,19 @@ this module; the API layer maps them to status codes and texts.
 import functools
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Generator, Optional, TypeVar
+from typing import Any, Callable, Generator, Optional, Set, TypeVar
 
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
-from dataserv.identity import addresses
+from dataserv.identity import addresses, replay, v2
 from dataserv.registry.uptime import first_uptime_day, uptime_percent
 from dataserv.identity.auth import AuthenticationFailed
 from dataserv.registry import credit, limits
 from dataserv.storage.batching import GroupCommit
 from dataserv.storage.database import DatabaseUnavailable
-from dataserv.storage.store import FarmerRecord, FarmerStore, RegistrationRefused
+from dataserv.storage.store import (Claim, ClaimRefused, FarmerRecord, FarmerStore,
+                                    RegistrationRefused)
 
 
 class Rejected(Exception):
@@ -40,11 +41,20 @@ class InvalidPayout(Rejected):
 
 
 class Unauthenticated(Rejected):
-    """Missing, malformed or wrong signature headers, or a Date outside the window."""
+    """Missing, malformed or wrong signature headers, a Date outside the window, a
+    replayed request, or legacy headers from a farmer that has used v2. ``reason``
+    is one short line for the X-Auth-Error header."""
 
-    def __init__(self, skew=None):
-        super().__init__(skew)
+    def __init__(self, skew: "int | None" = None,
+                 reason: str = "invalid authentication headers") -> None:
+        super().__init__(skew, reason)
         self.skew = skew
+        self.reason = reason
+
+
+REPLAYED = "replayed request"
+DOWNGRADE = "legacy headers refused: this farmer uses DATASERV-V2"
+_REFUSALS = {"replayed": REPLAYED, "downgrade": DOWNGRADE}
 
 
 class AlreadyRegistered(Rejected):
@@ -161,6 +171,9 @@ class Request:
     authorization: object  # the Authorization header or None
     now: float             # Unix seconds, read once at request entry
     ip: Optional[str] = None  # the client's IP (never published)
+    method: str = "GET"    # the request's method
+    target: str = ""       # the request target as sent: path and query (v2 signs it)
+    body: bytes = b""      # the request body (v2 signs its SHA-256)
 
 
 class RecentContacts:
@@ -201,8 +214,34 @@ class RecentContacts:
         return len(self._written)
 
 
+class V2Farmers:
+    """Farmers this process knows have used v2, so their legacy headers are refused
+    without a round trip. Only a cache: the database's farmers.v2_since decides.
+    Bounded: when full it starts again empty."""
+
+    def __init__(self, limit: int = 250000) -> None:
+        self.limit = limit
+        self._known: Set[str] = set()
+
+    def add(self, address: str) -> None:
+        """Remember that the farmer has used v2."""
+        if len(self._known) >= self.limit:
+            self._known.clear()
+        self._known.add(address)
+
+    def __contains__(self, address: object) -> bool:
+        return address in self._known
+
+
 class Farmers:
-    """Register, ping, height, bandwidth and audits, each in the contract's check order."""
+    """Register, ping, height, bandwidth and audits, each in the contract's check order.
+
+    Authentication is the rule "each authenticated request is accepted once": a
+    verified request makes a :class:`Claim` (its replay key), which this process's
+    :class:`ReplayCache` checks at once and the database checks again in the same
+    statement as the request's write (across daemons). A farmer that has used v2
+    can no longer use legacy headers (:class:`V2Farmers`, then farmers.v2_since).
+    """
 
     def __init__(self, store: FarmerStore, verifier, settings) -> None:
         self.store = store
@@ -219,6 +258,13 @@ class Farmers:
                        if limited and settings.audit_limit else None)
         self.bandwidth_reports = (limits.HourlyBuckets(settings.bandwidth_limit)
                                   if limited and settings.bandwidth_limit else None)
+        # A request first accepted at t had |t - Date| < auth_timeout, and a repeat
+        # passes the Date check only while |now - Date| < auth_timeout: from
+        # t + 2 x auth_timeout on no repeat can, so keys are kept that long.
+        self.replay_window = 2 * settings.auth_timeout
+        self.replays = replay.ReplayCache(self.replay_window)
+        self.v2_farmers = V2Farmers()
+        self.contacts_submitted = 0  # pings sent to be written (not throttled in memory)
 
     # -- shared checks --------------------------------------------------------
 
@@ -228,21 +274,69 @@ class Farmers:
         except addresses.InvalidAddress:
             raise InvalidFarmerId()
 
-    def _authenticate(self, address, request):
+    def _authenticate(self, address, request, route, *values):
+        """Verify the request and claim it in memory; the Claim for the database
+        (None when authentication is off). ``route`` and ``values`` (canonical) name
+        the request for the legacy replay key."""
         if self.settings.skip_authentication:
-            return
+            return None
         try:
-            self.verifier.verify(address, request.date, request.authorization, request.now)
+            if v2.is_v2(request.authorization):
+                signed = v2.verify(
+                    self.verifier.backend, self.verifier.server_address,
+                    self.verifier.auth_timeout, address, request.method, request.target,
+                    request.date, request.authorization, request.body, request.now)
+                claim = Claim(replay.v2_key(address, signed), True,
+                              request.now + self.replay_window)
+            else:
+                self.verifier.verify(address, request.date, request.authorization,
+                                     request.now)
+                if address in self.v2_farmers:
+                    raise Unauthenticated(reason=DOWNGRADE)
+                # HEAD is a GET without the body: the same request for the key.
+                method = "GET" if request.method == "HEAD" else request.method
+                claim = Claim(replay.legacy_key(address, method, route, values,
+                                                request.date),
+                              False, request.now + self.replay_window)
         except AuthenticationFailed as e:
-            raise Unauthenticated(getattr(e, "skew", None))
+            raise Unauthenticated(getattr(e, "skew", None), e.reason)
+        if not self.replays.claim(claim.key, request.now):
+            raise Unauthenticated(reason=REPLAYED)
+        return claim
 
-    @staticmethod
-    def _spend(buckets: Optional[limits.HourlyBuckets], address: str, request: "Request",
-               error: type) -> None:
-        """One write of a limited kind for an authenticated farmer, or raise error."""
+    def _unclaim(self, claim):
+        """Give back the key of a request refused before it could change anything."""
+        if claim is not None:
+            self.replays.release(claim.key)
+
+    @defer.inlineCallbacks
+    def _claimed(self, address, claim, d):
+        """d's result, once the database has accepted the claim made with it.
+
+        A refused claim is Unauthenticated; a failure before the database decided
+        (e.g. it is unreachable) gives the key back, so the client can retry.
+        """
+        try:
+            result = yield d
+        except ClaimRefused as refused:
+            if refused.outcome == "downgrade":
+                self.v2_farmers.add(address)
+            raise Unauthenticated(reason=_REFUSALS[refused.outcome])
+        except BaseException:
+            self._unclaim(claim)
+            raise
+        if claim is not None and claim.v2:
+            self.v2_farmers.add(address)
+        return result
+
+    def _spend(self, buckets: Optional[limits.HourlyBuckets], address: str,
+               request: "Request", error: type, claim: Optional[Claim]) -> None:
+        """One write of a limited kind for an authenticated farmer, or raise error
+        (the request changed nothing: its key is given back for a later retry)."""
         if buckets is not None:
             wait = buckets.take(address, request.now)
             if wait:
+                self._unclaim(claim)
                 raise error(wait)
 
     # -- the calls ------------------------------------------------------------
@@ -252,18 +346,20 @@ class Farmers:
                  request: Request) -> Generator[Any, Any, FarmerRecord]:
         """Register a farmer (payout defaults to its own address); returns its record."""
         address = self._farmer_id(farmer_id)
-        self._authenticate(address, request)
-        if payout is None:
-            payout = address
-        else:
+        parsed_payout = address
+        if payout is not None:
             try:
-                payout = addresses.parse_payout_address(payout)
+                parsed_payout = addresses.parse_payout_address(payout)
             except addresses.InvalidAddress:
-                raise InvalidPayout()
-        record = yield self.store.register(
-            address, payout, request.now, request.ip,
+                parsed_payout = None
+        claim = self._authenticate(address, request, "register", parsed_payout or payout)
+        if parsed_payout is None:
+            self._unclaim(claim)
+            raise InvalidPayout()
+        record = yield self._claimed(address, claim, self.store.register(
+            address, parsed_payout, request.now, request.ip,
             network=limits.registration_network(request.ip),
-            limit=self.registrations_per_network, period=limits.HOUR)
+            limit=self.registrations_per_network, period=limits.HOUR, claim=claim))
         if record is None:
             raise AlreadyRegistered()
         if isinstance(record, RegistrationRefused):
@@ -272,22 +368,41 @@ class Farmers:
         return record
 
     @_outages_as_unavailable
-    def ping(self, farmer_id, request):
+    def ping(self, farmer_id: str, request: Request) -> Generator[Any, Any, None]:
         """Keep-alive; one sooner than --max-ping after the last contact writes nothing."""
         address = self._farmer_id(farmer_id)
-        self._authenticate(address, request)
-        if self.recent.throttled(address, request.now):
+        claim = self._authenticate(address, request, "ping")
+        throttled = self.recent.throttled(address, request.now)
+        if throttled and claim is None:
             return
-        known = yield self.pings.submit((address, request.now, request.ip))
-        if address not in known:
+        # A throttled ping writes no contact, but its key is still claimed (in the
+        # next batch) so that its exact repeat is refused by every daemon.
+        item = (address, request.now, request.ip, claim, not throttled)
+        self.contacts_submitted += not throttled
+        # As _claimed, inline: this is the hottest path (one generator less per ping).
+        try:
+            outcomes = yield self.pings.submit(item)
+        except BaseException:
+            self._unclaim(claim)
+            raise
+        outcome = outcomes[item]
+        if outcome.outcome != "ok":
+            if outcome.outcome == "downgrade":
+                self.v2_farmers.add(address)
+            raise Unauthenticated(reason=_REFUSALS[outcome.outcome])
+        if claim is not None and claim.v2:
+            self.v2_farmers.add(address)
+        if throttled:
+            return
+        if outcome.last_contact is None:
             raise FarmerNotFound()
         # Written by us or not, the stored contact throttles the next pings here:
         # with several daemons, or after a restart, the one before may be another's.
-        self.recent.wrote(address, known[address].last_contact)
+        self.recent.wrote(address, outcome.last_contact)
 
-    def _write_pings(self, contacts):
-        return self.store.record_contacts(
-            contacts, self.settings.max_ping, self.settings.online_seconds)
+    def _write_pings(self, items):
+        return self.store.record_pings(
+            items, self.settings.max_ping, self.settings.online_seconds)
 
     @_outages_as_unavailable
     def set_height(self, farmer_id: str, height_text: str,
@@ -297,12 +412,13 @@ class Farmers:
         # 2.2.x matched the height in the route itself, so its syntax comes first.
         height = parse_whole(height_text, InvalidHeight)
         address = self._farmer_id(farmer_id)
-        self._authenticate(address, request)
+        claim = self._authenticate(address, request, "height", height)
         if height >= self.settings.height_limit:
+            self._unclaim(claim)
             raise HeightLimitExceeded()
-        found = yield self.store.set_height(
+        found = yield self._claimed(address, claim, self.store.set_height(
             address, height, request.now, request.ip, self.settings.online_seconds,
-            rate=self.fill_rate)
+            rate=self.fill_rate, claim=claim))
         if not found:
             raise FarmerNotFound()
         self.recent.wrote(address, request.now)
@@ -313,10 +429,11 @@ class Farmers:
         """Report upload/download bandwidth; a contact."""
         address = self._farmer_id(farmer_id)
         upload, download = parse_amount(upload_text), parse_amount(download_text)
-        self._authenticate(address, request)
-        self._spend(self.bandwidth_reports, address, request, TooManyBandwidthReports)
-        found = yield self.store.set_bandwidth(
-            address, upload, download, request.now, request.ip, self.settings.online_seconds)
+        claim = self._authenticate(address, request, "bandwidth", upload, download)
+        self._spend(self.bandwidth_reports, address, request, TooManyBandwidthReports, claim)
+        found = yield self._claimed(address, claim, self.store.set_bandwidth(
+            address, upload, download, request.now, request.ip, self.settings.online_seconds,
+            claim))
         if not found:
             raise FarmerNotFound()
         self.recent.wrote(address, request.now)
@@ -329,11 +446,11 @@ class Farmers:
         block = parse_whole(block_text, InvalidBlock)
         if not _SHA256.match(response):
             raise InvalidResponse()
-        self._authenticate(address, request)
-        self._spend(self.audits, address, request, TooManyAudits)
-        outcome = yield self.store.add_audit(
+        claim = self._authenticate(address, request, "audit", block, response.lower())
+        self._spend(self.audits, address, request, TooManyAudits, claim)
+        outcome = yield self._claimed(address, claim, self.store.add_audit(
             address, block, response.lower(), request.now, request.ip,
-            self.settings.online_seconds)
+            self.settings.online_seconds, claim))
         if outcome == "unknown":
             raise FarmerNotFound()
         if outcome == "duplicate":

@@ -84,6 +84,7 @@ class Summariser(service.Service):
         self._summarised: List[defer.Deferred] = []  # waiting for the first snapshot
         self._loop: Optional[task.LoopingCall] = None
         self._waiting: Optional[defer.Deferred] = None
+        self._claims_pruned_at: Optional[float] = None
 
     # -- the service ----------------------------------------------------------
 
@@ -155,6 +156,7 @@ class Summariser(service.Service):
                 self._pause, self._in_thread)
             yield timed("history", self._maybe_append_history, now)
             yield timed("prune", self._maybe_prune_uptime, now)
+            yield timed("claims", self._maybe_prune_claims, now)
             yield timed("release", self._in_thread, self._after_pass)
             self.passes += 1
             self.last_pass_phases = phases
@@ -214,6 +216,16 @@ class Summariser(service.Service):
                 if entry is not None:
                     entries[farmer_id] = with_credit(entry, total(farmer_id))
             _untrack_new_entries()
+
+    def _maybe_prune_claims(self, now: float) -> Any:
+        """Delete expired replay keys, at most once per replay window (2 x auth timeout):
+        the table then holds at most two windows of keys, and the DELETE's scan runs
+        once a minute rather than on every pass."""
+        window = 2 * self.settings.auth_timeout
+        if self._claims_pruned_at is not None and now - self._claims_pruned_at < window:
+            return None
+        self._claims_pruned_at = now
+        return self.store.prune_request_claims(now)
 
     @defer.inlineCallbacks
     def _forget_offline(self, activity: List[Any]) -> Any:

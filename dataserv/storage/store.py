@@ -7,7 +7,7 @@ the per-statement timings in :attr:`FarmerStore.timings`.
 
 import math
 from collections import namedtuple
-from typing import Optional
+from typing import Any, Optional
 
 from twisted.internet import defer
 
@@ -37,7 +37,7 @@ RegistrationRefused = namedtuple("RegistrationRefused", ["retry_at"])
 HistoryRow = namedtuple("HistoryRow", ["at", "online_farmers", "total_tb", "total_height"])
 
 # Empties every table (the test suite and the benchmark start from nothing).
-TRUNCATE_ALL = ("TRUNCATE audits, uptime_days, totals_history, farmers"
+TRUNCATE_ALL = ("TRUNCATE audits, uptime_days, totals_history, request_claims, farmers"
                 " RESTART IDENTITY CASCADE")
 
 NEVER_THROTTLED = -math.inf
@@ -70,6 +70,37 @@ class Timings:
         return d.addBoth(done)
 
 
+# An authenticated request's claim: its replay key (bytes), whether it used v2, and
+# until when the key must be kept (Unix seconds). None: authentication is off.
+Claim = namedtuple("Claim", ["key", "v2", "expires"])
+
+# What one item of a ping batch came to: the claim's outcome ("ok", "replayed" or
+# "downgrade"), and for a contact of a known farmer whether it was written and the
+# farmer's last_seen as stored afterwards (both None otherwise).
+PingOutcome = namedtuple("PingOutcome", ["outcome", "written", "last_contact"])
+
+
+class ClaimRefused(Exception):
+    """The request's claim was refused: ``outcome`` is "replayed" (its replay key is
+    taken) or "downgrade" (legacy headers from a farmer that has used v2)."""
+
+    def __init__(self, outcome: str) -> None:
+        super().__init__(outcome)
+        self.outcome = outcome
+
+
+def _claim_params(address, claim, now):
+    """The claim_request(p_addr, p_key, p_v2, p_at, p_expires) arguments."""
+    if claim is None:
+        return (address, None, False, now, None)
+    return (address, claim.key, claim.v2, now, claim.expires)
+
+
+def _claimed(outcome):
+    if outcome != "ok":
+        raise ClaimRefused(outcome)
+
+
 # What recording one farmer's contact did: whether it was written, and the
 # farmer's last_seen as stored afterwards.
 Contact = namedtuple("Contact", ["written", "last_contact"])
@@ -93,30 +124,26 @@ class FarmerStore:
     @defer.inlineCallbacks
     def register(self, address: str, payout: str, now: float, ip: Optional[str],
                  network: Optional[str] = None, limit: Optional[int] = None,
-                 period: float = 3600.0):
+                 period: float = 3600.0, claim: "Claim | None" = None):
         """Insert a farmer; returns its record, None if the address is taken, or
         :class:`RegistrationRefused` when ``network`` already has ``limit``
         registrations in the ``period`` seconds before ``now`` (counted across every
-        daemon on the database; no limit when ``limit`` or ``network`` is None)."""
-        if limit is None or network is None:
-            # Nothing to count: a plain INSERT costs PostgreSQL less than the function.
-            rows = yield self._query(
-                "register",
-                "INSERT INTO farmers (btc_addr, payout_addr, reg_time, last_seen, last_ip,"
-                " height_at, reg_network) VALUES (%s, %s, %s, %s, %s, %s, %s)"
-                " ON CONFLICT (btc_addr) DO NOTHING"
-                " RETURNING NULL, " + FARMER_COLUMNS.format(height="height"),
-                (address, payout, now, now, ip, now, network))
-        else:
-            rows = yield self._query(
-                "register",
-                "SELECT * FROM register_farmer(%s, %s, %s, %s, %s, %s, %s)",
-                (address, payout, now, ip, network, limit, period))
+        daemon on the database; no limit when ``limit`` or ``network`` is None).
+
+        The request's claim is made first, in the same statement; ClaimRefused if
+        refused (then nothing is registered or counted)."""
+        rows = yield self._query(
+            "register",
+            "SELECT * FROM register_claimed(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (address, payout, now, ip, network, limit, period)
+            + _claim_params(address, claim, now)[1:3]
+            + (None if claim is None else claim.expires,))
         if not rows:
             return None
-        if rows[0][0] is not None:
-            return RegistrationRefused(rows[0][0])
-        return FarmerRecord(*rows[0][1:])
+        _claimed(rows[0][0])
+        if rows[0][1] is not None:
+            return RegistrationRefused(rows[0][1])
+        return FarmerRecord(*rows[0][2:])
 
     @defer.inlineCallbacks
     def farmer(self, address: str, now: Optional[float] = None,
@@ -156,29 +183,87 @@ class FarmerStore:
             return {address: Contact(written, at) for address, written, at in rows}
 
     @defer.inlineCallbacks
+    def record_pings(self, items: list, min_gap: float, window: float) -> Any:
+        """Claim and record a batch of pings in one statement and one commit.
+
+        ``items`` are (address, at, ip, claim, contact) tuples; an item whose
+        ``contact`` is false (a ping throttled in memory) only claims its key.
+        Returns {item: PingOutcome}. A batch that records no contact claims keys
+        only, which commits without waiting for the disk (see README, Security).
+        """
+        items = list(items)
+        columns = list(zip(*items)) if items else [(), (), (), (), ()]
+        addresses, ats, ips, claims, contacts = columns
+        params = (list(addresses), list(ats), list(ips),
+                  [None if c is None else c.key for c in claims],
+                  [c is not None and c.v2 for c in claims],
+                  list(contacts),
+                  [None if c is None else c.expires for c in claims],
+                  min_gap, window)
+        sql = ("SELECT item, outcome, written, last_contact FROM record_pings("
+               "%s::text[], %s::float8[], %s::text[], %s::bytea[], %s::boolean[],"
+               " %s::boolean[], %s::float8[], %s, %s)")
+        if not any(contacts):
+            sql = ("SELECT item, outcome, written, last_contact"
+                   " FROM set_config('synchronous_commit', 'off', true),"
+                   " LATERAL (" + sql + ") AS r")
+        for attempt in range(RETRIES):
+            try:
+                rows = yield self._query("record_pings", sql, params)
+            except DatabaseConflict:
+                # As record_contacts: safe to repeat if picked as a deadlock victim.
+                if attempt == RETRIES - 1:
+                    raise
+                continue
+            return {items[item - 1]: PingOutcome(outcome, written, last)
+                    for item, outcome, written, last in rows}
+
+    @defer.inlineCallbacks
     def set_height(self, address: str, height: int, now: float, ip: Optional[str],
-                   window: float, rate: Optional[float] = None):
+                   window: float, rate: Optional[float] = None,
+                   claim: "Claim | None" = None) -> Any:
         """Claim a height and record a contact; returns whether the farmer exists.
 
         The claim is credited as the credited-height rule allows at ``rate`` shards
-        per second (None: as claimed); see :mod:`dataserv.registry.credit`."""
+        per second (None: as claimed); see :mod:`dataserv.registry.credit`. The
+        request's claim is made in the same statement; ClaimRefused if refused.
+        """
         rows = yield self._query(
-            "set_height", "SELECT set_height(%s, %s, %s, %s, %s, %s::float8)",
-            (address, height, now, ip, window, rate))
-        return rows[0][0]
+            "set_height",
+            "SELECT c, CASE WHEN c = 'ok' THEN set_height(%s, %s, %s, %s, %s, %s::float8) END"
+            " FROM claim_request(%s, %s, %s, %s, %s) AS c",
+            (address, height, now, ip, window, rate) + _claim_params(address, claim, now))
+        _claimed(rows[0][0])
+        return rows[0][1]
 
     @defer.inlineCallbacks
-    def set_bandwidth(self, address, upload, download, now, ip, window):
-        """Set the bandwidth figures and record a contact; whether the farmer exists."""
-        rows = yield self._query(
-            "set_bandwidth", "SELECT set_bandwidth(%s, %s, %s, %s, %s, %s)",
-            (address, upload, download, now, ip, window))
-        return rows[0][0]
+    def set_bandwidth(self, address: str, upload: float, download: float, now: float,
+                      ip: Optional[str], window: float,
+                      claim: "Claim | None" = None) -> Any:
+        """Set the bandwidth figures and record a contact; whether the farmer exists.
 
-    def add_audit(self, address, block, response, now, ip, window):
-        """Store an audit: "accepted", "duplicate" or "unknown" (no such farmer)."""
+        The request's claim is made in the same statement; ClaimRefused if refused.
+        """
+        rows = yield self._query(
+            "set_bandwidth",
+            "SELECT c, CASE WHEN c = 'ok' THEN set_bandwidth(%s, %s, %s, %s, %s, %s) END"
+            " FROM claim_request(%s, %s, %s, %s, %s) AS c",
+            (address, upload, download, now, ip, window) + _claim_params(address, claim, now))
+        _claimed(rows[0][0])
+        return rows[0][1]
+
+    def add_audit(self, address: str, block: int, response: str, now: float,
+                  ip: Optional[str],
+                  window: float, claim: "Claim | None" = None) -> defer.Deferred:
+        """Store an audit: "accepted", "duplicate" or "unknown" (no such farmer).
+
+        The request's claim is made in the same transaction; ClaimRefused if refused.
+        """
         @defer.inlineCallbacks
         def interaction(cursor):
+            yield cursor.execute("SELECT claim_request(%s, %s, %s, %s, %s)",
+                                 _claim_params(address, claim, now))
+            _claimed(cursor.fetchall()[0][0])
             # Lock the farmer first: the audit's foreign key would otherwise take a
             # share lock that two audits of one farmer both hold and both try to
             # upgrade when they record the contact, which deadlocks.
@@ -286,6 +371,13 @@ class FarmerStore:
             "prune_uptime",
             "WITH gone AS (DELETE FROM uptime_days WHERE day < %s RETURNING 1)"
             " SELECT count(*) FROM gone", (before_day,))
+
+    def prune_request_claims(self, now: float) -> Any:
+        """Drop replay keys that can no longer pass the Date check."""
+        return self._query(
+            "prune_request_claims",
+            "WITH gone AS (DELETE FROM request_claims WHERE expires < %s RETURNING 1)"
+            " SELECT count(*) FROM gone", (now,))
 
     # -- totals history -----------------------------------------------------
 

@@ -7,6 +7,7 @@ import pkgutil
 from klein import Klein
 from twisted.internet import defer
 
+from dataserv.identity import v2
 from dataserv.registry import farmers as rules
 from dataserv.web import metrics
 from dataserv.web import render
@@ -119,11 +120,20 @@ class API:
         return peer
 
     def _rules_request(self, request, now):
+        authorization = _header(request, b"Authorization")
+        body = b""
+        if v2.is_v2(authorization) and request.content is not None:
+            # Only a v2 signature covers the body; legacy requests never read it.
+            request.content.seek(0)
+            body = request.content.read()
         return rules.Request(
             date=_header(request, b"Date"),
-            authorization=_header(request, b"Authorization"),
+            authorization=authorization,
             now=now,
             ip=self.client_ip(request),
+            method=request.method.decode("latin-1"),
+            target=request.uri.decode("latin-1"),
+            body=body,
         )
 
     def _text(self, request, status, body, content_type=TEXT):
@@ -150,8 +160,11 @@ class API:
                 entry = ERRORS.get((route, kind))
                 if entry is not None:
                     status, body = entry
-                    if isinstance(error, rules.Unauthenticated) and error.skew is not None:
-                        request.setHeader(b"X-Clock-Skew", str(int(error.skew)).encode())
+                    if isinstance(error, rules.Unauthenticated):
+                        # The contract's body stays; the reason is one line beside it.
+                        request.setHeader(b"X-Auth-Error", error.reason.encode("ascii"))
+                        if error.skew is not None:
+                            request.setHeader(b"X-Clock-Skew", str(int(error.skew)).encode())
                     if isinstance(error, rules.DuplicateAudit):
                         body = body.format(block=error.block)
                     if isinstance(error, rules.TooMany):
