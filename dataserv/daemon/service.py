@@ -14,7 +14,7 @@ from dataserv.storage.database import Database
 from dataserv.storage.embedded import EmbeddedPostgres
 from dataserv.registry.farmers import Farmers
 from dataserv.daemon.listening import ReusePortService
-from dataserv.web.metrics import RequestCounter
+from dataserv.web.metrics import Metrics, RequestStats
 from dataserv.web.snapshot import SnapshotRenderer
 from dataserv.storage.store import FarmerStore
 from dataserv.registry.summary import Summariser
@@ -51,6 +51,14 @@ class _Channel(http.HTTPChannel):
         (half_close or self.transport.loseConnection)()
 
 
+class _TimedRequest(server.Request):
+    """A Request that notes when its first line arrived, for the latency metrics."""
+
+    def __init__(self, channel, *args, **kwargs):
+        super().__init__(channel, *args, **kwargs)
+        self.started = channel.site.reactor.seconds()
+
+
 class Site(server.Site):
     """A Site whose access log is a plain file with a 64 KiB buffer, or nothing.
 
@@ -61,16 +69,19 @@ class Site(server.Site):
 
     noisy = False
     protocol = _Channel
+    requestFactory = _TimedRequest
 
     def __init__(self, resource, requests=None, **kwargs):
         super().__init__(resource, **kwargs)
-        self.requests = requests if requests is not None else RequestCounter()
+        self.requests = requests if requests is not None else RequestStats()
 
     def _openLogFile(self, path):  # noqa: N802 (Twisted's name)
         return open(path, "a", buffering=1 << 16, newline="\n")
 
     def log(self, request):
-        self.requests.count(request)
+        started = getattr(request, "started", None)
+        self.requests.count(
+            request, None if started is None else self.reactor.seconds() - started)
         if self.logPath:
             super().log(request)
 
@@ -137,10 +148,10 @@ class Dataserv(service.MultiService):
             self.store, settings, reactor, SnapshotRenderer(settings),
             when_ready=self.database.when_ready, **summariser_hooks(reactor))
         self.summariser.setServiceParent(self)
-        self.requests = RequestCounter()
+        self.metrics = Metrics()
         self.api = API(self.farmers, self.summariser, self.database, settings, reactor,
-                       requests=self.requests)
-        self.site = Site(self.api.resource(), self.requests,
+                       metrics=self.metrics)
+        self.site = Site(self.api.resource(), self.metrics.requests,
                          logPath=settings.access_log or None, reactor=reactor)
         self.site.displayTracebacks = False
         if settings.reuse_port:

@@ -368,6 +368,9 @@ class Verifier:
         # (address, date, authorization) -> Date timestamp.  Only successful
         # verifications go in, so garbage traffic cannot evict real entries.
         self._cache = collections.OrderedDict()
+        # For /metrics: key recoveries run, and requests answered from the cache.
+        self.recoveries = 0
+        self.cache_hits = 0
 
     def _check_window(self, date_timestamp, now):
         # Whole seconds, absolute value: a client slightly ahead of the
@@ -405,6 +408,7 @@ class Verifier:
             # have made them invalid since.
             self._check_window(date_timestamp, now)
             cache.move_to_end(key)
+            self.cache_hits += 1
             return
 
         try:
@@ -416,6 +420,7 @@ class Verifier:
         # replayed headers are cheap to turn away.
         self._check_window(date_timestamp, now)
         digest = message_digest(self._prefix + date_text)
+        self.recoveries += 1
         if _recovered_hash160(self.backend, digest, signature_text) != expected:
             raise AuthenticationFailed("signature does not match the address")
 

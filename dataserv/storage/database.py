@@ -157,7 +157,8 @@ class Database(service.Service):
             return False, {"database": "unavailable", "reason": self.reason}
         alive = self.pool.alive()
         details = {"database": "ok" if alive else "unavailable",
-                   "connections": {"alive": alive, "total": self.pool_size},
+                   "connections": {"alive": alive, "total": self.pool_size,
+                                   "idle": len(self.pool.connections)},
                    "schema_version": self.schema_version}
         if not alive:
             details["reason"] = "lost every connection to PostgreSQL; reconnecting"

@@ -8,7 +8,7 @@ from klein import Klein
 from twisted.internet import defer
 
 from dataserv.registry import farmers as rules
-from dataserv.web import metrics
+from dataserv.web.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics
 from dataserv.web import render
 from dataserv.registry.uptime import uptime_percent
 from dataserv.web.body import Body
@@ -73,13 +73,16 @@ class API:
 
     app = Klein()
 
-    def __init__(self, farmers, summariser, database, settings, clock, requests=None):
+    def __init__(self, farmers, summariser, database, settings, clock, metrics=None):
         self.farmers = farmers
         self.summariser = summariser
         self.database = database
         self.settings = settings
         self.clock = clock
-        self.requests = requests if requests is not None else metrics.RequestCounter()
+        if metrics is None:
+            metrics = Metrics()
+        metrics.watch(farmers, summariser, database, clock)
+        self.metrics = metrics
         self._trusted = settings.trusted_proxies
 
     def resource(self):
@@ -137,6 +140,7 @@ class API:
         def failed(failure):
             error = failure.value
             if isinstance(error, rules.Unavailable):
+                self.metrics.database_error(getattr(error, "kind", "unavailable"))
                 request.setHeader(b"Retry-After", RETRY_AFTER)
                 return self._text(request, *UNAVAILABLE)
             for kind in type(error).__mro__:
@@ -290,12 +294,9 @@ class API:
         return self._text(request, 200, DASHBOARD)
 
     @app.route("/metrics", methods=["GET"])
-    def metrics(self, request):
-        """Counters and gauges in Prometheus' text format."""
-        _, details = self.database.status()
-        body = metrics.render(self.requests, self.farmers.timings, self.farmers.pings,
-                              self.summariser, details.get("connections", {}).get("alive", 0))
-        return self._text(request, 200, body, b"text/plain; version=0.0.4; charset=utf-8")
+    def metrics_text(self, request):
+        """Counters, gauges and histograms in Prometheus' text format."""
+        return self._text(request, 200, self.metrics.exposition(), METRICS_CONTENT_TYPE)
 
     @app.route("/health", methods=["GET"])
     def health(self, request):
