@@ -31,6 +31,8 @@ EXPECTED = {
                          ipaddress.ip_network("192.168.0.0/16"))),
     "pool-size": (4, "9", 9),
     "access-log": ("", "/tmp/access.log", "/tmp/access.log"),
+    "log-format": ("text", "json", "json"),
+    "access-log-format": ("combined", "JSON", "json"),
     "data-dir": (None, "/srv/dataserv", "/srv/dataserv"),
 }
 

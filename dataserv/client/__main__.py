@@ -11,13 +11,18 @@ USAGE = """usage: python -m dataserv.client URL [--seed TEXT] COMMAND [ARGS]
 commands: address, register [PAYOUT], ping, height N, bandwidth UP DOWN,
           audit BLOCK SHA256, status, online, online-json, total, history,
           headers (prints signed curl -H arguments for this farmer, valid
-          for --auth-timeout seconds)"""
+          for --auth-timeout seconds)
+options: --seed TEXT  the farmer key's seed (default: dataserv-client)
+         -h, --help   show this and exit"""
 
 
 
 def main(argv=None, reactor=None):
     """Run one command against a server and print the answer."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if "-h" in argv or "--help" in argv:
+        print(USAGE)
+        return 0
     seed = "dataserv-client"
     if "--seed" in argv:
         i = argv.index("--seed")

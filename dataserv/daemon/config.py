@@ -84,6 +84,15 @@ def _text(text):
     return str(text).strip()
 
 
+def _choice(*choices):
+    def parse(text):
+        value = str(text).strip().lower()
+        if value not in choices:
+            raise ConfigError("must be one of %s, not %r" % (", ".join(choices), text))
+        return value
+    return parse
+
+
 def _flag(text):
     if isinstance(text, bool):
         return text
@@ -140,6 +149,10 @@ OPTIONS = (
            "peers (IPs/networks) whose X-Forwarded-For is believed"),
     Option("pool-size", "4", lambda v: _integer(v, 1, 100), "PostgreSQL connections"),
     Option("access-log", "", _text, "file for the HTTP access log (empty = none)"),
+    Option("log-format", "text", _choice("text", "json"),
+           "daemon log: text, or json (one object per line, to twistd's --logfile)"),
+    Option("access-log-format", "combined", _choice("combined", "json"),
+           "access log lines: combined (Apache), or json (one object per line)"),
     Option("reuse-port", False, _flag,
            "listen with SO_REUSEPORT so several daemons share the port (tcp only); "
            "bound at start, listening once the first summary is built", flag=True),
@@ -175,6 +188,8 @@ class Settings:
     trusted_proxies: tuple = _DEFAULTS["trusted_proxies"]
     pool_size: int = _DEFAULTS["pool_size"]
     access_log: str = _DEFAULTS["access_log"]
+    log_format: str = _DEFAULTS["log_format"]
+    access_log_format: str = _DEFAULTS["access_log_format"]
     reuse_port: bool = _DEFAULTS["reuse_port"]
     skip_authentication: bool = _DEFAULTS["skip_authentication"]
     no_limits: bool = _DEFAULTS["no_limits"]

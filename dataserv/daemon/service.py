@@ -8,6 +8,7 @@ from twisted.logger import Logger
 from twisted.web import http, server
 
 from dataserv.daemon import memory, process
+from dataserv.daemon.logs import json_access_formatter
 from dataserv.web.api import API
 from dataserv.identity.auth import Verifier
 from dataserv.storage.database import Database
@@ -86,6 +87,11 @@ class Site(server.Site):
             super().log(request)
 
 
+def access_log_formatter(settings, clock):
+    """The access log's line format: None for Twisted's combined format."""
+    return json_access_formatter(clock) if settings.access_log_format == "json" else None
+
+
 def summariser_hooks(reactor):
     """A Summariser's hooks on a real reactor, as the daemon uses them: a reactor
     turn between slices, the reactor's thread pool for zlib, and freed heap handed
@@ -152,7 +158,8 @@ class Dataserv(service.MultiService):
         self.api = API(self.farmers, self.summariser, self.database, settings, reactor,
                        metrics=self.metrics)
         self.site = Site(self.api.resource(), self.metrics.requests,
-                         logPath=settings.access_log or None, reactor=reactor)
+                         logPath=settings.access_log or None, reactor=reactor,
+                         logFormatter=access_log_formatter(settings, reactor))
         self.site.displayTracebacks = False
         if settings.reuse_port:
             self.http = ReusePortService(reactor, settings.listen, self.site,

@@ -2,6 +2,7 @@
 
 from twisted.python import usage
 
+from dataserv import __version__
 from dataserv.daemon.config import OPTIONS, ConfigError, Settings
 from dataserv.storage.pgcluster import ClusterError
 
@@ -31,6 +32,11 @@ class Options(usage.Options):
         self.environ = environ
         self.settings = None
 
+    def opt_version(self) -> None:  # noqa: N802 (Twisted's name)
+        """Print dataserv's version and exit."""
+        print("dataserv %s" % (__version__,))
+        raise SystemExit(0)
+
     def postOptions(self):  # noqa: N802 (Twisted's name)
         """Validate everything now, before anything listens: one clear line and exit."""
         try:
@@ -47,6 +53,12 @@ def makeService(options, reactor=None):  # noqa: N802 (twistd's name)
     from dataserv.daemon.service import Dataserv
 
     try:
-        return Dataserv(options.settings, reactor)
+        daemon = Dataserv(options.settings, reactor)
     except ClusterError as e:
         raise SystemExit("dataserv: error: %s" % (e,))
+    twistd = getattr(options, "parent", None)
+    if options.settings.log_format == "json" and twistd is not None:
+        from dataserv.daemon.logs import JSONLogging, twistd_json_logger
+
+        return JSONLogging(daemon, twistd_json_logger(twistd))
+    return daemon
