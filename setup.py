@@ -19,7 +19,7 @@ setup(
     # twisted/plugins has no __init__.py on purpose (it is Twisted's namespace);
     # listing it here installs the drop-in next to Twisted's own plugins.
     packages=find_packages(include=["dataserv", "dataserv.*"]) + ["twisted.plugins"],
-    package_data={"dataserv.storage": ["schema/*.sql"], "dataserv.web": ["static/*"], "twisted.plugins": ["dataserv_plugin.py"]},
+    package_data={"dataserv.storage": ["schema/*.sql"], "dataserv.web": ["static/*", "static/vendor/*/*"], "twisted.plugins": ["dataserv_plugin.py"]},
     install_requires=[
         "twisted>=22.10",
         "klein>=21.8",

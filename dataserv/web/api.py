@@ -2,7 +2,6 @@
 
 import ipaddress
 import json
-import pkgutil
 
 from klein import Klein
 from twisted.internet import defer
@@ -12,6 +11,8 @@ from dataserv.web.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics
 from dataserv.web import render
 from dataserv.registry.uptime import uptime_percent
 from dataserv.web.body import Body
+from dataserv.web import openapi
+from dataserv.web.static_files import StaticFiles
 
 TEXT = b"text/html; charset=utf-8"  # what 2.2.x (Flask) sent for its plain answers
 JSON = b"application/json"
@@ -48,7 +49,6 @@ ERRORS = {
 UNAVAILABLE = (503, "Service unavailable: the database cannot be reached. Try again later.")
 NOT_SUMMARISED = (503, "Service unavailable: the online list is being built. Try again shortly.")
 MAX_HISTORY_POINTS = 1000
-DASHBOARD = pkgutil.get_data("dataserv.web", "static/dashboard.html")
 
 
 def _query_number(request, name, default):
@@ -83,6 +83,8 @@ class API:
             metrics = Metrics()
         metrics.watch(farmers, summariser, database, clock)
         self.metrics = metrics
+        self.static = StaticFiles()
+        self._openapi = openapi.document_bytes()
         self._trusted = settings.trusted_proxies
 
     def resource(self):
@@ -290,8 +292,27 @@ class API:
 
     @app.route("/", methods=["GET"])
     def dashboard(self, request):
-        """A small page that shows the totals, the history and the top farmers."""
-        return self._text(request, 200, DASHBOARD)
+        """The dashboard page (static; it reads the public routes)."""
+        return self.static.serve(request, "/")
+
+    @app.route("/favicon.ico", methods=["GET"])
+    def favicon(self, request):
+        """The dashboard's icon, where browsers look for it."""
+        return self.static.serve(request, "/favicon.ico")
+
+    @app.route("/static/<path:name>", methods=["GET"])
+    def static_file(self, request, name):
+        """One of the dashboard's fixed set of files; anything else is 404."""
+        body = self.static.serve(request, "/static/" + name)
+        if body is None:
+            return self._text(request, 404, "Not found.", b"text/plain; charset=utf-8")
+        return body
+
+    @app.route("/api/openapi.json", methods=["GET"])
+    def openapi_document(self, request):
+        """The OpenAPI 3.1 description of every route."""
+        request.setHeader(b"Access-Control-Allow-Origin", b"*")
+        return self._text(request, 200, self._openapi, JSON)
 
     @app.route("/metrics", methods=["GET"])
     def metrics_text(self, request):
