@@ -66,7 +66,12 @@ function when(unixSeconds) {
 
 function axisTime(value) {
   const date = new Date(value);
-  return state.days <= 1
+  const scale = state.chart && state.chart.scales.x;
+  const span = scale ? scale.max - scale.min : state.days * 86400000;
+  if (span <= 15 * 60000) {
+    return date.toLocaleTimeString(undefined, {hour: "2-digit", minute: "2-digit", second: "2-digit"});
+  }
+  return span <= 2 * 86400000
     ? date.toLocaleTimeString(undefined, {hour: "2-digit", minute: "2-digit"})
     : date.toLocaleDateString(undefined, {month: "short", day: "numeric"});
 }
@@ -81,7 +86,8 @@ function makeChart() {
       {label: "online farmers", yAxisID: "farmers", data: [], borderColor: color("--farmers"),
        backgroundColor: color("--farmers"), pointRadius: 2, borderWidth: 2, tension: 0.2},
       {label: "claimed TB", yAxisID: "tb", data: [], borderColor: color("--claimed"),
-       backgroundColor: color("--claimed"), pointRadius: 2, borderWidth: 2, tension: 0.2},
+       backgroundColor: color("--claimed"), pointRadius: 2, borderWidth: 2, tension: 0.2,
+       borderDash: [6, 4]},
       {label: "verified TB", yAxisID: "tb", data: [], borderColor: color("--verified"),
        backgroundColor: color("--verified"), pointRadius: 2, borderWidth: 2, tension: 0.2,
        hidden: true},
@@ -92,7 +98,11 @@ function makeChart() {
       parsing: false,
       interaction: {mode: "index", intersect: false},
       plugins: {
-        legend: {position: "bottom", labels: {boxWidth: 12}},
+        legend: {position: "bottom", labels: {
+          boxWidth: 12,
+          // verified TB appears once the server reports it
+          filter: (item, data) => data.datasets[item.datasetIndex].data.length > 0,
+        }},
         tooltip: {callbacks: {
           title: items => items.length ? new Date(items[0].parsed.x).toLocaleString() : "",
           label: item => item.dataset.yAxisID === "tb"
@@ -126,8 +136,13 @@ function showHistory(history) {
   const verified = points.filter(p => typeof p.verified_TB === "number");
   chart.data.datasets[2].data = verified.map(p => ({x: at(p), y: p.verified_TB}));
   chart.data.datasets[2].hidden = verified.length === 0;
-  chart.options.scales.x.min = history.since * 1000;
-  chart.options.scales.x.max = history.until * 1000;
+  // A young server has less history than the range asked for: show what there is.
+  const first = points.length ? at(points[0]) : history.since * 1000;
+  const last = history.until * 1000;
+  const start = Math.max(history.since * 1000, first);
+  const pad = Math.max(60000, (last - start) * 0.03);
+  chart.options.scales.x.min = Math.max(history.since * 1000, start - pad);
+  chart.options.scales.x.max = last;
   chart.update();
 }
 
