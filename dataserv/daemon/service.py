@@ -4,10 +4,14 @@ from twisted.application import service
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet.endpoints import serverFromString
 from twisted.internet import task, threads
+from typing import Callable, Optional
+
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web import http, server
 
 from dataserv.daemon import memory, process
+from dataserv.daemon.config import Settings
 from dataserv.daemon.logs import json_access_formatter
 from dataserv.web.api import API
 from dataserv.identity.auth import Verifier
@@ -55,9 +59,9 @@ class _Channel(http.HTTPChannel):
 class _TimedRequest(server.Request):
     """A Request that notes when its first line arrived, for the latency metrics."""
 
-    def __init__(self, channel, *args, **kwargs):
+    def __init__(self, channel: http.HTTPChannel, *args: object, **kwargs: object) -> None:
         super().__init__(channel, *args, **kwargs)
-        self.started = channel.site.reactor.seconds()
+        self.started: float = channel.site.reactor.seconds()
 
 
 class Site(server.Site):
@@ -79,7 +83,7 @@ class Site(server.Site):
     def _openLogFile(self, path):  # noqa: N802 (Twisted's name)
         return open(path, "a", buffering=1 << 16, newline="\n")
 
-    def log(self, request):
+    def log(self, request: server.Request) -> None:
         started = getattr(request, "started", None)
         self.requests.count(
             request, None if started is None else self.reactor.seconds() - started)
@@ -87,7 +91,7 @@ class Site(server.Site):
             super().log(request)
 
 
-def access_log_formatter(settings, clock):
+def access_log_formatter(settings: Settings, clock: IReactorTime) -> Optional[Callable]:
     """The access log's line format: None for Twisted's combined format."""
     return json_access_formatter(clock) if settings.access_log_format == "json" else None
 

@@ -1,5 +1,6 @@
 """`twistd dataserv`: the command-line options and makeService()."""
 
+from twisted.application import service
 from twisted.python import usage
 
 from dataserv import __version__
@@ -46,7 +47,7 @@ class Options(usage.Options):
             raise SystemExit("dataserv: error: %s" % (e,))
 
 
-def makeService(options, reactor=None):  # noqa: N802 (twistd's name)
+def makeService(options: Options, reactor: object = None) -> service.IService:  # noqa: N802
     """The daemon's MultiService for validated options."""
     if reactor is None:
         from twisted.internet import reactor  # only entry points touch the global reactor

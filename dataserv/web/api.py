@@ -2,9 +2,11 @@
 
 import ipaddress
 import json
+from typing import Optional
 
 from klein import Klein
 from twisted.internet import defer
+from twisted.web.iweb import IRequest
 
 from dataserv.registry import farmers as rules
 from dataserv.web.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics
@@ -73,7 +75,8 @@ class API:
 
     app = Klein()
 
-    def __init__(self, farmers, summariser, database, settings, clock, metrics=None):
+    def __init__(self, farmers, summariser, database, settings, clock,
+                 metrics: Optional[Metrics] = None) -> None:
         self.farmers = farmers
         self.summariser = summariser
         self.database = database
@@ -291,17 +294,17 @@ class API:
     # -- operations ----------------------------------------------------------
 
     @app.route("/", methods=["GET"])
-    def dashboard(self, request):
+    def dashboard(self, request: IRequest) -> Optional[bytes]:
         """The dashboard page (static; it reads the public routes)."""
         return self.static.serve(request, "/")
 
     @app.route("/favicon.ico", methods=["GET"])
-    def favicon(self, request):
+    def favicon(self, request: IRequest) -> Optional[bytes]:
         """The dashboard's icon, where browsers look for it."""
         return self.static.serve(request, "/favicon.ico")
 
     @app.route("/static/<path:name>", methods=["GET"])
-    def static_file(self, request, name):
+    def static_file(self, request: IRequest, name: str) -> bytes:
         """One of the dashboard's fixed set of files; anything else is 404."""
         body = self.static.serve(request, "/static/" + name)
         if body is None:
@@ -309,13 +312,13 @@ class API:
         return body
 
     @app.route("/api/openapi.json", methods=["GET"])
-    def openapi_document(self, request):
+    def openapi_document(self, request: IRequest) -> bytes:
         """The OpenAPI 3.1 description of every route."""
         request.setHeader(b"Access-Control-Allow-Origin", b"*")
         return self._text(request, 200, self._openapi, JSON)
 
     @app.route("/metrics", methods=["GET"])
-    def metrics_text(self, request):
+    def metrics_text(self, request: IRequest) -> bytes:
         """Counters, gauges and histograms in Prometheus' text format."""
         return self._text(request, 200, self.metrics.exposition(), METRICS_CONTENT_TYPE)
 

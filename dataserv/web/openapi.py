@@ -6,6 +6,7 @@ route has one). Error bodies are short text: the legacy routes send them as
 ``text/html`` (what 2.2.x sent), so both text types are described for them.
 """
 
+import functools
 import json
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
@@ -224,6 +225,7 @@ def document() -> Dict[str, Any]:
     }
 
 
+@functools.lru_cache(maxsize=None)
 def document_bytes() -> bytes:
-    """The document as JSON bytes (built once per process by the caller)."""
+    """The document as JSON bytes (built once per process)."""
     return json.dumps(document(), sort_keys=True).encode("utf-8")
