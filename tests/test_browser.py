@@ -154,6 +154,8 @@ class DashboardBrowserTests(unittest.TestCase):
             self.assertIn(address_to_nodeid(keys[2].address), details)
             self.assertEqual(browser.sideways_overflow(), 0)
             browser.screenshot("dashboard-%dpx" % width)
+            browser.js("document.getElementById('farmer').scrollIntoView();")
+            browser.screenshot("dashboard-%dpx-lookup" % width)
             self.assertEqual(browser.console_errors(), [])
 
     @defer.inlineCallbacks
@@ -183,3 +185,24 @@ class DashboardBrowserTests(unittest.TestCase):
         self.assertFalse(driver.find_element("id", "farmer").is_displayed())
         browser.screenshot("dashboard-1280px")
         self.assertEqual(browser.console_errors(), [])
+
+        # Advice, from fields some servers add (claimed_height, plots) and a clock
+        # that is off: the page's own functions with a farmer that has every problem.
+        browser.js("state.skew = 45; showFarmer(arguments[0]);", {
+            "btc_addr": keys[1].address, "payout_addr": keys[1].address, "height": 5,
+            "claimed_height": 500, "last_seen": 7200, "online": False, "uptime": 40.0,
+            "nodeid": address_to_nodeid(keys[1].address), "reg_time": 1700000000,
+            "plots": [{"plot_id": "p1", "k": 32, "score": 0.2},
+                      {"plot_id": "p2", "k": 32, "score": 0.95}]})
+        advice = [item.text for item in driver.find_elements("css selector", "#advice li")]
+        self.assertEqual(len(advice), 4, advice)
+        self.assertIn("45 seconds behind the server's", advice[0])
+        self.assertIn("Not seen for 2 hours", advice[1])
+        self.assertIn("Claimed height 500 is above the credited 5", advice[2])
+        self.assertIn("1 plot answered fewer than half", advice[3])
+        details = driver.find_element("id", "farmer-details").text
+        self.assertIn("height (claimed)\n500", details)
+        self.assertEqual([row.text for row in driver.find_elements(
+            "css selector", "#plots tbody tr")], ["p1 k=32 20.0 %", "p2 k=32 95.0 %"])
+        browser.js("document.getElementById('farmer').scrollIntoView();")
+        browser.screenshot("dashboard-advice-1280px")
