@@ -106,10 +106,11 @@ class EnvironmentTests(unittest.TestCase):
         command = unit_sections(os.path.join(CONTRIB, "dataserv.service"))["Service"][
             "ExecStart"][-1].split()
         self.assertEqual(command[1:], ["-n", "--pidfile=", "dataserv"])
-        daemon.process = subprocess.Popen(
-            [TWISTD] + command[1:], cwd=daemon.directory, env=child_environment(**env),
-            stdout=open(os.path.join(daemon.directory, "stdout"), "w"),
-            stderr=open(os.path.join(daemon.directory, "stderr"), "w"))
+        with open(os.path.join(daemon.directory, "stdout"), "w") as stdout, \
+                open(os.path.join(daemon.directory, "stderr"), "w") as stderr:
+            daemon.process = subprocess.Popen(
+                [TWISTD] + command[1:], cwd=daemon.directory, env=child_environment(**env),
+                stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL)
         self.addCleanup(daemon._stop_cluster)
         self.addCleanup(daemon._kill)
         yield daemon.wait_healthy(http_client())
