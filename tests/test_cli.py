@@ -19,6 +19,8 @@ ENTRY_POINTS = (
     (["-m", "benchmarks.run", "--help"], "--url"),
     (["-m", "benchmarks.summary_pass", "--help"], "usage"),
     (["-m", "benchmarks.ceiling", "--help"], "PORT"),
+    (["-m", "benchmarks.operating_costs", "--help"], "--baseline-twistd"),
+    (["-m", "benchmarks.hot_path", "--help"], "--batches"),
     ([TWISTD, "dataserv", "--help"], "--listen"),
 )
 
