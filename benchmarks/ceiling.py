@@ -33,4 +33,7 @@ def main(port):
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] in (["-h"], ["--help"]) or len(sys.argv) != 2:
+        print("usage: python -m benchmarks.ceiling PORT")
+        sys.exit(0 if len(sys.argv) == 2 else 2)
     main(int(sys.argv[1]))

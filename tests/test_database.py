@@ -51,6 +51,14 @@ class DatabaseTests(unittest.TestCase):
         self.assertEqual(details["schema_version"], len(migrations.load()))
 
     @defer.inlineCallbacks
+    def test_status_counts_idle_connections(self):
+        db = yield pg.open_database(self)
+        busy = db.run_query("SELECT pg_sleep(0.3)")
+        self.assertEqual(db.status()[1]["connections"]["idle"], db.pool_size - 1)
+        yield busy
+        self.assertEqual(db.status()[1]["connections"]["idle"], db.pool_size)
+
+    @defer.inlineCallbacks
     def test_not_ready_before_start(self):
         db = Database(reactor, pg.dsn())
         self.assertFalse(db.ready)

@@ -32,6 +32,8 @@ EXPECTED = {
     "pool-size": (4, "9", 9),
     "db-timeout": (5.0, "2.5", 2.5),
     "access-log": ("", "/tmp/access.log", "/tmp/access.log"),
+    "log-format": ("text", "json", "json"),
+    "access-log-format": ("combined", "JSON", "json"),
     "data-dir": (None, "/srv/dataserv", "/srv/dataserv"),
     "max-fill-rate": (1073741824, "0", 0),
     "audit-limit": (12, "3", 3),

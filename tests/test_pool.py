@@ -357,14 +357,14 @@ class HealthTests(DatabaseTestCase):
         self.link.answer([(False,)])
         ok, details = self.successResultOf(d)
         self.assertEqual((ok, details["database"], details["connections"]),
-                         (True, "ok", {"alive": 1, "total": 1}))
+                         (True, "ok", {"alive": 1, "total": 1, "idle": 1}))
 
     def test_read_only(self):
         d = self.db.check()
         self.link.answer([(True,)])
         self.assertEqual(self.successResultOf(d),
                          (False, {"database": "unavailable", "reason": failures.READ_ONLY,
-                                  "connections": {"alive": 1, "total": 1},
+                                  "connections": {"alive": 1, "total": 1, "idle": 1},
                                   "schema_version": 3}))
 
     def test_cached_for_a_second_and_shared(self):

@@ -16,12 +16,17 @@ commands: address, register [PAYOUT], ping, height N, bandwidth UP DOWN,
           default this farmer's ping; a DATASERV-V2 pair is accepted once,
           within --auth-timeout seconds)
 --legacy: sign as the field clients do (Date and server address only); for
-          testing: a farmer that has used DATASERV-V2 is refused legacy headers"""
+          testing: a farmer that has used DATASERV-V2 is refused legacy headers
+options: --seed TEXT  the farmer key's seed (default: dataserv-client)
+         -h, --help   show this and exit"""
 
 
 def main(argv: Optional[List[str]] = None, reactor: Any = None) -> int:
     """Run one command against a server and print the answer."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if "-h" in argv or "--help" in argv:
+        print(USAGE)
+        return 0
     seed = "dataserv-client"
     if "--seed" in argv:
         i = argv.index("--seed")

@@ -125,6 +125,15 @@ def _log_file(text):
     return text
 
 
+def _choice(*choices):
+    def parse(text):
+        value = str(text).strip().lower()
+        if value not in choices:
+            raise ConfigError("must be one of %s, not %r" % (", ".join(choices), text))
+        return value
+    return parse
+
+
 def _flag(text):
     if isinstance(text, bool):
         return text
@@ -186,6 +195,10 @@ OPTIONS = (
     Option("access-log", "", _log_file,
            "file for the HTTP access log (combined format; its directory must exist), "
            "written out at least every second and reopened on SIGHUP"),
+    Option("log-format", "text", _choice("text", "json"),
+           "daemon log: text, or json (one object per line, to twistd's --logfile)"),
+    Option("access-log-format", "combined", _choice("combined", "json"),
+           "access log lines: combined (Apache), or json (one object per line)"),
     Option("reuse-port", False, _flag,
            "listen with SO_REUSEPORT so several daemons share the port (tcp only); "
            "bound at start, listening once the first summary is built", flag=True),
@@ -232,6 +245,8 @@ class Settings:
     pool_size: int = _DEFAULTS["pool_size"]
     db_timeout: float = _DEFAULTS["db_timeout"]
     access_log: str = _DEFAULTS["access_log"]
+    log_format: str = _DEFAULTS["log_format"]
+    access_log_format: str = _DEFAULTS["access_log_format"]
     reuse_port: bool = _DEFAULTS["reuse_port"]
     skip_authentication: bool = _DEFAULTS["skip_authentication"]
     max_fill_rate: int = _DEFAULTS["max_fill_rate"]

@@ -4,21 +4,24 @@ import atexit
 import os
 import signal
 import sys
-from typing import Any
+from typing import Any, Callable, Optional
 
 from twisted.application import service
 from twisted.internet import defer, task, threads
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web import http, server
 
 from dataserv.daemon import memory, process
+from dataserv.daemon.config import Settings
+from dataserv.daemon.logs import json_access_formatter
 from dataserv.web.api import API
 from dataserv.identity.auth import Verifier
 from dataserv.storage.database import Database
 from dataserv.storage.embedded import EmbeddedPostgres
 from dataserv.registry.farmers import Farmers
 from dataserv.daemon.listening import EndpointListener, ReusePortService
-from dataserv.web.metrics import RequestCounter
+from dataserv.web.metrics import Metrics, RequestStats
 from dataserv.web.snapshot import SnapshotRenderer
 from dataserv.storage.store import FarmerStore
 from dataserv.registry.summary import Summariser
@@ -55,6 +58,14 @@ class _Channel(http.HTTPChannel):
         (half_close or self.transport.loseConnection)()
 
 
+class _TimedRequest(server.Request):
+    """A Request that notes when its first line arrived, for the latency metrics."""
+
+    def __init__(self, channel: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(channel, *args, **kwargs)
+        self.started: float = channel.site.reactor.seconds()
+
+
 class Site(server.Site):
     """A Site whose access log is a plain file with a 64 KiB buffer, or nothing.
 
@@ -66,11 +77,12 @@ class Site(server.Site):
 
     noisy = False
     protocol = _Channel  # type: ignore[assignment]  # Twisted types it as a factory of the base class
+    requestFactory = _TimedRequest
     FLUSH_INTERVAL = 1.0  # seconds between writes of the access log's buffer
 
     def __init__(self, resource, requests=None, **kwargs):
         super().__init__(resource, **kwargs)
-        self.requests = requests if requests is not None else RequestCounter()
+        self.requests = requests if requests is not None else RequestStats()
         self._flushing = None
         self._flush_failed = False
 
@@ -132,10 +144,18 @@ class Site(server.Site):
                       error=e.strerror or str(e))
         log.info("access log {path} reopened", path=self.logPath)
 
-    def log(self, request):
-        self.requests.count(request)
+    def log(self, request: Any) -> None:
+        started = getattr(request, "started", None)
+        clock: Any = self.reactor
+        self.requests.count(
+            request, None if started is None else clock.seconds() - started)
         if self.logPath:
             super().log(request)
+
+
+def access_log_formatter(settings: Settings, clock: IReactorTime) -> Optional[Callable]:
+    """The access log's line format: None for Twisted's combined format."""
+    return json_access_formatter(clock) if settings.access_log_format == "json" else None
 
 
 def summariser_hooks(reactor):
@@ -253,11 +273,12 @@ class Dataserv(service.MultiService):
             self.store, settings, reactor, SnapshotRenderer(settings),
             when_ready=self.database.when_ready, **summariser_hooks(reactor))
         self.summariser.setServiceParent(self)
-        self.requests = RequestCounter()
+        self.metrics = Metrics()
         self.api = API(self.farmers, self.summariser, self.database, settings, reactor,
-                       requests=self.requests)
-        self.site = Site(self.api.resource(), self.requests,
-                         logPath=settings.access_log or None, reactor=reactor)
+                       metrics=self.metrics)
+        self.site = Site(self.api.resource(), self.metrics.requests,
+                         logPath=settings.access_log or None, reactor=reactor,
+                         logFormatter=access_log_formatter(settings, reactor))
         self.site.displayTracebacks = False
         if settings.reuse_port:
             self.http = ReusePortService(reactor, settings.listen, self.site,

@@ -1,7 +1,11 @@
 """`twistd dataserv`: the command-line options and makeService()."""
 
+from typing import Any
+
+from twisted.application import service
 from twisted.python import usage
 
+from dataserv import __version__
 from dataserv.daemon.config import OPTIONS, ConfigError, Settings
 from dataserv.storage.pgcluster import ClusterError
 
@@ -31,6 +35,11 @@ class Options(usage.Options):
         self.environ = environ
         self.settings = None
 
+    def opt_version(self) -> None:  # noqa: N802 (Twisted's name)
+        """Print dataserv's version and exit."""
+        print("dataserv %s" % (__version__,))
+        raise SystemExit(0)
+
     def postOptions(self):  # noqa: N802 (Twisted's name)
         """Validate everything now, before anything listens: one clear line and exit."""
         try:
@@ -40,7 +49,7 @@ class Options(usage.Options):
             raise SystemExit("dataserv: error: %s" % (e,))
 
 
-def makeService(options, reactor=None):  # noqa: N802 (twistd's name)
+def makeService(options: Options, reactor: object = None) -> Any:  # noqa: N802
     """The daemon's MultiService for validated options."""
     if reactor is None:
         from twisted.internet import reactor  # only entry points touch the global reactor
@@ -52,4 +61,9 @@ def makeService(options, reactor=None):  # noqa: N802 (twistd's name)
         daemon.take_port()
     except (ClusterError, CannotListen) as e:
         raise SystemExit("dataserv: error: %s" % (e,))
+    twistd = getattr(options, "parent", None)
+    if options.settings.log_format == "json" and twistd is not None:
+        from dataserv.daemon.logs import JSONLogging, twistd_json_logger
+
+        return JSONLogging(daemon, twistd_json_logger(twistd))
     return daemon

@@ -90,7 +90,9 @@ def message_digest(message: Union[str, bytes]) -> bytes:
 class RecoveryBackend(Protocol):
     """What `Verifier` needs of a backend: a name and public key recovery."""
 
-    name: str
+    @property
+    def name(self) -> str:
+        """The backend's name."""
 
     def recover(
         self, digest: bytes, rs: bytes, recid: int, compressed: bool
@@ -367,6 +369,29 @@ class Verifier:
         self._cache: "collections.OrderedDict[Tuple[str, str, str], int]" = (
             collections.OrderedDict()
         )
+        # For /metrics: key recoveries run, and requests answered from the cache.
+        self.recoveries = 0
+        self.cache_hits = 0
+
+    @property
+    def name(self) -> str:
+        """The backend's name: a Verifier is also a (counting) recovery backend."""
+        return self.backend.name
+
+    def recover(self, digest: bytes, rs: bytes, recid: int, compressed: bool) -> Optional[bytes]:
+        """The backend's recovery, counted in :attr:`recoveries` (for /metrics)."""
+        self.recoveries += 1
+        return self.backend.recover(digest, rs, recid, compressed)
+
+    def verify_request(self, address: str, method: object, target: object,
+                       date_header: object, authorization: object, body: bytes,
+                       now: float) -> bytes:
+        """Authenticate one request-bound (DATASERV-V2) request; returns the signed
+        message. See :mod:`dataserv.identity.v2`."""
+        from dataserv.identity import v2  # v2 builds on this module
+
+        return v2.verify(self, self.server_address, self.auth_timeout, address, method,
+                         target, date_header, authorization, body, now)
 
     def _check_window(self, date_timestamp: int, now: float) -> None:
         # Whole seconds, absolute value: a client slightly ahead of the
@@ -405,6 +430,7 @@ class Verifier:
             # have made them invalid since.
             self._check_window(date_timestamp, now)
             cache.move_to_end(key)
+            self.cache_hits += 1
             return
 
         try:
@@ -416,6 +442,7 @@ class Verifier:
         # replayed headers are cheap to turn away.
         self._check_window(date_timestamp, now)
         digest = message_digest(self._prefix + date_text)
+        self.recoveries += 1
         if _recovered_hash160(self.backend, digest, signature_text) != expected:
             raise AuthenticationFailed("signature does not match the address")
 

@@ -282,10 +282,9 @@ class Farmers:
             return None
         try:
             if v2.is_v2(request.authorization):
-                signed = v2.verify(
-                    self.verifier.backend, self.verifier.server_address,
-                    self.verifier.auth_timeout, address, request.method, request.target,
-                    request.date, request.authorization, request.body, request.now)
+                signed = self.verifier.verify_request(
+                    address, request.method, request.target, request.date,
+                    request.authorization, request.body, request.now)
                 claim = Claim(replay.v2_key(address, signed), True,
                               request.now + self.replay_window)
             else:

@@ -1,5 +1,7 @@
 """Group commit: requests that arrive while a write is in flight share the next one."""
 
+from collections import Counter
+
 from twisted.internet import defer
 from twisted.logger import Logger
 
@@ -23,6 +25,7 @@ class GroupCommit:
         self._busy = False
         self.batches = 0
         self.items = 0
+        self.sizes = Counter()  # batch size -> batches of that size, for /metrics
 
     def submit(self, item):
         """Queue one item; the Deferred fires with the result of the batch it went in.
@@ -44,6 +47,7 @@ class GroupCommit:
         del self._waiting[:self._max_batch]
         self.batches += 1
         self.items += len(batch)
+        self.sizes[len(batch)] += 1
         result = defer.maybeDeferred(self._flush, [item for item, _ in batch])
         result.addBoth(self._deliver, batch)
 

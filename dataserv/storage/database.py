@@ -255,6 +255,10 @@ class Pool:
         """How many connections are open."""
         return sum(1 for slot in self._slots if slot.link is not None)
 
+    def idle(self) -> int:
+        """How many live connections have no call on them now."""
+        return sum(1 for slot in self._slots if slot.link is not None and slot.call is None)
+
     def start(self) -> defer.Deferred:
         """Open every connection; fails with the first error (after closing the pool)."""
         attempts = [self._open(slot) for slot in self._slots]
@@ -478,7 +482,8 @@ class Database(service.Service):
             return False, {"database": "unavailable", "reason": self.reason}
         alive = self.pool.alive()
         details = {"database": "ok" if alive else "unavailable",
-                   "connections": {"alive": alive, "total": self.pool_size},
+                   "connections": {"alive": alive, "total": self.pool_size,
+                                   "idle": self.pool.idle()},
                    "schema_version": self.schema_version}
         if not alive:
             details["reason"] = self.pool.last_lost or LOST

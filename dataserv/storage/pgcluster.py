@@ -307,8 +307,12 @@ class Cluster:
 def main(argv=None):
     """`python -m dataserv.storage.pgcluster start|stop DIR`: manage a cluster by hand."""
     argv = sys.argv[1:] if argv is None else argv
+    usage = "usage: python -m dataserv.storage.pgcluster start|stop DIR"
+    if argv[:1] in (["-h"], ["--help"]):
+        print(usage)
+        return 0
     if len(argv) != 2 or argv[0] not in ("start", "stop"):
-        print("usage: python -m dataserv.storage.pgcluster start|stop DIR", file=sys.stderr)
+        print(usage, file=sys.stderr)
         return 2
     cluster = Cluster(argv[1])
     try:

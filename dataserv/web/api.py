@@ -2,17 +2,20 @@
 
 import ipaddress
 import json
-import pkgutil
+from typing import Any, Optional
 
 from klein import Klein
 from twisted.internet import defer
+from twisted.web.iweb import IRequest
 
 from dataserv.identity import v2
 from dataserv.registry import farmers as rules
-from dataserv.web import metrics
+from dataserv.web.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics
 from dataserv.web import render
 from dataserv.registry.uptime import uptime_percent
 from dataserv.web.body import Body
+from dataserv.web import openapi
+from dataserv.web.static_files import StaticFiles
 
 TEXT = b"text/html; charset=utf-8"  # what 2.2.x (Flask) sent for its plain answers
 PLAIN = b"text/plain; charset=utf-8"  # answers 2.2.x never gave (429)
@@ -56,7 +59,6 @@ UNAVAILABLE = (503, "Service unavailable: the database cannot be reached. Try ag
 NOT_SUMMARISED = (503, "Service unavailable: the online list is being built. Try again shortly.")
 MAX_HISTORY_POINTS = 1000
 HISTORY_DEFAULT_SPAN = 7 * 86400  # seconds of history when ?since= is not given
-DASHBOARD = pkgutil.get_data("dataserv.web", "static/dashboard.html")
 
 
 def _query_number(request, name, default):
@@ -81,13 +83,19 @@ class API:
 
     app = Klein()
 
-    def __init__(self, farmers, summariser, database, settings, clock, requests=None):
+    def __init__(self, farmers, summariser, database, settings, clock,
+                 metrics: Optional[Metrics] = None) -> None:
         self.farmers = farmers
         self.summariser = summariser
         self.database = database
         self.settings = settings
         self.clock = clock
-        self.requests = requests if requests is not None else metrics.RequestCounter()
+        if metrics is None:
+            metrics = Metrics()
+        metrics.watch(farmers, summariser, database, clock)
+        self.metrics = metrics
+        self.static = StaticFiles()
+        self._openapi = openapi.document_bytes()
         self._trusted = settings.trusted_proxies
 
     def resource(self):
@@ -154,6 +162,7 @@ class API:
         def failed(failure):
             error = failure.value
             if isinstance(error, rules.Unavailable):
+                self.metrics.database_error(getattr(error, "kind", "unavailable"))
                 request.setHeader(b"Retry-After", RETRY_AFTER)
                 return self._text(request, *UNAVAILABLE)
             for kind in type(error).__mro__:
@@ -315,17 +324,33 @@ class API:
     # -- operations ----------------------------------------------------------
 
     @app.route("/", methods=["GET"])
-    def dashboard(self, request):
-        """A small page that shows the totals, the history and the top farmers."""
-        return self._text(request, 200, DASHBOARD)
+    def dashboard(self, request: IRequest) -> Optional[bytes]:
+        """The dashboard page (static; it reads the public routes)."""
+        return self.static.serve(request, "/")
+
+    @app.route("/favicon.ico", methods=["GET"])
+    def favicon(self, request: IRequest) -> Optional[bytes]:
+        """The dashboard's icon, where browsers look for it."""
+        return self.static.serve(request, "/favicon.ico")
+
+    @app.route("/static/<path:name>", methods=["GET"])
+    def static_file(self, request: IRequest, name: str) -> bytes:
+        """One of the dashboard's fixed set of files; anything else is 404."""
+        body = self.static.serve(request, "/static/" + name)
+        if body is None:
+            return self._text(request, 404, "Not found.", b"text/plain; charset=utf-8")
+        return body
+
+    @app.route("/api/openapi.json", methods=["GET"])
+    def openapi_document(self, request: Any) -> bytes:
+        """The OpenAPI 3.1 description of every route."""
+        request.setHeader(b"Access-Control-Allow-Origin", b"*")
+        return self._text(request, 200, self._openapi, JSON)
 
     @app.route("/metrics", methods=["GET"])
-    def metrics(self, request):
-        """Counters and gauges in Prometheus' text format."""
-        _, details = self.database.status()
-        body = metrics.render(self.requests, self.farmers.timings, self.farmers.pings,
-                              self.summariser, details.get("connections", {}).get("alive", 0))
-        return self._text(request, 200, body, b"text/plain; version=0.0.4; charset=utf-8")
+    def metrics_text(self, request: IRequest) -> bytes:
+        """Counters, gauges and histograms in Prometheus' text format."""
+        return self._text(request, 200, self.metrics.exposition(), METRICS_CONTENT_TYPE)
 
     @app.route("/health", methods=["GET"])
     def health(self, request):
