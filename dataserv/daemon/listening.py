@@ -12,6 +12,18 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 
+# Endpoint types whose parsers take a backlog= argument.
+_BACKLOG_TYPES = ("tcp", "tcp6", "ssl", "unix")
+
+
+def with_backlog(listen: str, backlog: int) -> str:
+    """The endpoint string with backlog=N added, unless it sets one or cannot take one."""
+    kind = listen.split(":", 1)[0]
+    if kind not in _BACKLOG_TYPES or ":backlog=" in listen:
+        return listen
+    return "%s:backlog=%d" % (listen, backlog)
+
+
 class ReusePortError(ValueError):
     """The listen string cannot be served with SO_REUSEPORT."""
 
