@@ -100,7 +100,7 @@ def twistd():
 class Daemon:
     """One ``twistd -n dataserv`` process."""
 
-    def __init__(self, dsn, port, logdir, *flags):
+    def __init__(self, dsn, port, logdir, *flags, preexec=None):
         self.port = port
         self.url = "http://%s:%d" % (HOST, port)
         self.log = open(os.path.join(logdir, "daemon-%d-%d.log" % (port, time.time())), "w")
@@ -108,7 +108,7 @@ class Daemon:
         self.shares_port = "--reuse-port" in flags
         self.process = subprocess.Popen(
             [twistd(), "-n", "--pidfile=", "dataserv", "--database", dsn, "--listen", listen]
-            + list(flags), stdout=self.log, stderr=subprocess.STDOUT)
+            + list(flags), stdout=self.log, stderr=subprocess.STDOUT, preexec_fn=preexec)
 
     def wait_ready(self):
         """Until /health is 200 and one summary pass has run (for a daemon sharing
@@ -210,8 +210,11 @@ class Bench:
         self.cluster = Cluster(os.path.join(self.tmp, "pg-data"), durable=True)
         self.dsn = self.cluster.start()
 
-    def daemon(self, *flags, port=None):
-        """Start and wait for a daemon on the benchmark database."""
+    def daemon(self, *flags, port=None, limits=False):
+        """Start and wait for a daemon on the benchmark database. The scenarios drive
+        it flat out from one address, so the per-IP limits are off unless ``limits``."""
+        if not limits:
+            flags = ("--no-limits",) + flags
         d = Daemon(self.dsn, port or free_port(), self.tmp, *flags)
         try:
             d.wait_ready()
@@ -305,21 +308,34 @@ class Bench:
 
     # -- the whole run ------------------------------------------------------
 
+    def wanted(self, name):
+        """Whether --only (if given) selects the scenario ``name``."""
+        return not self.args.only or name in self.args.only
+
     def run_local(self, progress):
-        """Everything, against daemons we start."""
+        """Everything (or what --only names), against daemons we start."""
         progress.step("starting PostgreSQL")
         self.start_database()
-        progress.step("ceiling (bare Klein)")
-        self.measure_ceiling()
+        if self.wanted("ceiling"):
+            progress.step("ceiling (bare Klein)")
+            self.measure_ceiling()
 
-        progress.step("a. register")
-        d = self.daemon("--max-ping", "0")
-        try:
-            self.scenario_register(d.port, d.url)
-        finally:
-            d.stop()
+        if self.wanted("register"):
+            progress.step("a. register")
+            d = self.daemon("--max-ping", "0")
+            try:
+                self.scenario_register(d.port, d.url)
+            finally:
+                d.stop()
+        else:
+            self.daemon().stop()  # a daemon's start creates the schema
 
         field = self.seed_farmers(self.args.farmers, time.time() - 3600)
+        if self.wanted("limits"):
+            progress.step("limits: on vs --no-limits")
+            self.scenario_limits_cost(field)
+        if not self.wanted("ping"):
+            return
         progress.step("b. ping, every one written")
         d = self.daemon("--max-ping", "0")
         try:
@@ -369,6 +385,45 @@ class Bench:
                               "rss_mb": round(d.rss_mb(), 1)})
         finally:
             d.stop()
+
+    def scenario_limits_cost(self, field):
+        """What the connection limits cost: ping (throttled, as most field pings are)
+        and /api/online/json with every limit on against --no-limits.
+
+        "On" is every default limit with the rate limit raised out of reach (one
+        address drives thousands of requests a second here; at the default rate
+        nearly all would be 429, which is cheap but measures nothing). The two
+        daemons run one after the other, alternating, ``--repeat`` times each; the
+        median run of each stands.
+        """
+        runs = {"on": {"ping": [], "json": []}, "off": {"ping": [], "json": []}}
+        seed.truncate(self.dsn)
+        seed.copy_farmers(self.dsn, [(f.address, f.address, 5, time.time() - 3600, time.time())
+                                     for f in field])
+        modes = (("on", ("--rate-limit", "1000000", "--rate-burst", "1000000"), True),
+                 ("off", (), False))
+        for _ in range(self.args.repeat):
+            for mode, flags, limits in modes:
+                d = self.daemon(*flags, limits=limits)
+                try:
+                    host = "%s:%d" % (HOST, d.port)
+                    pings = self._pings(d.port, d.url, field)
+                    self.driver.run(HOST, d.port, pings, self.args.connections,
+                                    max(1.0, len(pings) / 1000.0))  # warm: throttled from now
+                    runs[mode]["ping"].append(self.driver.run(
+                        HOST, d.port, self._pings(d.port, d.url, field),
+                        self.args.connections, self.args.seconds))
+                    raw = presign.raw_get(host, "/api/online/json", [("Accept-Encoding", "gzip")])
+                    runs[mode]["json"].append(self.driver.run(
+                        HOST, d.port, [raw] * 64, self.args.connections, self.args.seconds))
+                finally:
+                    d.stop()
+        for what, label in (("ping", "ping, throttled"),
+                            ("json", "online/json gzip, %d online" % len(field))):
+            on, off = median_run(runs["on"][what]), median_run(runs["off"][what])
+            self.rows.append(report("limits off: " + label, off, self.ceiling_rps))
+            self.rows.append(report("limits on: " + label, on, self.ceiling_rps,
+                                    vs_no_limits=round(on.rps / off.rps, 3)))
 
     def scenario_mix(self, field):
         """g. pings on their schedule while dashboards poll; ping p99 during passes."""
@@ -474,7 +529,8 @@ def table(rows):
                 row["scenario"][:52], row["rps"], row["p50_ms"], row["p99_ms"],
                 row.get("ratio_to_ceiling", "-"), row["non_2xx"], row["socket_errors"]))
             more = {k: v for k, v in row.items() if k in (
-                "runs", "rows", "answered_200", "lost", "vs_one_daemon", "dashboard_rps",
+                "runs", "rows", "answered_200", "lost", "vs_one_daemon", "vs_no_limits",
+                "dashboard_rps",
                 "summary_passes_during")}
             if more:
                 lines.append("    " + json.dumps(more))
@@ -498,6 +554,9 @@ def main(argv=None):
     parser.add_argument("--big-registered", type=int, default=1000000)
     parser.add_argument("--big-online", type=int, default=100000)
     parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--only", type=lambda v: set(v.split(",")), default=set(),
+                        help="comma-separated scenarios to run (local runs): ceiling, "
+                             "register, limits, ping (b. to i.); default all")
     args = parser.parse_args(argv)
 
     bench = Bench(args)

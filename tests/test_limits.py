@@ -13,7 +13,7 @@ import io
 import ipaddress
 
 from treq.testing import StubTreq
-from twisted.internet import task
+from twisted.internet import defer, endpoints, protocol, reactor, task
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
@@ -547,3 +547,64 @@ class DescriptorExhaustionTests(unittest.SynchronousTestCase):
         log = self.child.stderr.read()
         # The child really ran out: Twisted logs each accept(2) it had to refuse.
         self.assertIn(b"EMFILE encountered", log)
+
+
+class _Collect(protocol.Protocol):
+    """Keeps what arrives; ``lost`` fires with it (and when) once the server closes."""
+
+    def __init__(self, clock):
+        self.clock = clock
+        self.data = b""
+        self.lost = defer.Deferred()
+
+    def dataReceived(self, data):  # noqa: N802
+        self.data += data
+
+    def connectionLost(self, reason):  # noqa: N802
+        self.lost.callback((self.data, self.clock.seconds()))
+
+
+class RealSocketTests(unittest.TestCase):
+    """The daemon's Site on a real loopback socket and the real reactor (short limits)."""
+
+    timeout = 20
+
+    @defer.inlineCallbacks
+    def serve(self, **limits):
+        site = Site(_Recorder(), limits=ConnectionLimits(**limits), reactor=reactor)
+        port = yield endpoints.serverFromString(
+            reactor, "tcp:0:interface=127.0.0.1").listen(site)
+        self.addCleanup(port.stopListening)
+        return port.getHost().port
+
+    @defer.inlineCallbacks
+    def client(self, port):
+        client = _Collect(reactor)
+        endpoint = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port)
+        yield endpoints.connectProtocol(endpoint, client)
+        self.addCleanup(lambda: client.transport.abortConnection())
+        return client
+
+    @defer.inlineCallbacks
+    def test_slowloris_dropped_at_the_head_deadline(self):
+        port = yield self.serve(head_timeout=0.5, idle_timeout=5)
+        client = yield self.client(port)
+        started = reactor.seconds()
+        sender = task.LoopingCall(lambda: client.transport.write(b"a"))
+        client.transport.write(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        sender.start(0.05)
+        data, when = yield client.lost
+        sender.stop()
+        self.assertTrue(data.startswith(b"HTTP/1.1 408 "), data)
+        self.assertLess(when - started, 3.0)  # the idle timeout (5 s) never fired
+
+    @defer.inlineCallbacks
+    def test_big_body_client_reads_its_413(self):
+        port = yield self.serve(max_body=1000)
+        client = yield self.client(port)
+        client.transport.write(b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 500000000\r\n\r\n")
+        sender = task.LoopingCall(lambda: client.transport.write(b"x" * 65536))
+        sender.start(0.001)
+        data, _ = yield client.lost
+        sender.stop()
+        self.assertTrue(data.startswith(b"HTTP/1.1 413 "), data)
