@@ -379,6 +379,15 @@ class HeadDeadlineTests(ChannelTestCase):
         self.assertEqual(connection.written().count(b"HTTP/1.1 200 "), 2)
         self.assertFalse(connection.closed)
 
+    def test_slow_body_is_dropped_too(self):
+        connection = self.connect(self.site(head_timeout=10, idle_timeout=15, max_body=1000))
+        connection.send(b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n")
+        for _ in range(10):
+            connection.send(b"x")
+            self.clock.advance(1)
+        self.assertStatus(connection.written(), 408)
+        self.assertEqual(self.resource.seen, [])
+
     def test_zero_is_off(self):
         connection = self.connect(self.site(head_timeout=0, idle_timeout=15))
         for _ in range(30):

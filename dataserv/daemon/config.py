@@ -157,7 +157,7 @@ OPTIONS = (
     Option("max-body", "65536", lambda v: _integer(v, 0),
            "bytes of request body; larger is 413 before it is read (0 = off)"),
     Option("head-timeout", "10", lambda v: _number(v, 0),
-           "seconds from a request's first byte until its last header (0 = off)"),
+           "seconds from a request's first byte until its last (head and body) (0 = off)"),
     Option("idle-timeout", "15", lambda v: _number(v, 0),
            "seconds a connection may wait for its next request (0 = off)"),
     Option("send-timeout", "60", lambda v: _number(v, 0),

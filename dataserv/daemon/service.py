@@ -80,7 +80,7 @@ class _Channel(http.HTTPChannel):
 
     Twisted's own timeout is an idle timeout restarted by every byte received, so a
     client that sends one byte at a time is never dropped; here the whole request
-    head must arrive within ``head_timeout`` of its first byte. While a response
+    (head and body) must arrive within ``head_timeout`` of its first byte. While a response
     is written Twisted has no timeout at all: a client that reads nothing keeps
     the response (and the snapshot it belongs to) alive, so each response must be
     taken within ``send_timeout``.
@@ -106,13 +106,14 @@ class _Channel(http.HTTPChannel):
 
     def _head_expired(self):
         self._head_call = None
-        self._log.info("request head not complete in {seconds} s: {peer}",
+        self._log.info("request not complete in {seconds} s: {peer}",
                        seconds=self.limits.head_timeout, peer=str(self.transport.getPeer()))
-        self._refuse(b"408 Request Timeout", b"Request timeout: the request head is too slow.")
+        self._refuse(b"408 Request Timeout", b"Request timeout: the request is too slow.")
 
     def allHeadersReceived(self):  # noqa: N802 (Twisted's name)
+        # The deadline runs on through the body (if any): a body sent one byte at a
+        # time is the same attack as a head sent so.
         self._awaiting_head = False
-        self._cancel_head_call()
         request = self.requests[-1]
         if self._version == b"HTTP/1.1" and not request.requestHeaders.hasHeader(b"Host"):
             self._refuse(b"400 Bad Request", b"Bad request: HTTP/1.1 needs a Host header.")
@@ -149,6 +150,7 @@ class _Channel(http.HTTPChannel):
     def allContentReceived(self):  # noqa: N802 (Twisted's name)
         if self._refused:
             return
+        self._cancel_head_call()
         if self.limits.send_timeout:
             request = self.requests[-1]
             self._send_calls[request] = self.callLater(
