@@ -92,28 +92,42 @@ class _Channel(http.HTTPChannel):
     def __init__(self):
         super().__init__()
         self._refused = False
-        self._awaiting_head = True
-        self._head_call = None
+        self._receiving = False   # from a request's first byte until its last
         self._body_bytes = 0
-        self._send_calls = {}
+        # One timer of each kind per connection, moved on (reset) for each request
+        # rather than made and cancelled every time: when one fires, it looks at
+        # what the connection is doing and does nothing if all is well.
+        self._request_call = None
+        self._send_call = None
+        self._grace_call = None
 
-    # -- the request head ----------------------------------------------------
+    def _deadline(self, call, seconds, expired):
+        if call is not None and call.active():
+            call.reset(seconds)
+            return call
+        return self.callLater(seconds, expired)
+
+    # -- the request ---------------------------------------------------------
 
     def dataReceived(self, data):  # noqa: N802 (Twisted's name)
-        if self._awaiting_head and self._head_call is None and self.limits.head_timeout:
-            self._head_call = self.callLater(self.limits.head_timeout, self._head_expired)
+        if not self._receiving and not self._handlingRequest:
+            self._receiving = True
+            if self.limits.head_timeout:
+                self._request_call = self._deadline(
+                    self._request_call, self.limits.head_timeout, self._request_expired)
         super().dataReceived(data)
 
-    def _head_expired(self):
-        self._head_call = None
-        self._log.info("request not complete in {seconds} s: {peer}",
-                       seconds=self.limits.head_timeout, peer=str(self.transport.getPeer()))
-        self._refuse(b"408 Request Timeout", b"Request timeout: the request is too slow.")
+    def _request_expired(self):
+        self._request_call = None
+        if self._receiving and not self._refused:
+            self._log.info("request not complete in {seconds} s: {peer}",
+                           seconds=self.limits.head_timeout,
+                           peer=str(self.transport.getPeer()))
+            self._refuse(b"408 Request Timeout", b"Request timeout: the request is too slow.")
 
     def allHeadersReceived(self):  # noqa: N802 (Twisted's name)
         # The deadline runs on through the body (if any): a body sent one byte at a
         # time is the same attack as a head sent so.
-        self._awaiting_head = False
         request = self.requests[-1]
         if self._version == b"HTTP/1.1" and not request.requestHeaders.hasHeader(b"Host"):
             self._refuse(b"400 Bad Request", b"Bad request: HTTP/1.1 needs a Host header.")
@@ -124,14 +138,6 @@ class _Channel(http.HTTPChannel):
             return
         self._body_bytes = 0
         super().allHeadersReceived()
-
-    def _cancel_head_call(self):
-        if self._head_call is not None:
-            if self._head_call.active():
-                self._head_call.cancel()
-            self._head_call = None
-
-    # -- the request body ----------------------------------------------------
 
     def body_received(self, size: int) -> bool:
         """Count body bytes as they are decoded: False (and a 413) once over the cap."""
@@ -150,27 +156,17 @@ class _Channel(http.HTTPChannel):
     def allContentReceived(self):  # noqa: N802 (Twisted's name)
         if self._refused:
             return
-        self._cancel_head_call()
+        self._receiving = False
         if self.limits.send_timeout:
-            request = self.requests[-1]
-            self._send_calls[request] = self.callLater(
-                self.limits.send_timeout, self._send_expired, request)
+            self._send_call = self._deadline(
+                self._send_call, self.limits.send_timeout, self._send_expired)
         super().allContentReceived()
 
     # -- the response --------------------------------------------------------
 
-    def requestDone(self, request):  # noqa: N802 (Twisted's name)
-        call = self._send_calls.get(request)
-        if call is not None and not _unsent(self.transport):
-            del self._send_calls[request]
-            call.cancel()
-        # The next request's head, if any is already buffered, starts with a clean slate.
-        self._awaiting_head = True
-        super().requestDone(request)
-
-    def _send_expired(self, request):
-        self._send_calls.pop(request, None)
-        if request in self.requests or _unsent(self.transport):
+    def _send_expired(self):
+        self._send_call = None
+        if self._handlingRequest or _unsent(self.transport):
             self._log.info("response not taken in {seconds} s: {peer}",
                            seconds=self.limits.send_timeout,
                            peer=str(self.transport.getPeer()))
@@ -191,7 +187,6 @@ class _Channel(http.HTTPChannel):
         if self._refused:
             return
         self._refused = True
-        self._cancel_head_call()
         # Nothing more of this connection is parsed: no request can start after this.
         self.dataReceived = self.lineReceived = self.rawDataReceived = lambda data: None
         self.transport.write(
@@ -201,14 +196,12 @@ class _Channel(http.HTTPChannel):
         half_close = getattr(self.transport, "loseWriteConnection", None)
         (half_close or self.transport.loseConnection)()
         # A client that keeps sending (a 500 MB body) or never closes is cut off.
-        self._send_calls[None] = self.callLater(REFUSED_GRACE, self.transport.abortConnection)
+        self._grace_call = self.callLater(REFUSED_GRACE, self.transport.abortConnection)
 
     def connectionLost(self, reason):  # noqa: N802 (Twisted's name)
-        self._cancel_head_call()
-        for call in self._send_calls.values():
-            if call.active():
+        for call in (self._request_call, self._send_call, self._grace_call):
+            if call is not None and call.active():
                 call.cancel()
-        self._send_calls.clear()
         if self.factory is not None:
             self.factory.connection_closed(self)
         super().connectionLost(reason)

@@ -5,6 +5,7 @@ routinely given a whole /64, so counting single IPv6 addresses would let it star
 afresh with every request.
 """
 
+import functools
 import ipaddress
 import math
 from collections import OrderedDict
@@ -17,6 +18,7 @@ from typing import Optional
 MAX_CLIENTS = 65536
 
 
+@functools.lru_cache(maxsize=4096)  # parsing an address costs more than the rest
 def client_key(ip: Optional[str]) -> Optional[str]:
     """The key a client's limits are counted under: its IPv4 address or its IPv6 /64."""
     if not ip:
