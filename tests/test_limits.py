@@ -22,6 +22,7 @@ from twisted.trial import unittest
 from twisted.web import resource, server
 
 from dataserv.daemon.config import Settings
+from dataserv.daemon import service
 from dataserv.daemon.service import ConnectionLimits, Site
 from dataserv.web.api import API
 from dataserv.web.body import Body
@@ -350,7 +351,8 @@ class BodyLimitTests(ChannelTestCase):
     def test_refused_client_that_keeps_sending_is_cut_off(self):
         connection = self.connect(self.site(max_body=1000))
         connection.send(b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 500000000\r\n\r\n")
-        connection.send(b"x" * 65536)
+        # Nothing more is read: TCP holds the sender back.
+        self.assertEqual(connection.transport.producerState, "paused")
         self.assertFalse(connection.transport.disconnected)
         self.clock.advance(2)
         self.assertTrue(connection.transport.disconnected)  # aborted
@@ -580,11 +582,22 @@ class RealSocketTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def serve(self, **limits):
-        site = Site(_Recorder(), limits=ConnectionLimits(**limits), reactor=reactor)
+        # A refused client that stops talking is cut off after the grace period; the
+        # server reads nothing more from it, so it cannot see the client go sooner.
+        self.patch(service, "REFUSED_GRACE", 0.2)
+        site = Site(_Recorder(), limits=ConnectionLimits(per_ip=10, **limits), reactor=reactor)
         port = yield endpoints.serverFromString(
             reactor, "tcp:0:interface=127.0.0.1").listen(site)
         self.addCleanup(port.stopListening)
+        self.addCleanup(self.server_side_closed, site)
         return port.getHost().port
+
+    @defer.inlineCallbacks
+    def server_side_closed(self, site):
+        deadline = reactor.seconds() + 5
+        while site.connections and reactor.seconds() < deadline:
+            yield task.deferLater(reactor, 0.05, lambda: None)
+        self.assertEqual(dict(site.connections), {})
 
     @defer.inlineCallbacks
     def client(self, port):

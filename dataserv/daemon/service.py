@@ -195,6 +195,9 @@ class _Channel(http.HTTPChannel):
             b"\r\nConnection: close\r\n\r\n" % len(body) + body)
         half_close = getattr(self.transport, "loseWriteConnection", None)
         (half_close or self.transport.loseConnection)()
+        # Read no more: a client sending a 500 MB body is held back by TCP instead of
+        # having the daemon read and discard it until the connection is cut.
+        self._networkProducer.pauseProducing()
         # A client that keeps sending (a 500 MB body) or never closes is cut off.
         self._grace_call = self.callLater(REFUSED_GRACE, self.transport.abortConnection)
 
