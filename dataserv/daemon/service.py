@@ -36,7 +36,7 @@ class ConnectionLimits:
     """What one connection may do; a zero turns a limit off."""
 
     max_body: int = 0            # bytes of request body
-    head_timeout: float = 0      # seconds from a request's first byte to its last header
+    head_timeout: float = 0      # seconds from a request's first byte to its last
     idle_timeout: float = 0      # seconds between requests
     send_timeout: float = 0      # seconds for the client to take a whole response
     per_ip: int = 0              # open connections per client IP (IPv6: per /64)
@@ -80,10 +80,10 @@ class _Channel(http.HTTPChannel):
 
     Twisted's own timeout is an idle timeout restarted by every byte received, so a
     client that sends one byte at a time is never dropped; here the whole request
-    (head and body) must arrive within ``head_timeout`` of its first byte. While a response
-    is written Twisted has no timeout at all: a client that reads nothing keeps
-    the response (and the snapshot it belongs to) alive, so each response must be
-    taken within ``send_timeout``.
+    (head and body) must arrive within ``head_timeout`` of its first byte. While a
+    response is written Twisted has no timeout at all: a client that reads nothing
+    keeps the response (and the snapshot it belongs to) alive, so each response
+    must be taken within ``send_timeout``.
     """
 
     limits = ConnectionLimits()

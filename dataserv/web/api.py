@@ -3,6 +3,7 @@
 import ipaddress
 import json
 import pkgutil
+from typing import Optional
 
 from klein import Klein
 from twisted.internet import defer
@@ -100,7 +101,7 @@ class API:
         """The twisted.web resource for this API: the limits, then the routes."""
         return _Guarded(self, self.app.resource())
 
-    def refusal(self, request):
+    def refusal(self, request) -> Optional[bytes]:
         """The answer for a request refused before any work (rate limit), or None."""
         if self.rate_limiter is None:
             return None
