@@ -15,6 +15,7 @@ import platform
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -128,6 +129,12 @@ class Daemon:
         """Summary passes so far."""
         status, body = get(self.url + "/health", 2)
         return json.loads(body)["summary"]["passes"] if status == 200 else -1
+
+    def cpu_seconds(self):
+        """CPU time (user and system) the daemon process has used."""
+        with open("/proc/%d/stat" % self.process.pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def rss_mb(self):
         """Resident memory of the daemon process."""
@@ -410,20 +417,29 @@ class Bench:
                     pings = self._pings(d.port, d.url, field)
                     self.driver.run(HOST, d.port, pings, self.args.connections,
                                     max(1.0, len(pings) / 1000.0))  # warm: throttled from now
-                    runs[mode]["ping"].append(self.driver.run(
-                        HOST, d.port, self._pings(d.port, d.url, field),
-                        self.args.connections, self.args.seconds))
                     raw = presign.raw_get(host, "/api/online/json", [("Accept-Encoding", "gzip")])
-                    runs[mode]["json"].append(self.driver.run(
-                        HOST, d.port, [raw] * 64, self.args.connections, self.args.seconds))
+                    for what, requests in (("ping", self._pings(d.port, d.url, field)),
+                                           ("json", [raw] * 64)):
+                        cpu = d.cpu_seconds()
+                        result = self.driver.run(HOST, d.port, requests,
+                                                 self.args.connections, self.args.seconds)
+                        # The daemon's CPU per answer: steadier than the rate on a
+                        # shared machine, where the rate moves with the neighbours.
+                        result.cpu_us = 1e6 * (d.cpu_seconds() - cpu) / max(1, result.requests)
+                        runs[mode][what].append(result)
                 finally:
                     d.stop()
         for what, label in (("ping", "ping, throttled"),
                             ("json", "online/json gzip, %d online" % len(field))):
+            cpu = {mode: statistics.median(r.cpu_us for r in runs[mode][what])
+                   for mode in runs}
             on, off = median_run(runs["on"][what]), median_run(runs["off"][what])
-            self.rows.append(report("limits off: " + label, off, self.ceiling_rps))
+            self.rows.append(report("limits off: " + label, off, self.ceiling_rps,
+                                    cpu_us_per_request=round(cpu["off"], 1)))
             self.rows.append(report("limits on: " + label, on, self.ceiling_rps,
-                                    vs_no_limits=round(on.rps / off.rps, 3)))
+                                    vs_no_limits=round(on.rps / off.rps, 3),
+                                    cpu_us_per_request=round(cpu["on"], 1),
+                                    cpu_vs_no_limits=round(cpu["on"] / cpu["off"], 3)))
 
     def scenario_mix(self, field):
         """g. pings on their schedule while dashboards poll; ping p99 during passes."""
@@ -530,7 +546,7 @@ def table(rows):
                 row.get("ratio_to_ceiling", "-"), row["non_2xx"], row["socket_errors"]))
             more = {k: v for k, v in row.items() if k in (
                 "runs", "rows", "answered_200", "lost", "vs_one_daemon", "vs_no_limits",
-                "dashboard_rps",
+                "cpu_us_per_request", "cpu_vs_no_limits", "dashboard_rps",
                 "summary_passes_during")}
             if more:
                 lines.append("    " + json.dumps(more))
