@@ -193,11 +193,11 @@ class _Channel(http.HTTPChannel):
             b"HTTP/1.1 " + status + b"\r\nServer: " + SERVER
             + b"\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d"
             b"\r\nConnection: close\r\n\r\n" % len(body) + body)
-        half_close = getattr(self.transport, "loseWriteConnection", None)
-        (half_close or self.transport.loseConnection)()
         # Read no more: a client sending a 500 MB body is held back by TCP instead of
         # having the daemon read and discard it until the connection is cut.
         self._networkProducer.pauseProducing()
+        half_close = getattr(self.transport, "loseWriteConnection", None)
+        (half_close or self.transport.loseConnection)()
         # A client that keeps sending (a 500 MB body) or never closes is cut off.
         self._grace_call = self.callLater(REFUSED_GRACE, self.transport.abortConnection)
 
@@ -246,12 +246,13 @@ class Site(server.Site):
         host = getattr(addr, "host", None)
         if not self.limits.per_ip or host is None:
             return None
-        try:
-            ip = ipaddress.ip_address(host)
-        except ValueError:
-            return None
-        if any(ip in network for network in self.trusted_proxies):
-            return None  # a proxy speaks for many clients
+        if self.trusted_proxies:
+            try:
+                ip = ipaddress.ip_address(host)
+            except ValueError:
+                return None
+            if any(ip in network for network in self.trusted_proxies):
+                return None  # a proxy speaks for many clients
         return client_key(host)
 
     def connection_closed(self, channel: http.HTTPChannel) -> None:
