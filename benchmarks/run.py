@@ -15,6 +15,7 @@ import platform
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -102,7 +103,7 @@ def twistd():
 class Daemon:
     """One ``twistd -n dataserv`` process."""
 
-    def __init__(self, dsn, port, logdir, *flags):
+    def __init__(self, dsn, port, logdir, *flags, preexec=None):
         self.port = port
         self.url = "http://%s:%d" % (HOST, port)
         self.log = open(os.path.join(logdir, "daemon-%d-%d.log" % (port, time.time())), "w")
@@ -112,7 +113,8 @@ class Daemon:
         # client's pace; it measures the daemon's work, not its limits.
         self.process = subprocess.Popen(
             [twistd(), "-n", "--pidfile=", "dataserv", "--database", dsn, "--listen", listen,
-             "--no-limits"] + list(flags), stdout=self.log, stderr=subprocess.STDOUT)
+             "--no-limits"] + list(flags), stdout=self.log, stderr=subprocess.STDOUT,
+            preexec_fn=preexec)
 
     def wait_ready(self):
         """Until /health is 200 and one summary pass has run (for a daemon sharing
@@ -132,6 +134,12 @@ class Daemon:
         """Summary passes so far."""
         status, body = get(self.url + "/health", 2)
         return json.loads(body)["summary"]["passes"] if status == 200 else -1
+
+    def cpu_seconds(self):
+        """CPU time (user and system) the daemon process has used."""
+        with open("/proc/%d/stat" % self.process.pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def rss_mb(self):
         """Resident memory of the daemon process."""
@@ -348,7 +356,7 @@ class Bench:
     # -- the whole run ------------------------------------------------------
 
     # The steps of a local run, in order; --only picks some of them by name.
-    STEPS = ("ceiling", "register", "ping", "scale-out", "throttled", "height", "lists",
+    STEPS = ("ceiling", "register", "limits", "ping", "scale-out", "throttled", "height", "lists",
              "mix", "summary", "rss")
 
     def wanted(self, step):
@@ -382,6 +390,9 @@ class Bench:
                 d.stop()
 
         field = self.seed_farmers(self.args.farmers, time.time() - 3600, v2_too=True)
+        if self.wanted("limits"):
+            progress.step("limits: on vs --no-limits")
+            self.scenario_limits_cost(field)
         single = None
         if self.wanted("ping"):
             progress.step("b. ping, every one written (legacy and v2)")
@@ -451,6 +462,60 @@ class Bench:
                                   "rss_mb": round(d.rss_mb(), 1)})
             finally:
                 d.stop()
+
+    def scenario_limits_cost(self, field):
+        """What the connection limits cost: ping (throttled, as most field pings are)
+        and /api/online/json with every limit on against --no-limits.
+
+        "On" is every default limit with the rate limit raised out of reach (one
+        address drives thousands of requests a second here; at the default rate
+        nearly all would be 429, which is cheap but measures nothing). The two
+        daemons run one after the other, alternating, ``--repeat`` times each; the
+        median run of each stands, with the median of the daemon's CPU time per
+        answer.
+        """
+        runs = {"on": {"ping": [], "json": []}, "off": {"ping": [], "json": []}}
+        seed.truncate(self.dsn)
+        seed.copy_farmers(self.dsn, [(f.address, f.address, 5, time.time() - 3600, time.time())
+                                     for f in field])
+        # --max-ping of a day: every ping is throttled in every run. At the default
+        # 60 s the farmers' windows run out every few daemons, and whichever mode
+        # ran then paid for a round of durable writes.
+        throttled = ("--max-ping", "86400")
+        modes = (("on", throttled + ("--rate-limit", "1000000", "--rate-burst", "1000000"), True),
+                 ("off", throttled, False))
+        for repeat in range(self.args.repeat):
+            # On, off, off, on, ...: neither gets the quieter half of a noisy machine.
+            for mode, flags, limits in (modes if repeat % 2 == 0 else modes[::-1]):
+                d = self.daemon(*flags, limits=limits)
+                try:
+                    host = "%s:%d" % (HOST, d.port)
+                    pings = self._pings(d.port, d.url, field)
+                    self.driver.run(HOST, d.port, pings, self.args.connections,
+                                    max(1.0, len(pings) / 1000.0))  # warm caches
+                    raw = presign.raw_get(host, "/api/online/json", [("Accept-Encoding", "gzip")])
+                    for what, requests in (("ping", self._pings(d.port, d.url, field)),
+                                           ("json", [raw] * 64)):
+                        cpu = d.cpu_seconds()
+                        result = self.driver.run(HOST, d.port, requests,
+                                                 self.args.connections, self.args.seconds)
+                        # The daemon's CPU per answer: steadier than the rate on a
+                        # shared machine, where the rate moves with the neighbours.
+                        result.cpu_us = 1e6 * (d.cpu_seconds() - cpu) / max(1, result.requests)
+                        runs[mode][what].append(result)
+                finally:
+                    d.stop()
+        for what, label in (("ping", "ping, throttled"),
+                            ("json", "online/json gzip, %d online" % len(field))):
+            cpu = {mode: statistics.median(r.cpu_us for r in runs[mode][what])
+                   for mode in runs}
+            on, off = median_run(runs["on"][what]), median_run(runs["off"][what])
+            self.rows.append(report("limits off: " + label, off, self.ceiling_rps,
+                                    cpu_us_per_request=round(cpu["off"], 1)))
+            self.rows.append(report("limits on: " + label, on, self.ceiling_rps,
+                                    vs_no_limits=round(on.rps / off.rps, 3),
+                                    cpu_us_per_request=round(cpu["on"], 1),
+                                    cpu_vs_no_limits=round(cpu["on"] / cpu["off"], 3)))
 
     def scenario_mix(self, field):
         """g. pings on their schedule while dashboards poll; ping p99 during passes."""
@@ -557,7 +622,7 @@ def table(rows):
                 row.get("ratio_to_ceiling", "-"), row["non_2xx"], row["socket_errors"]))
             more = {k: v for k, v in row.items() if k in (
                 "runs", "rows", "answered_200", "lost", "vs_one_daemon", "vs_legacy",
-                "dashboard_rps",
+                "vs_no_limits", "cpu_us_per_request", "cpu_vs_no_limits", "dashboard_rps",
                 "summary_passes_during")}
             if more:
                 lines.append("    " + json.dumps(more))

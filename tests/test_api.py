@@ -1013,6 +1013,56 @@ class HTTPTests(APITestCase):
             self.assertLess(abs(sent - time.time()), 120)
 
 
+class WholeParameterTests(APITestCase):
+    """Path parameters match whole strings: a trailing newline or NUL is a 400."""
+
+    @defer.inlineCallbacks
+    def test_trailing_newline_or_nul(self):
+        yield self.registered(ALICE)
+        for tail in ("%0A", "%00", "%0D%0A"):
+            cases = [
+                ("/api/ping/" + ALICE.address + tail, 400, PING_BAD_ADDRESS),
+                ("/api/register/%s/%s%s" % (ALICE.address, P2SH_PAYOUT, tail), 400,
+                 REGISTER_BAD_ADDRESS),
+                ("/api/height/%s/77%s" % (ALICE.address, tail), 400, HEIGHT_INVALID),
+                ("/api/bandwidth/%s/1%s/2" % (ALICE.address, tail), 400, b"Invalid bandwidth."),
+                ("/api/audit/%s/1%s/%s" % (ALICE.address, tail, SHA_A), 400, b"Invalid block."),
+                ("/api/audit/%s/1/%s%s" % (ALICE.address, SHA_A, tail), 400,
+                 b"Invalid response."),
+                ("/api/farmer/" + ALICE.nodeid + tail, 400, INVALID_NODEID),
+            ]
+            for path, status, body in cases:
+                reply = yield self.get(path, self.signed(ALICE))
+                self.assertEqual((reply.status, reply.body), (status, body), path)
+        rows = yield self.db.run_query(
+            "SELECT height, bandwidth_upload, (SELECT count(*) FROM audits) FROM farmers")
+        self.assertEqual(rows, [(0, 0.0, 0)])
+
+
+class HeadTests(APITestCase):
+    """HEAD on a route that changes state is 405 and changes nothing."""
+
+    @defer.inlineCallbacks
+    def test_head_changes_nothing(self):
+        reply = yield self.get("/api/register/" + ALICE.address, self.signed(ALICE),
+                               method="HEAD", raw=True)
+        self.assertEqual(reply.status, 405)
+        self.assertEqual(self.header(reply, b"Allow"), b"GET")
+        self.assertIsNone((yield self.server.store.farmer(ALICE.address)))
+        yield self.registered(ALICE)
+        self.clock.advance(120)
+        for path in ("/api/ping/" + ALICE.address, "/api/height/%s/55" % ALICE.address,
+                     "/api/bandwidth/%s/5/6" % ALICE.address,
+                     "/api/audit/%s/9/%s" % (ALICE.address, SHA_A)):
+            reply = yield self.get(path, self.signed(ALICE), method="HEAD", raw=True)
+            self.assertEqual((reply.status, self.header(reply, b"Allow")), (405, b"GET"), path)
+        record = yield self.server.store.farmer(ALICE.address)
+        self.assertEqual((record.height, record.last_seen, record.bandwidth_upload),
+                         (0, self.t0, 0.0))
+        rows = yield self.db.run_query("SELECT count(*) FROM audits")
+        self.assertEqual(rows, [(0,)])
+
+
 class RequestSizeTests(unittest.SynchronousTestCase):
     """Over-long request lines and headers get a 4xx, never a dropped connection.
 
@@ -1572,7 +1622,8 @@ class FarmerLimitTests(LimitTestCase):
             self.assertEqual((audit.status, bandwidth.status), (200, 200))
 
     def test_zero_turns_each_off(self):
-        self.serve(audit_limit=0, bandwidth_limit=0)
+        # (200 requests at once from one IP: the per-IP rate limit is not the subject.)
+        self.serve(audit_limit=0, bandwidth_limit=0, rate_limit=0)
         return self.check_unlimited()
 
     def test_no_limits_turns_them_off(self):

@@ -335,9 +335,10 @@ class ScaleOutTests(unittest.TestCase):
     def test_two_daemons_share_the_port_and_the_farmers(self):
         http = http_client()
         first = Daemon(self)
-        # A dozen farmers register from 127.0.0.1: more than one network's share.
+        # A dozen farmers register from 127.0.0.1 (more than one network's share), and
+        # the test pings flat out from that one address while the second daemon starts.
         first.start("--reuse-port", "--access-log", os.path.join(first.directory, "access"),
-                    "--registrations-per-network", "0")
+                    "--registrations-per-network", "0", "--rate-limit", "0")
         yield first.wait_healthy(http)
         second = Daemon(self)
         second.port, second.url = first.port, first.url
@@ -348,7 +349,7 @@ class ScaleOutTests(unittest.TestCase):
 
         # While the second daemon starts, farmers keep being answered: it takes no
         # connection before its database is ready and its first summary is built.
-        second.start("--reuse-port", "--database", first.cluster().start(),
+        second.start("--reuse-port", "--rate-limit", "0", "--database", first.cluster().start(),
                      "--access-log", os.path.join(second.directory, "access"))
         answered = []
         while "listening on 127.0.0.1:%d" % first.port not in second.output():

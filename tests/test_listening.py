@@ -8,7 +8,7 @@ from twisted.internet import defer, protocol, reactor, task
 from twisted.trial import unittest
 
 from dataserv.daemon.listening import (
-    CannotListen, EndpointListener, ReusePortError, ReusePortService, parse_tcp)
+    CannotListen, EndpointListener, ReusePortError, ReusePortService, parse_tcp, with_backlog)
 from tests.test_daemon import free_port
 
 
@@ -46,6 +46,35 @@ class ParseTests(unittest.SynchronousTestCase):
             with self.assertRaises(ReusePortError) as raised:
                 parse_tcp(listen)
             self.assertIn(said, str(raised.exception), listen)
+
+
+class BacklogTests(unittest.SynchronousTestCase):
+    """--backlog applies wherever --listen does not set one."""
+
+    def test_added_when_absent(self):
+        self.assertEqual(with_backlog("tcp:5000", 1024), "tcp:5000:backlog=1024")
+        self.assertEqual(with_backlog("tcp:5000:interface=127.0.0.1", 7),
+                         "tcp:5000:interface=127.0.0.1:backlog=7")
+        self.assertEqual(parse_tcp(with_backlog("tcp6:5000", 2048))[2], 2048)
+
+    def test_listen_string_wins(self):
+        self.assertEqual(with_backlog("tcp:5000:backlog=10", 1024), "tcp:5000:backlog=10")
+
+    def test_endpoints_without_a_backlog(self):
+        self.assertEqual(with_backlog("systemd:domain=INET:index=0", 1024),
+                         "systemd:domain=INET:index=0")
+
+    def test_daemon_listens_with_it(self):
+        from twisted.internet import task
+
+        from dataserv.daemon.config import Settings
+        from dataserv.daemon.service import Dataserv
+
+        plain = Dataserv(Settings(database="dbname=x", listen="tcp:0", backlog=777), task.Clock())
+        self.assertEqual(plain.http.endpoint._backlog, 777)
+        shared = Dataserv(Settings(database="dbname=x", listen="tcp:0", reuse_port=True),
+                          task.Clock())
+        self.assertEqual(shared.http.address[2], 1024)
 
 
 class ReusePortServiceTests(unittest.TestCase):

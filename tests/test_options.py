@@ -39,6 +39,16 @@ EXPECTED = {
     "audit-limit": (12, "3", 3),
     "bandwidth-limit": (60, "0", 0),
     "registrations-per-network": (10, "250", 250),
+    "backlog": (1024, "4096", 4096),
+    "rate-limit": (20.0, "0", 0.0),
+    "rate-burst": (100, "10", 10),
+    "max-connections-per-ip": (64, "0", 0),
+    "max-body": (65536, "1024", 1024),
+    "head-timeout": (10.0, "2.5", 2.5),
+    "idle-timeout": (15.0, "0", 0.0),
+    "send-timeout": (60.0, "30", 30.0),
+    "metrics-allow": ((ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128")),
+                      "10.1.0.0/16", (ipaddress.ip_network("10.1.0.0/16"),)),
 }
 
 BOOLEAN_FLAGS = [o.name for o in config.OPTIONS if o.flag]
@@ -188,6 +198,17 @@ class InvalidValueTests(ParsingTestsMixin, SynchronousTestCase):
                                       names="--trusted-proxies")
         self.assertIn("bogus", message)
 
+    def test_limits(self):
+        for flag, value in (("--rate-limit", "-1"), ("--rate-burst", "0"),
+                            ("--max-body", "lots"), ("--head-timeout", "nan"),
+                            ("--backlog", "0"), ("--max-connections-per-ip", "-5")):
+            self.assertRejected([flag, value], names=flag)
+
+    def test_metrics_allow(self):
+        message = self.assertRejected(["--metrics-allow", "127.0.0.1 localhost"],
+                                      names="--metrics-allow")
+        self.assertIn("localhost", message)
+
     def test_pool_size_zero_from_environment(self):
         self.assertRejected(environ={"DATASERV_POOL_SIZE": "0"}, names="DATASERV_POOL_SIZE")
 
@@ -269,16 +290,16 @@ class PluginTests(SynchronousTestCase):
 class StartWarningTests(SynchronousTestCase):
     """The testing-only switches are announced on every start."""
 
-    def test_none_by_default(self):
+    def test_none_with_an_own_address(self):
         from dataserv.daemon.service import start_warnings
 
-        self.assertEqual(start_warnings(parse()), [])
+        self.assertEqual(start_warnings(parse(["--address", ADDRESS])), [])
 
     def test_each_switch_warns(self):
         from dataserv.daemon.service import start_warnings
 
         for flag in ("--skip-authentication", "--no-limits"):
-            [warning] = start_warnings(parse([flag]))
+            [warning] = start_warnings(parse([flag, "--address", ADDRESS]))
             self.assertIn(flag + " is on", warning)
 
 
@@ -312,3 +333,10 @@ class ReadmeTests(SynchronousTestCase):
                 self.assertIn(shown, ("(empty)", "(none)"), option.name)
             else:
                 self.assertEqual(shown, "`%s`" % (option.default,), option.name)
+    def test_default_address_warns(self):
+        from dataserv.daemon.service import start_warnings
+
+        [warning] = start_warnings(parse())
+        self.assertIn("--address is the default " + config.DEFAULT_ADDRESS, warning)
+        [warning] = start_warnings(parse(environ={"DATASERV_ADDRESS": config.DEFAULT_ADDRESS}))
+        self.assertIn("--address is the default", warning)

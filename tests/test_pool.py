@@ -470,3 +470,26 @@ class StartupProblemTests(SynchronousTestCase):
         except psycopg2.ProgrammingError as e:
             line = failures.startup_problem(e, "--database")
         self.assertTrue(line.startswith("--database is not a libpq connection string"), line)
+
+
+class IdleLinkTests(SynchronousTestCase):
+    """A real txpostgres connection whose server died while it was idle."""
+
+    def link(self, raised):
+        from txpostgres import txpostgres
+
+        def do_read(connection):
+            raise raised
+
+        self.patch(txpostgres.Connection, "doRead", do_read)
+        return database._Link(task.Clock(), lambda link, reason: None)
+
+    def test_a_closed_socket_is_a_lost_connection(self):
+        # psycopg2 closed the socket (fileno -1) and the reactor refused to watch it
+        # again: the reactor gets a reason to drop the connection, not a traceback.
+        result = self.link(ValueError("file descriptor cannot be a negative integer (-1)"))
+        self.assertIsInstance(result.doRead(), error.ConnectionDone)
+
+    def test_a_server_error_is_returned(self):
+        result = self.link(psycopg2.OperationalError("server closed the connection"))
+        self.assertIsInstance(result.doRead(), psycopg2.OperationalError)

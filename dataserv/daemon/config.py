@@ -202,6 +202,27 @@ OPTIONS = (
     Option("reuse-port", False, _flag,
            "listen with SO_REUSEPORT so several daemons share the port (tcp only); "
            "bound at start, listening once the first summary is built", flag=True),
+    Option("backlog", "1024", lambda v: _integer(v, 1, 65535),
+           "listen queue length, used when --listen sets no backlog= (the kernel caps it at "
+           "net.core.somaxconn)"),
+    Option("rate-limit", "20", lambda v: _number(v, 0),
+           "requests per second each client IP (IPv6: each /64) may sustain; 429 beyond "
+           "(0 = off)"),
+    Option("rate-burst", "100", lambda v: _integer(v, 1),
+           "requests a client IP may send at once before --rate-limit applies"),
+    Option("max-connections-per-ip", "64", lambda v: _integer(v, 0),
+           "open connections per client IP (IPv6: per /64); more are closed at once "
+           "(0 = off; trusted proxies are exempt)"),
+    Option("max-body", "65536", lambda v: _integer(v, 0),
+           "bytes of request body; larger is 413 before it is read (0 = off)"),
+    Option("head-timeout", "10", lambda v: _number(v, 0),
+           "seconds from a request's first byte until its last (head and body) (0 = off)"),
+    Option("idle-timeout", "15", lambda v: _number(v, 0),
+           "seconds a connection may wait for its next request (0 = off)"),
+    Option("send-timeout", "60", lambda v: _number(v, 0),
+           "seconds a client has to take a whole response; then it is dropped (0 = off)"),
+    Option("metrics-allow", "127.0.0.0/8 ::1", _proxies,
+           "networks that may read /metrics (others get 403; empty = nobody)"),
     Option("skip-authentication", False, _flag,
            "accept requests without signatures (testing only; warns on every start)", flag=True),
     Option("max-fill-rate", "1073741824", lambda v: _integer(v, 0),
@@ -248,6 +269,15 @@ class Settings:
     log_format: str = _DEFAULTS["log_format"]
     access_log_format: str = _DEFAULTS["access_log_format"]
     reuse_port: bool = _DEFAULTS["reuse_port"]
+    backlog: int = _DEFAULTS["backlog"]
+    rate_limit: float = _DEFAULTS["rate_limit"]
+    rate_burst: int = _DEFAULTS["rate_burst"]
+    max_connections_per_ip: int = _DEFAULTS["max_connections_per_ip"]
+    max_body: int = _DEFAULTS["max_body"]
+    head_timeout: float = _DEFAULTS["head_timeout"]
+    idle_timeout: float = _DEFAULTS["idle_timeout"]
+    send_timeout: float = _DEFAULTS["send_timeout"]
+    metrics_allow: tuple = _DEFAULTS["metrics_allow"]
     skip_authentication: bool = _DEFAULTS["skip_authentication"]
     max_fill_rate: int = _DEFAULTS["max_fill_rate"]
     audit_limit: int = _DEFAULTS["audit_limit"]

@@ -23,6 +23,18 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 
+# Endpoint types whose parsers take a backlog= argument.
+_BACKLOG_TYPES = ("tcp", "tcp6", "ssl", "unix")
+
+
+def with_backlog(listen: str, backlog: int) -> str:
+    """The endpoint string with backlog=N added, unless it sets one or cannot take one."""
+    kind = listen.split(":", 1)[0]
+    if kind not in _BACKLOG_TYPES or ":backlog=" in listen:
+        return listen
+    return "%s:backlog=%d" % (listen, backlog)
+
+
 class ReusePortError(ValueError):
     """The listen string cannot be served with SO_REUSEPORT."""
 
@@ -45,9 +57,11 @@ class EndpointListener(service.Service):
     once the reactor runs.
     """
 
-    def __init__(self, reactor: IReactorCore, listen: str, factory: IProtocolFactory) -> None:
-        self.listen = listen
-        self.endpoint = serverFromString(reactor, listen)
+    def __init__(self, reactor: IReactorCore, listen: str, factory: IProtocolFactory,
+                 backlog: int = 0) -> None:
+        self.listen = listen  # as the operator wrote it, for messages
+        self.endpoint = serverFromString(
+            reactor, with_backlog(listen, backlog) if backlog else listen)
         self.factory = factory
         self.port: IListeningPort | None = None
 
@@ -119,10 +133,10 @@ class ReusePortService(service.Service):
 
     log = Logger()
 
-    def __init__(self, reactor, listen, factory, when_ready=None):
+    def __init__(self, reactor, listen, factory, when_ready=None, backlog=0):
         self.reactor = reactor
-        self.listen = listen
-        self.address = parse_tcp(listen)
+        self.listen = listen  # as the operator wrote it, for messages
+        self.address = parse_tcp(with_backlog(listen, backlog) if backlog else listen)
         self.factory = factory
         self._when_ready = when_ready or (lambda: defer.succeed(None))
         self._socket = None

@@ -1,9 +1,13 @@
 """The daemon's service tree: embedded PostgreSQL, database pool, summariser, HTTP."""
 
 import atexit
+import io
+import ipaddress
 import os
 import signal
 import sys
+from collections import Counter
+from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from twisted.application import service
@@ -13,9 +17,10 @@ from twisted.logger import Logger
 from twisted.web import http, server
 
 from dataserv.daemon import memory, process
-from dataserv.daemon.config import Settings
+from dataserv.daemon.config import DEFAULT_ADDRESS, Settings
 from dataserv.daemon.logs import json_access_formatter
-from dataserv.web.api import API
+from dataserv.web.api import API, SERVER
+from dataserv.web.limits import client_key
 from dataserv.identity.auth import Verifier
 from dataserv.storage.database import Database
 from dataserv.storage.embedded import EmbeddedPostgres
@@ -29,36 +34,190 @@ from dataserv.registry.summary import Summariser
 log = Logger()
 
 
+# How long a refused client has to read its answer before the connection is cut.
+REFUSED_GRACE = 2.0
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    """What one connection may do; a zero turns a limit off."""
+
+    max_body: int = 0            # bytes of request body
+    head_timeout: float = 0      # seconds from a request's first byte to its last
+    idle_timeout: float = 0      # seconds between requests
+    send_timeout: float = 0      # seconds for the client to take a whole response
+    per_ip: int = 0              # open connections per client IP (IPv6: per /64)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "ConnectionLimits":
+        """The limits a daemon with these settings applies."""
+        return cls(max_body=settings.max_body, head_timeout=settings.head_timeout,
+                   idle_timeout=settings.idle_timeout, send_timeout=settings.send_timeout,
+                   per_ip=0 if settings.no_limits else settings.max_connections_per_ip)
+
+
+def _unsent(transport) -> int:
+    """Bytes written to a TCP transport that the client has not taken yet."""
+    pending = len(getattr(transport, "dataBuffer", b"")) - getattr(transport, "offset", 0)
+    return pending + getattr(transport, "_tempDataLen", 0)
+
+
+class _Request(server.Request):
+    """A Request whose body is never spooled to disk (the channel caps its size)."""
+
+    def gotLength(self, length):  # noqa: N802 (Twisted's name)
+        if self.channel.limits.max_body:
+            self.content = io.BytesIO()
+        else:
+            super().gotLength(length)
+
+    def handleContentChunk(self, data):  # noqa: N802 (Twisted's name)
+        if self.channel.body_received(len(data)):
+            super().handleContentChunk(data)
+
+
 class _Channel(http.HTTPChannel):
-    """An HTTPChannel that answers an over-long request line or header.
+    """An HTTPChannel with deadlines and size limits, that answers what it refuses.
 
     Twisted drops the connection without a word when a line is longer than
     MAX_LENGTH, and answers too many header bytes with a 400 followed by a close
     that can reset the connection before the client reads it. Here the answer is
     followed by a half-close and the rest of the request is discarded, so the
     client gets to read the status line.
+
+    Twisted's own timeout is an idle timeout restarted by every byte received, so a
+    client that sends one byte at a time is never dropped; here the whole request
+    (head and body) must arrive within ``head_timeout`` of its first byte. While a
+    response is written Twisted has no timeout at all: a client that reads nothing
+    keeps the response (and the snapshot it belongs to) alive, so each response
+    must be taken within ``send_timeout``.
     """
+
+    limits = ConnectionLimits()
+    limit_key = None
+
+    def __init__(self):
+        super().__init__()
+        self._refused = False
+        self._receiving = False   # from a request's first byte until its last
+        self._body_bytes = 0
+        # One timer of each kind per connection, moved on (reset) for each request
+        # rather than made and cancelled every time: when one fires, it looks at
+        # what the connection is doing and does nothing if all is well.
+        self._request_call = None
+        self._send_call = None
+        self._grace_call = None
+
+    def _deadline(self, call, seconds, expired):
+        if call is not None and call.active():
+            call.reset(seconds)
+            return call
+        return self.callLater(seconds, expired)
+
+    # -- the request ---------------------------------------------------------
+
+    def dataReceived(self, data):  # noqa: N802 (Twisted's name)
+        if not self._receiving and not self._handlingRequest:
+            self._receiving = True
+            if self.limits.head_timeout:
+                self._request_call = self._deadline(
+                    self._request_call, self.limits.head_timeout, self._request_expired)
+        super().dataReceived(data)
+
+    def _request_expired(self):
+        self._request_call = None
+        if self._receiving and not self._refused:
+            self._log.info("request not complete in {seconds} s: {peer}",
+                           seconds=self.limits.head_timeout,
+                           peer=str(self.transport.getPeer()))
+            self._refuse(b"408 Request Timeout", b"Request timeout: the request is too slow.")
+
+    def allHeadersReceived(self):  # noqa: N802 (Twisted's name)
+        # The deadline runs on through the body (if any): a body sent one byte at a
+        # time is the same attack as a head sent so.
+        request = self.requests[-1]
+        if self._version == b"HTTP/1.1" and not request.requestHeaders.hasHeader(b"Host"):
+            self._refuse(b"400 Bad Request", b"Bad request: HTTP/1.1 needs a Host header.")
+            return
+        if self.limits.max_body and self.length is not None \
+                and self.length > self.limits.max_body:
+            self._refuse_body()
+            return
+        self._body_bytes = 0
+        super().allHeadersReceived()
+
+    def body_received(self, size: int) -> bool:
+        """Count body bytes as they are decoded: False (and a 413) once over the cap."""
+        if self._refused:
+            return False
+        self._body_bytes += size
+        if self.limits.max_body and self._body_bytes > self.limits.max_body:
+            self._refuse_body()
+            return False
+        return True
+
+    def _refuse_body(self):
+        self._refuse(b"413 Content Too Large",
+                     b"Request body too large: at most %d bytes." % self.limits.max_body)
+
+    def allContentReceived(self):  # noqa: N802 (Twisted's name)
+        if self._refused:
+            return
+        self._receiving = False
+        if self.limits.send_timeout:
+            self._send_call = self._deadline(
+                self._send_call, self.limits.send_timeout, self._send_expired)
+        super().allContentReceived()
+
+    # -- the response --------------------------------------------------------
+
+    def _send_expired(self):
+        self._send_call = None
+        if self._handlingRequest or _unsent(self.transport):
+            self._log.info("response not taken in {seconds} s: {peer}",
+                           seconds=self.limits.send_timeout,
+                           peer=str(self.transport.getPeer()))
+            self.transport.abortConnection()
+
+    # -- refusals ------------------------------------------------------------
 
     def lineLengthExceeded(self, line):  # noqa: N802 (Twisted's name)
         if self._receivedHeaderSize == 0:  # still in this request's first line
-            self._refuse(b"414 URI Too Long")
+            self._refuse(b"414 URI Too Long", b"Request line too long.")
         else:
-            self._refuse(b"431 Request Header Fields Too Large")
+            self._refuse(b"431 Request Header Fields Too Large", b"Request headers too large.")
 
     def _respondToBadRequestAndDisconnect(self):  # noqa: N802 (Twisted's name)
-        self._refuse(b"400 Bad Request")
+        self._refuse(b"400 Bad Request", b"Bad request.")
 
-    def _refuse(self, status):
+    def _refuse(self, status, body):
+        if self._refused:
+            return
+        self._refused = True
         # Nothing more of this connection is parsed: no request can start after this.
         self.dataReceived = self.lineReceived = self.rawDataReceived = lambda data: None
         self.transport.write(
-            b"HTTP/1.1 " + status + b"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-        # The channel's idle timeout still ends a client that never closes its side.
+            b"HTTP/1.1 " + status + b"\r\nServer: " + SERVER
+            + b"\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d"
+            b"\r\nConnection: close\r\n\r\n" % len(body) + body)
+        # Read no more: a client sending a 500 MB body is held back by TCP instead of
+        # having the daemon read and discard it until the connection is cut.
+        self._networkProducer.pauseProducing()
         half_close = getattr(self.transport, "loseWriteConnection", None)
         (half_close or self.transport.loseConnection)()
+        # A client that keeps sending (a 500 MB body) or never closes is cut off.
+        self._grace_call = self.callLater(REFUSED_GRACE, self.transport.abortConnection)
+
+    def connectionLost(self, reason):  # noqa: N802 (Twisted's name)
+        for call in (self._request_call, self._send_call, self._grace_call):
+            if call is not None and call.active():
+                call.cancel()
+        if self.factory is not None:
+            self.factory.connection_closed(self)
+        super().connectionLost(reason)
 
 
-class _TimedRequest(server.Request):
+class _TimedRequest(_Request):
     """A Request that notes when its first line arrived, for the latency metrics."""
 
     def __init__(self, channel: Any, *args: Any, **kwargs: Any) -> None:
@@ -67,7 +226,8 @@ class _TimedRequest(server.Request):
 
 
 class Site(server.Site):
-    """A Site whose access log is a plain file with a 64 KiB buffer, or nothing.
+    """The daemon's Site: connection limits, and an access log that is a plain file
+    with a 64 KiB buffer, or nothing.
 
     Without --access-log nothing is logged per request: sending every request through
     the twistd log cost about 30 % of throughput when measured. The buffer is written
@@ -80,11 +240,49 @@ class Site(server.Site):
     requestFactory = _TimedRequest
     FLUSH_INTERVAL = 1.0  # seconds between writes of the access log's buffer
 
-    def __init__(self, resource, requests=None, **kwargs):
+
+    def __init__(self, resource, requests=None, limits=None, trusted_proxies=(), **kwargs):
+        self.limits = limits or ConnectionLimits()
+        kwargs.setdefault("timeout", self.limits.idle_timeout or None)
         super().__init__(resource, **kwargs)
         self.requests = requests if requests is not None else RequestStats()
         self._flushing = None
         self._flush_failed = False
+        self.trusted_proxies = tuple(trusted_proxies)
+        self.connections = Counter()  # open connections by client key
+
+    def buildProtocol(self, addr):  # noqa: N802 (Twisted's name)
+        key = self._limit_key(addr)
+        if key is not None and self.connections[key] >= self.limits.per_ip:
+            return None  # the port closes the socket
+        channel = super().buildProtocol(addr)
+        channel.limits = self.limits
+        if key is not None:
+            channel.limit_key = key
+            self.connections[key] += 1
+        return channel
+
+    def _limit_key(self, addr):
+        host = getattr(addr, "host", None)
+        if not self.limits.per_ip or host is None:
+            return None
+        if self.trusted_proxies:
+            try:
+                ip = ipaddress.ip_address(host)
+            except ValueError:
+                return None
+            if any(ip in network for network in self.trusted_proxies):
+                return None  # a proxy speaks for many clients
+        return client_key(host)
+
+    def connection_closed(self, channel: Any) -> None:
+        """A channel built here has lost its connection."""
+        key = channel.limit_key
+        if key is not None:
+            channel.limit_key = None
+            self.connections[key] -= 1
+            if self.connections[key] <= 0:
+                del self.connections[key]
 
     def _openLogFile(self, path):  # noqa: N802 (Twisted's name)
         return open(path, "a", buffering=1 << 16, newline="\n")
@@ -180,6 +378,10 @@ def start_warnings(settings):
         warnings.append("--no-limits is on: no per-IP, per-network or per-farmer limit "
                         "applies and heights are credited as claimed. Testing and "
                         "benchmarks only; never use this in production.")
+    if settings.address == DEFAULT_ADDRESS:
+        warnings.append("--address is the default %s: headers signed for it are valid on "
+                        "every server that keeps the default. Set this server's own "
+                        "address." % (DEFAULT_ADDRESS,))
     return warnings
 
 
@@ -234,6 +436,7 @@ class Dataserv(service.MultiService):
 
     def startService(self) -> None:  # noqa: N802
         process.tune()
+        process.raise_descriptor_limit()
         if self.settings.access_log:
             # logrotate moves the file away and sends SIGHUP; the handler runs between
             # two bytecodes of the reactor thread, so it only schedules the reopen.
@@ -277,13 +480,17 @@ class Dataserv(service.MultiService):
         self.api = API(self.farmers, self.summariser, self.database, settings, reactor,
                        metrics=self.metrics)
         self.site = Site(self.api.resource(), self.metrics.requests,
+                         limits=ConnectionLimits.from_settings(settings),
+                         trusted_proxies=settings.trusted_proxies,
                          logPath=settings.access_log or None, reactor=reactor,
                          logFormatter=access_log_formatter(settings, reactor))
         self.site.displayTracebacks = False
         if settings.reuse_port:
             self.http = ReusePortService(reactor, settings.listen, self.site,
-                                         when_ready=self.summariser.when_summarised)
+                                         when_ready=self.summariser.when_summarised,
+                                         backlog=settings.backlog)
         else:
-            self.http = EndpointListener(reactor, settings.listen, self.site)
+            self.http = EndpointListener(reactor, settings.listen, self.site,
+                                         backlog=settings.backlog)
         self.http.setServiceParent(self)
 

@@ -134,21 +134,21 @@ def _outages_as_unavailable(
     return wrapper
 
 
-_WHOLE = re.compile(r"^[0-9]{1,18}$")
-_NUMBER = re.compile(r"^[0-9]{1,18}(\.[0-9]{1,18})?$")
-_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+_WHOLE = re.compile(r"[0-9]{1,18}")
+_NUMBER = re.compile(r"[0-9]{1,18}(\.[0-9]{1,18})?")
+_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 
 
 def parse_whole(text, error):
     """A non-negative int from route text, or raise error()."""
-    if not _WHOLE.match(text):
+    if not _WHOLE.fullmatch(text):
         raise error()
     return int(text)
 
 
 def parse_amount(text):
     """A non-negative finite float from route text, or raise InvalidBandwidth."""
-    if not _NUMBER.match(text):
+    if not _NUMBER.fullmatch(text):
         raise InvalidBandwidth()
     return float(text)
 
@@ -443,7 +443,7 @@ class Farmers:
         """Store the farmer's audit response for a block; a contact."""
         address = self._farmer_id(farmer_id)
         block = parse_whole(block_text, InvalidBlock)
-        if not _SHA256.match(response):
+        if not _SHA256.fullmatch(response):
             raise InvalidResponse()
         claim = self._authenticate(address, request, "audit", block, response.lower())
         self._spend(self.audits, address, request, TooManyAudits, claim)

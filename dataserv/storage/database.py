@@ -25,6 +25,7 @@ import psycopg2
 import psycopg2.extensions
 from twisted.application import service
 from twisted.internet import defer
+from twisted.internet.error import ConnectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from txpostgres import txpostgres
@@ -117,6 +118,10 @@ class _Link(txpostgres.Connection):
             return super().doRead()
         except psycopg2.Error as e:
             return e
+        except ValueError as e:
+            # psycopg2 closed the socket (fileno -1) as the server died, and
+            # txpostgres asked the reactor to watch it again: the connection is gone.
+            return ConnectionDone(str(e))
 
     def connectionLost(self, reason):  # noqa: N802 (IReadDescriptor)
         super().connectionLost(reason)

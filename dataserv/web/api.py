@@ -6,10 +6,16 @@ from typing import Any, Optional
 
 from klein import Klein
 from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.web import resource as web_resource
 from twisted.web.iweb import IRequest
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
+from werkzeug.routing import RequestRedirect
 
+from dataserv import __version__
 from dataserv.identity import v2
 from dataserv.registry import farmers as rules
+from dataserv.web import limits
 from dataserv.web.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics
 from dataserv.web import render
 from dataserv.registry.uptime import uptime_percent
@@ -18,9 +24,10 @@ from dataserv.web import openapi
 from dataserv.web.static_files import StaticFiles
 
 TEXT = b"text/html; charset=utf-8"  # what 2.2.x (Flask) sent for its plain answers
-PLAIN = b"text/plain; charset=utf-8"  # answers 2.2.x never gave (429)
 JSON = b"application/json"
+PLAIN = b"text/plain; charset=utf-8"  # every error that is not one of the contract's
 RETRY_AFTER = b"5"
+SERVER = ("dataserv/%s" % (__version__,)).encode()
 
 # (route, rejection) -> (status, body). Bodies are the contract's, byte for byte.
 _REGISTER = "Registration Failed: Invalid Bitcoin address."
@@ -57,6 +64,10 @@ ERRORS = {
 }
 UNAVAILABLE = (503, "Service unavailable: the database cannot be reached. Try again later.")
 NOT_SUMMARISED = (503, "Service unavailable: the online list is being built. Try again shortly.")
+TOO_MANY = (429, "Too many requests: slow down.")
+METHOD_NOT_ALLOWED = (405, "405 Method Not Allowed")
+METRICS_FORBIDDEN = (403, "Forbidden: /metrics is not open to this address.")
+INTERNAL_ERROR = (500, "Internal server error.")
 MAX_HISTORY_POINTS = 1000
 HISTORY_DEFAULT_SPAN = 7 * 86400  # seconds of history when ?since= is not given
 
@@ -82,6 +93,7 @@ class API:
     """Routes as methods; collaborators come in through the constructor."""
 
     app = Klein()
+    log = Logger()
 
     def __init__(self, farmers, summariser, database, settings, clock,
                  metrics: Optional[Metrics] = None) -> None:
@@ -97,10 +109,27 @@ class API:
         self.static = StaticFiles()
         self._openapi = openapi.document_bytes()
         self._trusted = settings.trusted_proxies
+        self.rate_limiter = None
+        if settings.rate_limit and not settings.no_limits:
+            self.rate_limiter = limits.RateLimiter(settings.rate_limit, settings.rate_burst)
 
     def resource(self):
-        """The twisted.web resource for this API."""
-        return self.app.resource()
+        """The twisted.web resource for this API: the limits, then the routes."""
+        return _Guarded(self, self.app.resource())
+
+    def refusal(self, request) -> Optional[bytes]:
+        """The answer for a request refused before any work (rate limit), or None."""
+        if self.rate_limiter is None:
+            return None
+        key = limits.client_key(self.client_ip(request))
+        if key is None:
+            return None
+        wait = self.rate_limiter.take(key, self.clock.seconds())
+        if not wait:
+            return None
+        self.metrics.refused("rate")
+        request.setHeader(b"Retry-After", limits.retry_after(wait))
+        return self._text(request, *TOO_MANY, PLAIN)
 
     # -- helpers -------------------------------------------------------------
 
@@ -177,6 +206,7 @@ class API:
                     if isinstance(error, rules.DuplicateAudit):
                         body = body.format(block=error.block)
                     if isinstance(error, rules.TooMany):
+                        self.metrics.refused(route)  # audit, bandwidth or register
                         request.setHeader(b"Retry-After", b"%d" % error.retry_after)
                         return self._text(request, status,
                                           body.format(retry_after=error.retry_after), PLAIN)
@@ -184,6 +214,30 @@ class API:
             return failure
 
         return d.addCallbacks(success, failed)
+
+    def _changes_nothing(self, request):
+        """405 for HEAD on a route that changes state (werkzeug answers HEAD for every
+        GET route); None for any other method."""
+        if request.method != b"HEAD":
+            return None
+        request.setHeader(b"Allow", b"GET")
+        return self._text(request, *METHOD_NOT_ALLOWED, PLAIN)
+
+    @app.handle_errors(HTTPException)
+    def _http_error(self, request, failure):
+        """Routing errors (404, 405, ...) as short text instead of werkzeug's HTML."""
+        error = failure.value
+        if isinstance(error, MethodNotAllowed) and error.valid_methods:
+            request.setHeader(b"Allow", ", ".join(error.valid_methods).encode())
+        if isinstance(error, RequestRedirect):  # e.g. // merged into /
+            request.setHeader(b"Location", error.new_url.encode("utf-8"))
+        return self._text(request, error.code, "%d %s" % (error.code, error.name), PLAIN)
+
+    @app.handle_errors(Exception)
+    def _unexpected(self, request, failure):
+        """A bug: logged with its traceback, answered with one line."""
+        self.log.failure("unexpected error in {uri}", failure, uri=request.uri)
+        return self._text(request, *INTERNAL_ERROR, PLAIN)
 
     # -- legacy routes -------------------------------------------------------
 
@@ -196,6 +250,9 @@ class API:
     @app.route("/api/register/<farmer_id>/<payout>", methods=["GET"])
     def register(self, request, farmer_id, payout=None):
         """Register a farmer, optionally with a payout address."""
+        refused = self._changes_nothing(request)
+        if refused is not None:
+            return refused
         now = self.clock.seconds()
         d = defer.maybeDeferred(
             self.farmers.register, farmer_id, payout, self._rules_request(request, now))
@@ -207,6 +264,9 @@ class API:
     def _accept(self, route, request, call, *args, accepted):
         """A signed call that answers 200 with the text ``accepted``; "now" is read here,
         once, at request entry."""
+        refused = self._changes_nothing(request)
+        if refused is not None:
+            return refused
         rules_request = self._rules_request(request, self.clock.seconds())
         d = defer.maybeDeferred(call, *args, rules_request)
         return self._answer(route, request, d, lambda _: self._text(request, 200, accepted))
@@ -349,8 +409,21 @@ class API:
 
     @app.route("/metrics", methods=["GET"])
     def metrics_text(self, request: IRequest) -> bytes:
-        """Counters, gauges and histograms in Prometheus' text format."""
+        """Counters, gauges and histograms in Prometheus' text format, for the
+        --metrics-allow networks only."""
+        if not self._metrics_allowed(request):
+            return self._text(request, *METRICS_FORBIDDEN, PLAIN)
         return self._text(request, 200, self.metrics.exposition(), METRICS_CONTENT_TYPE)
+
+    def _metrics_allowed(self, request):
+        ip = self.client_ip(request)
+        try:
+            address = ipaddress.ip_address(ip)
+        except (TypeError, ValueError):
+            return False
+        if address.version == 6 and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        return any(address in network for network in self.settings.metrics_allow)
 
     @app.route("/health", methods=["GET"])
     def health(self, request):
@@ -373,3 +446,23 @@ class API:
                               json.dumps(details, sort_keys=True).encode(), JSON)
 
         return self.database.check().addCallback(answer)
+
+
+class _Guarded(web_resource.Resource):
+    """The API's resource behind the checks that come before any work."""
+
+    isLeaf = True
+
+    def __init__(self, api, routes):
+        super().__init__()
+        self.api = api
+        self.routes = routes
+
+    def render(self, request):
+        # Twisted's Request set its own name (and version) before calling us.
+        request.setHeader(b"Server", SERVER)
+        request.defaultContentType = PLAIN
+        refused = self.api.refusal(request)
+        if refused is not None:
+            return refused
+        return self.routes.render(request)

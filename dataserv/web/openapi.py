@@ -113,6 +113,10 @@ UNAUTHENTICATED = _with_header(_text("missing or invalid Date/Authorization"),
                                "X-Clock-Skew", "server minus client clock, seconds, when "
                                "the Date was outside the window")
 NOT_FOUND = _text("unknown farmer, or a path this route does not match")
+TOO_MANY = _with_header(_text("this client IP sent more than --rate-limit requests a second "
+                              "(after a --rate-burst), or a per-farmer or per-network limit "
+                              "was reached"),
+                        "Retry-After", "seconds until the request would be accepted")
 
 # (status, response) lists shared by the signed routes.
 SIGNED = (("400", _text("invalid id or value")), ("401", UNAUTHENTICATED),
@@ -126,8 +130,10 @@ def get(path: str, operation_id: str, summary: str, ok: Dict[str, Any],
     """One GET route: its path and its operation object."""
     responses = {"200": ok}
     responses.update({status: response for status, response in errors})
-    # Any path can miss the route (a parameter the router does not match).
+    # Any path can miss the route (a parameter the router does not match), and every
+    # route is behind the per-IP rate limit.
     responses.setdefault("404", NOT_FOUND)
+    responses.setdefault("429", TOO_MANY)
     operation: Dict[str, Any] = {
         "operationId": operation_id, "summary": summary, "tags": list(tags),
         "parameters": list(parameters) + ([DATE] if signed else []),
