@@ -107,7 +107,8 @@ class FarmerDictTests(SynchronousTestCase):
         self.assertEqual(d, {
             "btc_addr": FARMER.address, "payout_addr": PAYOUT, "height": 12,
             "last_seen": 30, "nodeid": FARMER.nodeid, "reg_time": int(reg),
-            "uptime": 99.5, "bandwidth_upload": 1.5, "bandwidth_download": 2.5})
+            "uptime": 99.5, "bandwidth_upload": 1.5, "bandwidth_download": 2.5,
+            "plots": 0, "verified_bytes": 0})
         json.loads(render.json_bytes(d))  # serialisable
 
     def test_last_seen_never_wraps_at_a_day(self):
@@ -211,14 +212,15 @@ class RenderSliceTests(SynchronousTestCase):
             (now, now - 59.9, now - 60, now - 3599, now - 90000.2, now + 3),
             (now - 1e6 - 0.5, now - 100, now),
             (0.0, 1e-07, 123456789.5), (0.0, 500.0, 3e6)))
-        records = [FarmerRecord(i, address, PAYOUT, height, reg, seen, bandwidth, bandwidth * 2)
+        records = [FarmerRecord(i, address, PAYOUT, height, reg, seen, bandwidth, bandwidth * 2,
+                                i % 3, (i % 5) * 10 ** 12 + i)
                    for i, (address, height, seen, reg, bandwidth, _) in enumerate(cases)]
         credit = {i: case[-1] for i, case in enumerate(cases)}
         farmers = {r.id: render.farmer_entry(r.btc_addr, r.payout_addr, r.reg_time, credit[r.id])
                    for r in records}
-        activity = [(r.id, r.height, r.last_seen, r.bandwidth_upload, r.bandwidth_download)
-                    for r in records]
-        objects, entries, heights = render.render_slice(
+        activity = [(r.id, r.height, r.last_seen, r.bandwidth_upload, r.bandwidth_download,
+                     r.plots, r.verified_bytes) for r in records]
+        objects, entries, heights, verified = render.render_slice(
             activity, now, farmers, window, window_start)
         expected_objects = ", ".join(
             render.json_bytes(render.farmer_dict(r, now, uptime.uptime_percent(
@@ -226,3 +228,4 @@ class RenderSliceTests(SynchronousTestCase):
         self.assertEqual(objects, expected_objects)
         self.assertEqual(entries, "".join(render.online_html_entry(r, now) for r in records))
         self.assertEqual(heights, sum(r.height for r in records))
+        self.assertEqual(verified, sum(r.verified_bytes for r in records))

@@ -143,6 +143,17 @@ OPTIONS = (
     Option("reuse-port", False, _flag,
            "listen with SO_REUSEPORT so several daemons share the port (tcp only); "
            "bound at start, listening once the first summary is built", flag=True),
+    Option("challenge-interval", "60", lambda v: _number(v, 1, 86400),
+           "seconds between rounds of proof-of-space challenges (and plot scores)"),
+    Option("challenges-per-round", "4", lambda v: _integer(v, 1, 64),
+           "challenges drawn for every registered plot in each round"),
+    Option("proof-window", "30", lambda v: _number(v, 1, 3600),
+           "seconds after its first fetch that a challenge's answer counts"),
+    Option("score-window", "3600", lambda v: _number(v, 1, 30 * 86400),
+           "seconds of challenges a plot's verified fraction is worked out over"),
+    Option("min-k", "29", lambda v: _integer(v, 18, 50),
+           "smallest plot size (chiapos k) accepted: a plot must take far longer than "
+           "--proof-window to build, even with a fast plotter"),
     Option("skip-authentication", False, _flag,
            "accept requests without signatures (testing only; warns on every start)", flag=True),
     Option("no-limits", False, _flag,
@@ -176,6 +187,11 @@ class Settings:
     pool_size: int = _DEFAULTS["pool_size"]
     access_log: str = _DEFAULTS["access_log"]
     reuse_port: bool = _DEFAULTS["reuse_port"]
+    challenge_interval: float = _DEFAULTS["challenge_interval"]
+    challenges_per_round: int = _DEFAULTS["challenges_per_round"]
+    proof_window: float = _DEFAULTS["proof_window"]
+    score_window: float = _DEFAULTS["score_window"]
+    min_k: int = _DEFAULTS["min_k"]
     skip_authentication: bool = _DEFAULTS["skip_authentication"]
     no_limits: bool = _DEFAULTS["no_limits"]
 

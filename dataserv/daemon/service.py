@@ -18,6 +18,9 @@ from dataserv.web.metrics import RequestCounter
 from dataserv.web.snapshot import SnapshotRenderer
 from dataserv.storage.store import FarmerStore
 from dataserv.registry.summary import Summariser
+from dataserv.proofs.rounds import ChallengeRounds
+from dataserv.proofs.rules import Proofs
+from dataserv.storage.proofs_store import ProofStore
 
 log = Logger()
 
@@ -137,9 +140,17 @@ class Dataserv(service.MultiService):
             self.store, settings, reactor, SnapshotRenderer(settings),
             when_ready=self.database.when_ready, **summariser_hooks(reactor))
         self.summariser.setServiceParent(self)
+        hooks = summariser_hooks(reactor)
+        self.proof_store = ProofStore(self.database, reactor, timings=self.store.timings)
+        # Proofs are checked in the reactor's thread pool: chiapos releases the GIL.
+        self.proofs = Proofs(self.proof_store, self.farmers, settings,
+                             in_thread=hooks["in_thread"])
+        self.rounds = ChallengeRounds(self.proof_store, settings, reactor,
+                                      when_ready=self.database.when_ready)
+        self.rounds.setServiceParent(self)
         self.requests = RequestCounter()
         self.api = API(self.farmers, self.summariser, self.database, settings, reactor,
-                       requests=self.requests)
+                       requests=self.requests, proofs=self.proofs)
         self.site = Site(self.api.resource(), self.requests,
                          logPath=settings.access_log or None, reactor=reactor)
         self.site.displayTracebacks = False

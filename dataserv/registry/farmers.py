@@ -185,6 +185,17 @@ class Farmers:
 
     # -- shared checks --------------------------------------------------------
 
+    def farmer_id(self, text: str) -> str:
+        """The canonical address of an <id> (address or nodeid), or InvalidFarmerId."""
+        return self._farmer_id(text)
+
+    def identify(self, farmer_id: str, request: Request) -> str:
+        """The address of a signed request's <id> after the id's syntax (InvalidFarmerId)
+        and the signature (Unauthenticated) are checked, as every signed route does."""
+        address = self._farmer_id(farmer_id)
+        self._authenticate(address, request)
+        return address
+
     def _farmer_id(self, text):
         try:
             return addresses.parse_farmer_id(text)

@@ -12,18 +12,22 @@ import psycopg2.extensions
 from twisted.internet import defer
 
 FARMER_COLUMNS = ("id, btc_addr, payout_addr, height, reg_time, last_seen,"
-                  " bandwidth_upload, bandwidth_download")
+                  " bandwidth_upload, bandwidth_download, plots, verified_bytes")
 
-ACTIVITY_COLUMNS = "id, height, last_seen, bandwidth_upload, bandwidth_download"
+ACTIVITY_COLUMNS = ("id, height, last_seen, bandwidth_upload, bandwidth_download,"
+                    " plots, verified_bytes")
 
+# plots and verified_bytes: what the last challenge round proved (dataserv.proofs);
+# 0 for farmers without plots.
 FarmerRecord = namedtuple("FarmerRecord", [
     "id", "btc_addr", "payout_addr", "height", "reg_time", "last_seen",
-    "bandwidth_upload", "bandwidth_download"])
+    "bandwidth_upload", "bandwidth_download", "plots", "verified_bytes"], defaults=(0, 0))
 
-HistoryRow = namedtuple("HistoryRow", ["at", "online_farmers", "total_tb", "total_height"])
+HistoryRow = namedtuple("HistoryRow", ["at", "online_farmers", "total_tb", "total_height",
+                                       "verified_tb"], defaults=(0.0,))
 
 # Empties every table (the test suite and the benchmark start from nothing).
-TRUNCATE_ALL = ("TRUNCATE audits, uptime_days, totals_history, farmers"
+TRUNCATE_ALL = ("TRUNCATE challenges, plots, audits, uptime_days, totals_history, farmers"
                 " RESTART IDENTITY CASCADE")
 
 NEVER_THROTTLED = -math.inf
@@ -198,7 +202,8 @@ class FarmerStore:
         return self._interaction(name, interaction)
 
     def online_activity(self, cutoff, pause=None):
-        """(id, height, last_seen, bandwidth_upload, bandwidth_download) of farmers seen
+        """(id, height, last_seen, bandwidth_upload, bandwidth_download, plots,
+        verified_bytes) of farmers seen
         at or after cutoff, by height desc then registration order. The columns that
         never change are left to :meth:`identities` (fetched once per farmer)."""
         return self._fetch_in_slices(
@@ -241,16 +246,18 @@ class FarmerStore:
 
     # -- totals history -----------------------------------------------------
 
-    def append_history(self, at, online_farmers, total_tb, total_height, min_gap=0):
+    def append_history(self, at, online_farmers, total_tb, total_height, min_gap=0,
+                       verified_tb=0.0):
         """Add one totals row unless one newer than ``at - min_gap`` exists (another
         daemon on the same database may have written it)."""
         return self._query(
             "append_history",
-            "INSERT INTO totals_history (at, online_farmers, total_tb, total_height)"
-            " SELECT %s, %s, %s, %s WHERE NOT EXISTS"
+            "INSERT INTO totals_history (at, online_farmers, total_tb, total_height,"
+            " verified_tb)"
+            " SELECT %s, %s, %s, %s, %s WHERE NOT EXISTS"
             " (SELECT 1 FROM totals_history WHERE at > %s)"
             " ON CONFLICT (at) DO NOTHING RETURNING at",
-            (at, online_farmers, total_tb, total_height, at - min_gap))
+            (at, online_farmers, total_tb, total_height, verified_tb, at - min_gap))
 
     @defer.inlineCallbacks
     def last_history_time(self):
@@ -267,7 +274,7 @@ class FarmerStore:
             " numbered AS (SELECT *, (row_number() OVER (ORDER BY at) - 1) AS i"
             "   FROM totals_history WHERE at BETWEEN %(s)s AND %(u)s)"
             " SELECT max(at), round(avg(online_farmers))::int, avg(total_tb),"
-            "        round(avg(total_height))::bigint"
+            "        round(avg(total_height))::bigint, avg(verified_tb)"
             " FROM numbered, span"
             " GROUP BY (i * %(p)s) / greatest(span.n, 1)"
             " ORDER BY 1",

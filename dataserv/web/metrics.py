@@ -3,7 +3,7 @@
 from collections import Counter
 
 _ROUTES = {"address", "register", "ping", "height", "online", "total", "bandwidth",
-           "audit", "farmer"}
+           "audit", "farmer", "proofs"}
 
 
 def route_of(path):
