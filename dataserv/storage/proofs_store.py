@@ -89,7 +89,7 @@ class ProofStore:
             blob = random_bytes(plots * per_plot * 32)
             yield cursor.execute(
                 "INSERT INTO challenges (plot, challenge, issued_at)"
-                " SELECT p.id, substring(%(blob)s FROM ((p.n - 1) * %(per)s + s.i) * 32 + 1"
+                " SELECT p.id, substring(%(blob)s FROM ((p.n - 1) * %(per)s + s.i)::int * 32 + 1"
                 "   FOR 32), %(now)s"
                 " FROM (SELECT id, row_number() OVER (ORDER BY id) AS n FROM plots) p,"
                 "      generate_series(0, %(per)s - 1) AS s(i)"
