@@ -5,11 +5,14 @@ Rounds run under a Clock; plots are k=20 (tests/plots.py, built once per run) an
 accepted through Settings(min_k=20), a test-only value of the setting.
 """
 
+import io
 import json
 import os
 
 from twisted.internet import defer
 
+from dataserv.client.farmer import FarmerClient
+from dataserv.client.farming import Farm
 from dataserv.identity.signing import FarmerKey
 from dataserv.proofs import plots as plot_rules
 from dataserv.proofs.rounds import ChallengeRounds
@@ -330,3 +333,25 @@ class BadInputTests(ProofsTestCase):
                                  headers={})
         outcomes = yield self.answer(ALICE, answers)  # nothing above used it up
         self.assertEqual({o["outcome"] for o in outcomes}, {"counted"})
+
+
+class FarmCommandTests(ProofsTestCase):
+
+    @defer.inlineCallbacks
+    def test_farm_registers_its_plots_and_answers(self):
+        """The client's farm command, over the real routes: its plots are verified."""
+        provers = self.provers(ALICE)
+        directory = os.path.dirname(next(iter(provers.values())).prover.get_filename())
+        client = FarmerClient("http://dataserv.test", ALICE, self.settings.address,
+                              http=self.server.http)
+        yield pumped([self.server.http], client.register())
+        farm = Farm(client, directory, self.clock, defer.maybeDeferred, out=io.StringIO())
+        registered = yield pumped([self.server.http], farm.register())
+        self.assertEqual(registered, 2)
+        yield self.rounds.run_round()
+        counted = yield pumped([self.server.http], farm.answer_once())
+        self.assertEqual(counted, 32)
+        self.clock.advance(60)
+        yield self.rounds.run_round()
+        status = yield self.farmer(ALICE)
+        self.assertGreater(status["verified_bytes"], plot_rules.plot_bytes(plots.K))

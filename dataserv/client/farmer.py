@@ -68,6 +68,29 @@ class FarmerClient:
         body = yield response.content()
         return Reply(response.code, response.headers, body)
 
+    @defer.inlineCallbacks
+    def _post(self, path, value):
+        """A signed POST of ``value`` as a JSON body."""
+        body = json.dumps(value).encode("utf-8")
+        headers = dict((yield self.signed_headers()))
+        headers[b"Content-Type"] = b"application/json"
+        response = yield self.http.post(self.url + path, data=body, headers=headers)
+        content = yield response.content()
+        return Reply(response.code, response.headers, content)
+
+    def register_plot(self, seed, k):
+        """POST /api/proofs/<nodeid>/plots: register the plot ``seed`` (bytes) of size k."""
+        return self._post("/api/proofs/%s/plots" % self.key.nodeid,
+                          {"seed": seed.hex(), "k": k})
+
+    def challenges(self):
+        """GET /api/proofs/<nodeid>/challenges (signed; starts each one's window)."""
+        return self._get("/api/proofs/%s/challenges" % self.key.nodeid, signed=True)
+
+    def answers(self, answers):
+        """POST /api/proofs/<nodeid>/answers with [{"plot_id", "challenge", "proofs"}]."""
+        return self._post("/api/proofs/%s/answers" % self.key.nodeid, {"answers": answers})
+
     def address(self):
         """GET /api/address (unsigned, as the field clients do first)."""
         return self._get("/api/address", signed=False)
