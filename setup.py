@@ -18,5 +18,6 @@ setup(
         "base58>=2.1",
         "coincurve>=18",
         "treq>=22.1",
+        "chiapos>=2.0.12",
     ],
 )
