@@ -7,7 +7,9 @@
    64 x-values' f-functions), so the throughput is the real one.
 2. Verifies the lot as the daemon does: batches of 32 answers handed to the reactor's
    thread pool (1 and 2 threads), and reports the seconds per round of 10,000 plots.
-3. Ping latency on the reactor thread while it verifies flat out, against idle: a
+3. Ping latency on the reactor thread while it verifies, against idle: paced (a
+   round's proofs spread over the interval, batch by batch, as answers arrive) and
+   flat out (two batches always in flight, several times a round's rate). A
    Twisted HTTP server in this process (a route that answers like a throttled ping,
    without the database) and a client in another process measuring sequential
    requests on a kept-alive connection.
@@ -43,6 +45,9 @@ def build_proofs(plots, challenges):
     from dataserv.client.plotting import Prover, create_plot
 
     items = []
+    # chiapos prints its phases on stdout: send them to stderr, keep stdout for JSON.
+    saved = os.dup(1)
+    os.dup2(2, 1)
     with tempfile.TemporaryDirectory(prefix="dataserv-bench-plots-") as directory:
         for i in range(plots):
             started = time.time()
@@ -52,6 +57,8 @@ def build_proofs(plots, challenges):
             for _ in range(challenges):
                 challenge = os.urandom(32)
                 items.append((prover.plot_id, K, challenge, prover.proofs(challenge)))
+    sys.stdout.flush()
+    os.dup2(saved, 1)
     return items
 
 
@@ -68,8 +75,9 @@ def verify_round(items, threads, batch=32):
     return time.perf_counter() - started, found
 
 
-def ping_latency(items, seconds):
-    """(idle p50, idle p99, busy p50, busy p99, proofs verified while busy) in ms."""
+def ping_latency(items, seconds, pace=None):
+    """(idle p50, idle p99, busy p50, busy p99 in ms, proofs verified while busy, idle
+    and busy pings); ``pace`` seconds between batches of 32, or flat out."""
     from klein import Klein
     from twisted.internet import reactor, threads
     from twisted.web.server import Site
@@ -91,8 +99,15 @@ def ping_latency(items, seconds):
             return
         chunk = items[start:start + 32] or items[:32]
         d = threads.deferToThreadPool(reactor, reactor.getThreadPool(), count_valid, chunk)
-        d.addCallback(lambda found: (busy.__setitem__("proofs", busy["proofs"] + len(chunk)),
-                                     verify_more((start + 32) % len(items))))
+        def next_batch(found):
+            busy["proofs"] += len(chunk)
+            following = (start + 32) % len(items)
+            if pace is None:
+                verify_more(following)
+
+        d.addCallback(next_batch)
+        if pace is not None:
+            reactor.callLater(pace, verify_more, (start + 32) % len(items))
 
     def measure(name):
         return threads.deferToThread(subprocess.check_output, [
@@ -105,7 +120,8 @@ def ping_latency(items, seconds):
         def start_busy(_):
             busy["on"] = True
             verify_more(0)
-            verify_more(len(items) // 2)  # two batches in flight: both threads busy
+            if pace is None:
+                verify_more(len(items) // 2)  # two batches in flight: both threads busy
             return measure("busy")
 
         d.addCallback(start_busy)
@@ -118,6 +134,21 @@ def ping_latency(items, seconds):
             int(idle[0]), int(loaded[0]))
 
 
+def subprocess_latency(items, seconds, pace):
+    """ping_latency in a fresh process (a reactor runs once per process)."""
+    import pickle
+
+    with tempfile.NamedTemporaryFile(suffix=".pickle") as f:
+        pickle.dump((items, seconds, pace), f)
+        f.flush()
+        out = subprocess.check_output([
+            sys.executable, "-c",
+            "import pickle, sys, json; from benchmarks.proofs import ping_latency; "
+            "print(json.dumps(ping_latency(*pickle.load(open(sys.argv[1], 'rb')))))",
+            f.name])
+    return json.loads(out.splitlines()[-1])
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--plots", type=int, default=3)
@@ -125,6 +156,7 @@ def main(argv=None):
     parser.add_argument("--farm-plots", type=int, default=10000)
     parser.add_argument("--per-round", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--interval", type=float, default=60.0)
     args = parser.parse_args(argv)
     items = build_proofs(args.plots, args.challenges)
     proofs = sum(len(p) for _, _, _, p in items)
@@ -137,9 +169,12 @@ def main(argv=None):
         seconds, found = verify_round(replicated, n)
         assert found == figures["proofs"]
         figures["round_seconds_%d_thread" % n] = round(seconds, 2)
-    (figures["idle_p50_ms"], figures["idle_p99_ms"], figures["busy_p50_ms"],
-     figures["busy_p99_ms"], figures["proofs_during_pings"], figures["idle_pings"],
-     figures["busy_pings"]) = ping_latency(replicated, args.seconds)
+    pace = args.interval * 32 / wanted
+    for name, mode in (("paced", pace), ("flat_out", None)):
+        figures[name] = dict(zip(
+            ("idle_p50_ms", "idle_p99_ms", "busy_p50_ms", "busy_p99_ms", "proofs_verified",
+             "idle_pings", "busy_pings"),
+            [round(x, 3) for x in subprocess_latency(replicated, args.seconds, mode)]))
     print(json.dumps(figures, indent=1))
 
 

@@ -120,3 +120,28 @@ class RoundsTests(SynchronousTestCase):
         clock.advance(600)
         self.assertEqual(len(store.calls), before)
         self.flushLoggedErrors()
+
+
+class VerificationThreadTests(SynchronousTestCase):
+
+    def test_checks_run_at_a_lowered_priority_off_the_main_thread(self):
+        """A worker thread that checks proofs gives way to the reactor thread."""
+        import os
+        import threading
+
+        from dataserv.proofs import verification
+
+        seen = {}
+
+        def work():
+            seen["valid"] = verification.count_valid(
+                [(b"\0" * 32, 20, b"\1" * 32, [b"\2" * 160])])
+            seen["nice"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+        before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        thread = threading.Thread(target=work)
+        thread.start()
+        thread.join()
+        self.assertEqual(seen["valid"], [0])
+        self.assertEqual(seen["nice"], verification.NICENESS)
+        self.assertEqual(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()), before)

@@ -5,6 +5,7 @@ from twisted.application.internet import StreamServerEndpointService
 from twisted.internet.endpoints import serverFromString
 from twisted.internet import task, threads
 from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
 from twisted.web import http, server
 
 from dataserv.daemon import memory, process
@@ -112,6 +113,21 @@ class _Warning(service.Service):
         log.warn(self.message)
 
 
+class _PoolService(service.Service):
+    """Starts and stops a thread pool with the daemon."""
+
+    def __init__(self, pool):
+        self.pool = pool
+
+    def startService(self):  # noqa: N802
+        super().startService()
+        self.pool.start()
+
+    def stopService(self):  # noqa: N802
+        super().stopService()
+        self.pool.stop()
+
+
 class Dataserv(service.MultiService):
     """The whole daemon; its parts are attributes so tests and tools can reach them."""
 
@@ -140,11 +156,15 @@ class Dataserv(service.MultiService):
             self.store, settings, reactor, SnapshotRenderer(settings),
             when_ready=self.database.when_ready, **summariser_hooks(reactor))
         self.summariser.setServiceParent(self)
-        hooks = summariser_hooks(reactor)
         self.proof_store = ProofStore(self.database, reactor, timings=self.store.timings)
-        # Proofs are checked in the reactor's thread pool: chiapos releases the GIL.
-        self.proofs = Proofs(self.proof_store, self.farmers, settings,
-                             in_thread=hooks["in_thread"])
+        # Proofs are checked in a pool of their own, at a lowered priority (see
+        # proofs/verification.py): chiapos releases the GIL, so two threads use both cores.
+        self.verify_pool = ThreadPool(minthreads=0, maxthreads=2, name="proofs")
+        self.proofs = Proofs(
+            self.proof_store, self.farmers, settings,
+            in_thread=lambda f, *args: threads.deferToThreadPool(
+                reactor, self.verify_pool, f, *args))
+        _PoolService(self.verify_pool).setServiceParent(self)
         self.rounds = ChallengeRounds(self.proof_store, settings, reactor,
                                       when_ready=self.database.when_ready)
         self.rounds.setServiceParent(self)
