@@ -32,6 +32,11 @@ EXPECTED = {
     "pool-size": (4, "9", 9),
     "access-log": ("", "/tmp/access.log", "/tmp/access.log"),
     "data-dir": (None, "/srv/dataserv", "/srv/dataserv"),
+    "challenge-interval": (60.0, "30", 30.0),
+    "challenges-per-round": (4, "8", 8),
+    "proof-window": (30.0, "20", 20.0),
+    "score-window": (3600.0, "600", 600.0),
+    "min-k": (29, "32", 32),
 }
 
 BOOLEAN_FLAGS = [o.name for o in config.OPTIONS if o.flag]
