@@ -32,5 +32,6 @@ setup(
         "coincurve>=18",
         "treq>=22.1",
         "prometheus_client>=0.17",
+        "chiapos>=2.0.12",
     ],
 )

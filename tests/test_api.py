@@ -31,6 +31,8 @@ from dataserv.registry.farmers import Farmers
 from dataserv.daemon.service import Site
 from dataserv.identity.signing import FarmerKey, headers_for
 from dataserv.storage.store import FarmerStore
+from dataserv.storage.proofs_store import ProofStore
+from dataserv.proofs.rules import Proofs
 from dataserv.registry.summary import Summariser
 from dataserv.web.snapshot import SnapshotRenderer
 from tests import pg
@@ -79,7 +81,7 @@ def farmer_json(key, reg_time, payout=None, height=0, last_seen=0, uptime=100.0,
     body = (
         '{"btc_addr": "%s", "payout_addr": "%s", "height": %d, "last_seen": %d,'
         ' "nodeid": "%s", "reg_time": %d, "uptime": %r, "bandwidth_upload": %r,'
-        ' "bandwidth_download": %r, "claimed_height": %d' % (
+        ' "bandwidth_download": %r, "claimed_height": %d, "plots": 0, "verified_bytes": 0' % (
             key.address, payout or key.address, height, last_seen, key.nodeid, reg_time,
             uptime, upload, download, height if claimed is None else claimed)).encode()
     return body + extra + b"}"
@@ -135,7 +137,8 @@ class Server:
         self.farmers = Farmers(self.store, self.verifier, settings)
         self.summariser = Summariser(self.store, settings, clock, SnapshotRenderer(settings),
                                      pause=lambda: defer.succeed(None))
-        self.api = API(self.farmers, self.summariser, db, settings, clock)
+        self.proofs = Proofs(ProofStore(db, clock), self.farmers, settings)
+        self.api = API(self.farmers, self.summariser, db, settings, clock, proofs=self.proofs)
         resource = self.api.resource()
         # treq asks for gzip and decodes it; the raw agent shows the bytes as sent.
         self.http = StubTreq(resource)
@@ -866,7 +869,7 @@ class PublicListTests(APITestCase):
         yield self.height(ALICE, 1000)
         yield self.height(BOB, 2345)  # 3345 * 128 MiB = 0.408... TB
         reply = yield self.summarised("/api/total", raw=True)
-        self.assertAnswer(reply, 200, b'{"id": %d, "total_TB": 0.41, "total_farmers": 2}'
+        self.assertAnswer(reply, 200, b'{"id": %d, "total_TB": 0.41, "total_farmers": 2, "verified_TB": 0.0}'
                           % (self.t0 // 1800), JSON)
         self.assertEqual(self.header(reply, b"Access-Control-Allow-Origin"), b"*")
 
@@ -875,13 +878,13 @@ class PublicListTests(APITestCase):
         yield self.registered(ALICE)
         yield self.height(ALICE, 8192)  # exactly 1 TB
         reply = yield self.summarised("/api/total")
-        self.assertAnswer(reply, 200, b'{"id": %d, "total_TB": 1.0, "total_farmers": 1}'
+        self.assertAnswer(reply, 200, b'{"id": %d, "total_TB": 1.0, "total_farmers": 1, "verified_TB": 0.0}'
                           % (self.t0 // 1800))
 
     @defer.inlineCallbacks
     def test_total_when_nobody_is_online(self):
         reply = yield self.summarised("/api/total")
-        self.assertAnswer(reply, 200, b'{"id": %d, "total_TB": 0.0, "total_farmers": 0}'
+        self.assertAnswer(reply, 200, b'{"id": %d, "total_TB": 0.0, "total_farmers": 0, "verified_TB": 0.0}'
                           % (self.t0 // 1800))
 
     @defer.inlineCallbacks
@@ -892,7 +895,7 @@ class PublicListTests(APITestCase):
         self.clock.advance(1800)
         yield self.ping(ALICE)
         reply = yield self.summarised("/api/total")
-        self.assertAnswer(reply, 200, b'{"id": %d, "total_TB": 0.75, "total_farmers": 1}'
+        self.assertAnswer(reply, 200, b'{"id": %d, "total_TB": 0.75, "total_farmers": 1, "verified_TB": 0.0}'
                           % (self.t0 // 1800 + 1))
 
     @defer.inlineCallbacks
@@ -1289,8 +1292,8 @@ class FarmerStatusTests(APITestCase):
         online_until = self.t0 + 1010 + 900
         self.assertAnswer(reply, 200, farmer_json(
             ALICE, self.t0, uptime=90.099,  # 910 of 1010 seconds
-            extra=b', "online": true, "online_until": %d, "audits": 2, "last_audit_block": 5'
-            % online_until), JSON)
+            extra=b', "online": true, "online_until": %d, "audits": 2, "last_audit_block": 5,'
+            b' "plot_scores": []' % online_until), JSON)
         self.assertEqual(self.header(reply, b"Access-Control-Allow-Origin"), b"*")
 
     @defer.inlineCallbacks
@@ -1299,8 +1302,8 @@ class FarmerStatusTests(APITestCase):
         reply = yield self.get("/api/farmer/" + ALICE.address)
         self.assertAnswer(reply, 200, farmer_json(
             ALICE, self.t0,
-            extra=b', "online": true, "online_until": %d, "audits": 0, "last_audit_block": null'
-            % (self.t0 + 900)))
+            extra=b', "online": true, "online_until": %d, "audits": 0, "last_audit_block": null,'
+            b' "plot_scores": []' % (self.t0 + 900)))
 
     @defer.inlineCallbacks
     def test_offline_after_online_time(self):
@@ -1346,7 +1349,8 @@ class HistoryTests(APITestCase):
         yield self.server.summariser.run_pass()  # inside history-interval: no row
 
     def rows_json(self, since, until, rows):
-        entries = ['{"time": %d, "total_farmers": %d, "total_TB": %r, "total_height": %d}' % row
+        entries = ['{"time": %d, "total_farmers": %d, "total_TB": %r, "total_height": %d,'
+                   ' "verified_TB": 0.0}' % row
                    for row in rows]
         return ('{"since": %r, "until": %r, "history": [%s]}'
                 % (float(since), float(until), ", ".join(entries))).encode()
@@ -1756,4 +1760,4 @@ class CapacityAttackTests(LimitTestCase):
         # 10 farmers credited 60 s at 8 shards a second: 4 800 shards of 128 MiB.
         self.assertEqual(total.json(), {"id": (self.t0 + 60) // 1800,
                                         "total_TB": round(10 * 480 / 8192, 2),
-                                        "total_farmers": 10})
+                                        "total_farmers": 10, "verified_TB": 0.0})

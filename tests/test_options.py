@@ -49,6 +49,11 @@ EXPECTED = {
     "send-timeout": (60.0, "30", 30.0),
     "metrics-allow": ((ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128")),
                       "10.1.0.0/16", (ipaddress.ip_network("10.1.0.0/16"),)),
+    "challenge-interval": (60.0, "30", 30.0),
+    "challenges-per-round": (4, "8", 8),
+    "proof-window": (30.0, "20", 20.0),
+    "score-window": (3600.0, "600", 600.0),
+    "min-k": (29, "32", 32),
 }
 
 BOOLEAN_FLAGS = [o.name for o in config.OPTIONS if o.flag]

@@ -105,12 +105,12 @@ class FarmerDictTests(SynchronousTestCase):
             record(last_seen=MIDNIGHT - 30, reg_time=reg, height=12, claimed=4000),
             MIDNIGHT, 99.5)
         self.assertEqual(list(d)[:4], ["btc_addr", "payout_addr", "height", "last_seen"])
-        self.assertEqual(list(d)[-1], "claimed_height")
+        self.assertEqual(list(d)[-3:], ["claimed_height", "plots", "verified_bytes"])
         self.assertEqual(d, {
             "btc_addr": FARMER.address, "payout_addr": PAYOUT, "height": 12,
             "last_seen": 30, "nodeid": FARMER.nodeid, "reg_time": int(reg),
             "uptime": 99.5, "bandwidth_upload": 1.5, "bandwidth_download": 2.5,
-            "claimed_height": 4000})
+            "claimed_height": 4000, "plots": 0, "verified_bytes": 0})
         json.loads(render.json_bytes(d))  # serialisable
 
     def test_last_seen_never_wraps_at_a_day(self):
@@ -216,14 +216,14 @@ class RenderSliceTests(SynchronousTestCase):
             (0.0, 1e-07, 123456789.5), (0.0, 500.0, 3e6)))
         # Claimed heights: as credited, and above it (credited at a fill rate).
         records = [FarmerRecord(i, address, PAYOUT, height, reg, seen, bandwidth, bandwidth * 2,
-                                height + (i % 3) * 1000)
+                                height + (i % 3) * 1000, None, i % 3, (i % 5) * 10 ** 12 + i)
                    for i, (address, height, seen, reg, bandwidth, _) in enumerate(cases)]
         credit = {i: case[-1] for i, case in enumerate(cases)}
         farmers = {r.id: render.farmer_entry(r.btc_addr, r.payout_addr, r.reg_time, credit[r.id])
                    for r in records}
         activity = [(r.id, r.height, r.last_seen, r.bandwidth_upload, r.bandwidth_download,
-                     r.claimed_height) for r in records]
-        objects, entries, heights = render.render_slice(
+                     r.claimed_height, r.plots, r.verified_bytes) for r in records]
+        objects, entries, heights, verified = render.render_slice(
             activity, now, farmers, window, window_start)
         expected_objects = ", ".join(
             render.json_bytes(render.farmer_dict(r, now, uptime.uptime_percent(
@@ -231,3 +231,4 @@ class RenderSliceTests(SynchronousTestCase):
         self.assertEqual(objects, expected_objects)
         self.assertEqual(entries, "".join(render.online_html_entry(r, now) for r in records))
         self.assertEqual(heights, sum(r.height for r in records))
+        self.assertEqual(verified, sum(r.verified_bytes for r in records))

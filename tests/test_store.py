@@ -254,7 +254,8 @@ class OnlineTests(StoreTestCase):
             yield self.store.set_height(address, height, at, None, WINDOW)
         activity = yield self.store.online_activity(T + 50)
         farmers = yield defer.gatherResults([self.store.farmer(a) for a in (BOB, ALICE, CAROL)])
-        self.assertEqual(activity, [(f.id, f.height, f.last_seen, 0.0, 0.0, f.claimed_height)
+        self.assertEqual(activity, [(f.id, f.height, f.last_seen, 0.0, 0.0, f.claimed_height,
+                                     0, 0)
                                     for f in farmers])
 
     @defer.inlineCallbacks
@@ -309,7 +310,8 @@ class HistoryTests(StoreTestCase):
     def append_rows(self, count, start=T, step=10):
         """count rows, ``step`` seconds apart; row k has k farmers online."""
         for k in range(count):
-            yield self.store.append_history(start + k * step, k, k / 100.0, k * 10, min_gap=0)
+            yield self.store.append_history(start + k * step, k, k / 100.0, k * 10, min_gap=0,
+                                            verified_tb=k / 1000.0)
 
     @defer.inlineCallbacks
     def test_min_gap_refuses_a_row_too_soon(self):
@@ -331,7 +333,8 @@ class HistoryTests(StoreTestCase):
         yield self.append_rows(3)
         points = yield self.store.history(T, T + 1000, 1000)
         self.assertEqual([tuple(p) for p in points],
-                         [(T, 0, 0.0, 0), (T + 10, 1, 0.01, 10), (T + 20, 2, 0.02, 20)])
+                         [(T, 0, 0.0, 0, 0.0), (T + 10, 1, 0.01, 10, 0.001),
+                          (T + 20, 2, 0.02, 20, 0.002)])
 
     @defer.inlineCallbacks
     def test_downsampled_to_at_most_the_points_asked(self):

@@ -81,7 +81,8 @@ class DatabaseSummaryTests(unittest.TestCase):
                           (CAROL, CAROL, 4096, 60)])
         self.assertEqual(gzip.decompress(bytes(snap.online_json_gzip)), bytes(snap.online_json))
         self.assertEqual(json.loads(snap.total_json),
-                         {"id": int(T // 1800), "total_TB": 2.0, "total_farmers": 3})
+                         {"id": int(T // 1800), "total_TB": 2.0, "total_farmers": 3,
+                          "verified_TB": 0.0})
         self.assertEqual(snap.total_tb, 2.0)
         self.assertEqual((self.summariser.passes, self.summariser.failures), (1, 0))
 
@@ -434,7 +435,8 @@ class FakeStore:
     def last_history_time(self):
         return defer.succeed(None)
 
-    def append_history(self, at, online_farmers, total_tb, total_height, min_gap=0):
+    def append_history(self, at, online_farmers, total_tb, total_height, min_gap=0,
+                       verified_tb=0.0):
         return defer.succeed([(at,)])
 
     def prune_uptime(self, before_day):

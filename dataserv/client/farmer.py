@@ -8,7 +8,7 @@ Used by the tests, the benchmark and by hand::
 
 import json
 from dataclasses import dataclass
-from typing import Any, Dict, Generator, Optional, Protocol, Union
+from typing import Any, Dict, Generator, List, Optional, Protocol, Union
 from urllib.parse import urlsplit
 
 import treq
@@ -27,6 +27,9 @@ class HTTPClient(Protocol):
 
     def get(self, url: str, headers: Any = None) -> "Deferred[Any]":
         """Send a GET request; the Deferred fires with a treq response."""
+
+    def post(self, url: str, data: Any = None, *, headers: Any = None) -> "Deferred[Any]":
+        """Send a POST request; the Deferred fires with a treq response."""
 
 
 @dataclass(frozen=True)
@@ -115,6 +118,29 @@ class FarmerClient:
         response = yield self.http.get(self.url + path, headers=all_headers)
         body = yield response.content()
         return Reply(response.code, response.headers, body)
+
+    @defer.inlineCallbacks
+    def _post(self, path: str, value: Any) -> _Steps:
+        """A signed POST of ``value`` as a JSON body (v2 signs the body's SHA-256)."""
+        body = json.dumps(value).encode("utf-8")
+        headers = dict((yield self.signed_headers(path, "POST", body)))
+        headers[b"Content-Type"] = b"application/json"
+        response = yield self.http.post(self.url + path, data=body, headers=headers)
+        content = yield response.content()
+        return Reply(response.code, response.headers, content)
+
+    def register_plot(self, seed: bytes, k: int) -> "Deferred[Reply]":
+        """POST /api/proofs/<nodeid>/plots: register the plot ``seed`` (bytes) of size k."""
+        return self._post("/api/proofs/%s/plots" % self.key.nodeid,
+                          {"seed": seed.hex(), "k": k})
+
+    def challenges(self) -> "Deferred[Reply]":
+        """GET /api/proofs/<nodeid>/challenges (signed; starts each one's window)."""
+        return self._get("/api/proofs/%s/challenges" % self.key.nodeid, signed=True)
+
+    def answers(self, answers: List[Dict[str, Any]]) -> "Deferred[Reply]":
+        """POST /api/proofs/<nodeid>/answers with [{"plot_id", "challenge", "proofs"}]."""
+        return self._post("/api/proofs/%s/answers" % self.key.nodeid, {"answers": answers})
 
     def address(self) -> "Deferred[Reply]":
         """GET /api/address (unsigned, as the field clients do first)."""

@@ -223,6 +223,17 @@ OPTIONS = (
            "seconds a client has to take a whole response; then it is dropped (0 = off)"),
     Option("metrics-allow", "127.0.0.0/8 ::1", _proxies,
            "networks that may read /metrics (others get 403; empty = nobody)"),
+    Option("challenge-interval", "60", lambda v: _number(v, 1, 86400),
+           "seconds between rounds of proof-of-space challenges (and plot scores)"),
+    Option("challenges-per-round", "4", lambda v: _integer(v, 1, 64),
+           "challenges drawn for every registered plot in each round"),
+    Option("proof-window", "30", lambda v: _number(v, 1, 3600),
+           "seconds after its first fetch that a challenge's answer counts"),
+    Option("score-window", "3600", lambda v: _number(v, 1, 30 * 86400),
+           "seconds of challenges a plot's verified fraction is worked out over"),
+    Option("min-k", "29", lambda v: _integer(v, 18, 50),
+           "smallest plot size (chiapos k) accepted: a plot must take far longer than "
+           "--proof-window to build, even with a fast plotter"),
     Option("skip-authentication", False, _flag,
            "accept requests without signatures (testing only; warns on every start)", flag=True),
     Option("max-fill-rate", "1073741824", lambda v: _integer(v, 0),
@@ -278,6 +289,11 @@ class Settings:
     idle_timeout: float = _DEFAULTS["idle_timeout"]
     send_timeout: float = _DEFAULTS["send_timeout"]
     metrics_allow: tuple = _DEFAULTS["metrics_allow"]
+    challenge_interval: float = _DEFAULTS["challenge_interval"]
+    challenges_per_round: int = _DEFAULTS["challenges_per_round"]
+    proof_window: float = _DEFAULTS["proof_window"]
+    score_window: float = _DEFAULTS["score_window"]
+    min_k: int = _DEFAULTS["min_k"]
     skip_authentication: bool = _DEFAULTS["skip_authentication"]
     max_fill_rate: int = _DEFAULTS["max_fill_rate"]
     audit_limit: int = _DEFAULTS["audit_limit"]

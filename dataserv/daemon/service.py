@@ -14,6 +14,7 @@ from twisted.application import service
 from twisted.internet import defer, task, threads
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
 from twisted.web import http, server
 
 from dataserv.daemon import memory, process
@@ -30,6 +31,9 @@ from dataserv.web.metrics import Metrics, RequestStats
 from dataserv.web.snapshot import SnapshotRenderer
 from dataserv.storage.store import FarmerStore
 from dataserv.registry.summary import Summariser
+from dataserv.proofs.rounds import ChallengeRounds
+from dataserv.proofs.rules import Proofs
+from dataserv.storage.proofs_store import ProofStore
 
 log = Logger()
 
@@ -400,6 +404,21 @@ def _exit(status):
     os._exit(status)
 
 
+class _PoolService(service.Service):
+    """Starts and stops a thread pool with the daemon."""
+
+    def __init__(self, pool):
+        self.pool = pool
+
+    def startService(self):  # noqa: N802
+        super().startService()
+        self.pool.start()
+
+    def stopService(self):  # noqa: N802
+        super().stopService()
+        self.pool.stop()
+
+
 class Dataserv(service.MultiService):
     """The whole daemon; its parts are attributes so tests and tools can reach them."""
 
@@ -476,9 +495,21 @@ class Dataserv(service.MultiService):
             self.store, settings, reactor, SnapshotRenderer(settings),
             when_ready=self.database.when_ready, **summariser_hooks(reactor))
         self.summariser.setServiceParent(self)
+        self.proof_store = ProofStore(self.database, reactor, timings=self.store.timings)
+        # Proofs are checked in a pool of their own, at a lowered priority (see
+        # proofs/verification.py): chiapos releases the GIL, so two threads use both cores.
+        self.verify_pool = ThreadPool(minthreads=0, maxthreads=2, name="proofs")
+        self.proofs = Proofs(
+            self.proof_store, self.farmers, settings,
+            in_thread=lambda f, *args: threads.deferToThreadPool(
+                reactor, self.verify_pool, f, *args))
+        _PoolService(self.verify_pool).setServiceParent(self)
+        self.rounds = ChallengeRounds(self.proof_store, settings, reactor,
+                                      when_ready=self.database.when_ready)
+        self.rounds.setServiceParent(self)
         self.metrics = Metrics()
         self.api = API(self.farmers, self.summariser, self.database, settings, reactor,
-                       metrics=self.metrics)
+                       metrics=self.metrics, proofs=self.proofs)
         self.site = Site(self.api.resource(), self.metrics.requests,
                          limits=ConnectionLimits.from_settings(settings),
                          trusted_proxies=settings.trusted_proxies,

@@ -54,6 +54,7 @@ class Unauthenticated(Rejected):
 
 REPLAYED = "replayed request"
 DOWNGRADE = "legacy headers refused: this farmer uses DATASERV-V2"
+NEEDS_V2 = "this route needs DATASERV-V2 headers"
 _REFUSALS = {"replayed": REPLAYED, "downgrade": DOWNGRADE}
 
 
@@ -268,6 +269,28 @@ class Farmers:
 
     # -- shared checks --------------------------------------------------------
 
+    def farmer_id(self, text: str) -> str:
+        """The canonical address of an <id> (address or nodeid), or InvalidFarmerId."""
+        return self._farmer_id(text)
+
+    def identify(self, farmer_id: str, request: Request,
+                 route: str) -> "defer.Deferred[str]":
+        """The address of a request-bound (DATASERV-V2) request's <id>, once its
+        syntax (InvalidFarmerId) and signature (Unauthenticated) are checked and the
+        request is claimed (accepted once, across daemons), as every signed route
+        does. Legacy headers are refused: routes that need this never took them."""
+        address = self._farmer_id(farmer_id)
+        claim = self._authenticate(address, request, route)
+        if claim is None:  # --skip-authentication
+            return defer.succeed(address)
+        if not claim.v2:
+            self._unclaim(claim)
+            raise Unauthenticated(reason=NEEDS_V2)
+        # Whether the farmer exists is the route's business: no mark in memory here.
+        d = self._claimed(address, claim, self.store.claim(address, claim, request.now),
+                          known=lambda _: False)
+        return d.addCallback(lambda _: address)
+
     def _farmer_id(self, text):
         try:
             return addresses.parse_farmer_id(text)
@@ -309,11 +332,15 @@ class Farmers:
             self.replays.release(claim.key)
 
     @defer.inlineCallbacks
-    def _claimed(self, address, claim, d):
+    def _claimed(self, address, claim, d, known=bool):
         """d's result, once the database has accepted the claim made with it.
 
         A refused claim is Unauthenticated; a failure before the database decided
-        (e.g. it is unreachable) gives the key back, so the client can retry.
+        (e.g. it is unreachable) gives the key back, so the client can retry. An
+        accepted v2 claim marks the farmer as a v2 farmer in memory only when
+        ``known(result)`` says the farmer exists (the database marks only a farmer
+        it has): a v2 request for an unknown address must not refuse that address's
+        legacy registration later.
         """
         try:
             result = yield d
@@ -324,7 +351,7 @@ class Farmers:
         except BaseException:
             self._unclaim(claim)
             raise
-        if claim is not None and claim.v2:
+        if claim is not None and claim.v2 and known(result):
             self.v2_farmers.add(address)
         return result
 
@@ -358,7 +385,8 @@ class Farmers:
         record = yield self._claimed(address, claim, self.store.register(
             address, parsed_payout, request.now, request.ip,
             network=limits.registration_network(request.ip),
-            limit=self.registrations_per_network, period=limits.HOUR, claim=claim))
+            limit=self.registrations_per_network, period=limits.HOUR, claim=claim),
+            known=lambda result: isinstance(result, FarmerRecord))
         if record is None:
             raise AlreadyRegistered()
         if isinstance(record, RegistrationRefused):
@@ -389,12 +417,14 @@ class Farmers:
             if outcome.outcome == "downgrade":
                 self.v2_farmers.add(address)
             raise Unauthenticated(reason=_REFUSALS[outcome.outcome])
-        if claim is not None and claim.v2:
-            self.v2_farmers.add(address)
-        if throttled:
+        if throttled:  # throttled in memory: the farmer is known
+            if claim is not None and claim.v2:
+                self.v2_farmers.add(address)
             return
         if outcome.last_contact is None:
             raise FarmerNotFound()
+        if claim is not None and claim.v2:
+            self.v2_farmers.add(address)
         # Written by us or not, the stored contact throttles the next pings here:
         # with several daemons, or after a restart, the one before may be another's.
         self.recent.wrote(address, outcome.last_contact)
@@ -449,7 +479,7 @@ class Farmers:
         self._spend(self.audits, address, request, TooManyAudits, claim)
         outcome = yield self._claimed(address, claim, self.store.add_audit(
             address, block, response.lower(), request.now, request.ip,
-            self.settings.online_seconds, claim))
+            self.settings.online_seconds, claim), known=lambda result: result != "unknown")
         if outcome == "unknown":
             raise FarmerNotFound()
         if outcome == "duplicate":

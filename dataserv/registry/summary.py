@@ -252,7 +252,7 @@ class Summariser(service.Service):
         snap = self.snapshot
         yield self.store.append_history(
             now, snap.online_farmers, snap.total_tb, snap.total_height,
-            min_gap=self.settings.history_interval)
+            min_gap=self.settings.history_interval, verified_tb=snap.verified_tb)
         self._history_at = now
 
     @defer.inlineCallbacks

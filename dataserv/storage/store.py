@@ -15,7 +15,8 @@ from dataserv.storage.failures import DatabaseConflict
 
 # {height}: the stored credited height, or the credited_height(...) expression.
 FARMER_COLUMNS = ("id, btc_addr, payout_addr, {height}, reg_time, last_seen,"
-                  " bandwidth_upload, bandwidth_download, claimed_height, height_at")
+                  " bandwidth_upload, bandwidth_download, claimed_height, height_at,"
+                  " plots, verified_bytes")
 
 # The credited-height rule (schema 0004, named by dataserv.registry.credit) applied
 # at %(now)s with %(rate)s shards per second; NULL rate: the claim as it is.
@@ -23,21 +24,25 @@ CREDITED_HEIGHT = ("credited_height(height, height_at, claimed_height,"
                    " %(rate)s::float8, %(now)s::float8)")
 
 ACTIVITY_COLUMNS = ("id, " + CREDITED_HEIGHT + " AS credited, last_seen,"
-                    " bandwidth_upload, bandwidth_download, claimed_height")
+                    " bandwidth_upload, bandwidth_download, claimed_height, plots, verified_bytes")
 
+# plots and verified_bytes: what the last challenge round proved (dataserv.proofs);
+# 0 for farmers without plots.
 FarmerRecord = namedtuple("FarmerRecord", [
     "id", "btc_addr", "payout_addr", "height", "reg_time", "last_seen",
-    "bandwidth_upload", "bandwidth_download", "claimed_height", "height_at"],
-    defaults=(None,))
+    "bandwidth_upload", "bandwidth_download", "claimed_height", "height_at",
+    "plots", "verified_bytes"], defaults=(None, 0, 0))
 
 # A registration refused because the farmer's network had its share this period;
 # retry_at: when the next one from there will be accepted (Unix seconds).
 RegistrationRefused = namedtuple("RegistrationRefused", ["retry_at"])
 
-HistoryRow = namedtuple("HistoryRow", ["at", "online_farmers", "total_tb", "total_height"])
+HistoryRow = namedtuple("HistoryRow", ["at", "online_farmers", "total_tb", "total_height",
+                                       "verified_tb"], defaults=(0.0,))
 
 # Empties every table (the test suite and the benchmark start from nothing).
-TRUNCATE_ALL = ("TRUNCATE audits, uptime_days, totals_history, request_claims, farmers"
+TRUNCATE_ALL = ("TRUNCATE challenges, plots, audits, uptime_days, totals_history,"
+                " request_claims, farmers"
                 " RESTART IDENTITY CASCADE")
 
 NEVER_THROTTLED = -math.inf
@@ -219,6 +224,15 @@ class FarmerStore:
                     for item, outcome, written, last in rows}
 
     @defer.inlineCallbacks
+    def claim(self, address: str, claim: "Claim", now: float) -> Any:
+        """Claim a request that writes nothing of its own here (its route's writes
+        follow); ClaimRefused if refused."""
+        rows = yield self._query(
+            "claim", "SELECT claim_request(%s, %s, %s, %s, %s)",
+            _claim_params(address, claim, now))
+        _claimed(rows[0][0])
+
+    @defer.inlineCallbacks
     def set_height(self, address: str, height: int, now: float, ip: Optional[str],
                    window: float, rate: Optional[float] = None,
                    claim: "Claim | None" = None) -> Any:
@@ -329,7 +343,7 @@ class FarmerStore:
     def online_activity(self, cutoff: float, pause=None, now: Optional[float] = None,
                         rate: Optional[float] = None):
         """(id, height, last_seen, bandwidth_upload, bandwidth_download,
-        claimed_height) of farmers seen at or after cutoff, by height desc then
+        claimed_height, plots, verified_bytes) of farmers seen at or after cutoff, by height desc then
         registration order. The height is the one credited at ``now`` with ``rate``
         shards per second (see :meth:`farmer`). The columns that never change are
         left to :meth:`identities` (fetched once per farmer)."""
@@ -381,16 +395,18 @@ class FarmerStore:
 
     # -- totals history -----------------------------------------------------
 
-    def append_history(self, at, online_farmers, total_tb, total_height, min_gap=0):
+    def append_history(self, at, online_farmers, total_tb, total_height, min_gap=0,
+                       verified_tb=0.0):
         """Add one totals row unless one newer than ``at - min_gap`` exists (another
         daemon on the same database may have written it)."""
         return self._query(
             "append_history",
-            "INSERT INTO totals_history (at, online_farmers, total_tb, total_height)"
-            " SELECT %s, %s, %s, %s WHERE NOT EXISTS"
+            "INSERT INTO totals_history (at, online_farmers, total_tb, total_height,"
+            " verified_tb)"
+            " SELECT %s, %s, %s, %s, %s WHERE NOT EXISTS"
             " (SELECT 1 FROM totals_history WHERE at > %s)"
             " ON CONFLICT (at) DO NOTHING RETURNING at",
-            (at, online_farmers, total_tb, total_height, at - min_gap))
+            (at, online_farmers, total_tb, total_height, verified_tb, at - min_gap))
 
     @defer.inlineCallbacks
     def last_history_time(self):
@@ -407,7 +423,7 @@ class FarmerStore:
             " numbered AS (SELECT *, (row_number() OVER (ORDER BY at) - 1) AS i"
             "   FROM totals_history WHERE at BETWEEN %(s)s AND %(u)s)"
             " SELECT max(at), round(avg(online_farmers))::int, avg(total_tb),"
-            "        round(avg(total_height))::bigint"
+            "        round(avg(total_height))::bigint, avg(verified_tb)"
             " FROM numbered, span"
             " GROUP BY (i * %(p)s) / greatest(span.n, 1)"
             " ORDER BY 1",

@@ -2,7 +2,7 @@
 
 import ipaddress
 import json
-from typing import Any, Optional
+from typing import Any, Dict, Optional, Tuple
 
 from klein import Klein
 from twisted.internet import defer
@@ -14,6 +14,7 @@ from werkzeug.routing import RequestRedirect
 
 from dataserv import __version__
 from dataserv.identity import v2
+from dataserv.proofs import rules as proof_rules
 from dataserv.registry import farmers as rules
 from dataserv.web import limits
 from dataserv.web.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics
@@ -22,8 +23,10 @@ from dataserv.registry.uptime import uptime_percent
 from dataserv.web.body import Body
 from dataserv.web import openapi
 from dataserv.web.static_files import StaticFiles
+from dataserv.web.proofs_api import ProofsAPI
 
 TEXT = b"text/html; charset=utf-8"  # what 2.2.x (Flask) sent for its plain answers
+PLAIN = b"text/plain; charset=utf-8"  # the routes beyond 2.2.x
 JSON = b"application/json"
 PLAIN = b"text/plain; charset=utf-8"  # every error that is not one of the contract's
 RETRY_AFTER = b"5"
@@ -31,7 +34,7 @@ SERVER = ("dataserv/%s" % (__version__,)).encode()
 
 # (route, rejection) -> (status, body). Bodies are the contract's, byte for byte.
 _REGISTER = "Registration Failed: Invalid Bitcoin address."
-ERRORS = {
+ERRORS: Dict[Tuple[str, type], Tuple[Any, ...]] = {
     ("register", rules.InvalidFarmerId): (400, _REGISTER),
     ("register", rules.Unauthenticated): (401, "Registration Failed: Invalid authentication headers."),
     ("register", rules.InvalidPayout): (400, _REGISTER),
@@ -62,6 +65,23 @@ ERRORS = {
     ("farmer", rules.InvalidFarmerId): (400, "Invalid nodeid."),
     ("farmer", rules.FarmerNotFound): (404, "Farmer not found."),
 }
+# The proof-of-space routes (web/proofs_api.py): text/plain, the third element.
+_BAD_K = "Invalid k: plots from k={smallest} to k={largest} are accepted."
+for _route in ("plot", "challenges", "answers"):
+    ERRORS.update({
+        (_route, rules.InvalidFarmerId): (400, "Invalid nodeid.", PLAIN),
+        (_route, rules.Unauthenticated): (401, "Invalid authentication headers.", PLAIN),
+        (_route, rules.FarmerNotFound): (404, "Farmer not found.", PLAIN),
+        (_route, proof_rules.BodyTooLarge): (
+            413, "Body too large: at most %d bytes." % proof_rules.MAX_BODY, PLAIN),
+        (_route, proof_rules.InvalidProofRequest): (400, "{reason}", PLAIN),
+    })
+ERRORS.update({
+    ("plot", proof_rules.KOutOfRange): (400, _BAD_K, PLAIN),
+    ("plot", proof_rules.PlotConflict): (409, "Plot already registered with another k.", PLAIN),
+    ("answers", proof_rules.UnknownPlot): (404, "Unknown plot.", PLAIN),
+    ("answers", proof_rules.UnknownChallenge): (404, "Unknown challenge.", PLAIN),
+})
 UNAVAILABLE = (503, "Service unavailable: the database cannot be reached. Try again later.")
 NOT_SUMMARISED = (503, "Service unavailable: the online list is being built. Try again shortly.")
 TOO_MANY = (429, "Too many requests: slow down.")
@@ -96,8 +116,10 @@ class API:
     log = Logger()
 
     def __init__(self, farmers, summariser, database, settings, clock,
-                 metrics: Optional[Metrics] = None) -> None:
+                 metrics: Optional[Metrics] = None, proofs=None) -> None:
         self.farmers = farmers
+        self.proofs = proofs
+        self.proofs_api = ProofsAPI(self, proofs) if proofs is not None else None
         self.summariser = summariser
         self.database = database
         self.settings = settings
@@ -197,7 +219,7 @@ class API:
             for kind in type(error).__mro__:
                 entry = ERRORS.get((route, kind))
                 if entry is not None:
-                    status, body = entry
+                    status, body = entry[:2]
                     if isinstance(error, rules.Unauthenticated):
                         # The contract's body stays; the reason is one line beside it.
                         request.setHeader(b"X-Auth-Error", error.reason.encode("ascii"))
@@ -205,12 +227,16 @@ class API:
                             request.setHeader(b"X-Clock-Skew", str(int(error.skew)).encode())
                     if isinstance(error, rules.DuplicateAudit):
                         body = body.format(block=error.block)
+                    if isinstance(error, proof_rules.InvalidProofRequest):
+                        body = body.format(reason=error.reason)
+                    if isinstance(error, proof_rules.KOutOfRange):
+                        body = body.format(smallest=error.smallest, largest=error.largest)
                     if isinstance(error, rules.TooMany):
                         self.metrics.refused(route)  # audit, bandwidth or register
                         request.setHeader(b"Retry-After", b"%d" % error.retry_after)
                         return self._text(request, status,
                                           body.format(retry_after=error.retry_after), PLAIN)
-                    return self._text(request, status, body)
+                    return self._text(request, status, body, *entry[2:])
             return failure
 
         return d.addCallbacks(success, failed)
@@ -347,10 +373,25 @@ class API:
                 "audits": status.audits,
                 "last_audit_block": status.last_audit_block,
             })
+            if self.proofs is None:
+                return body
+            scores = self.proofs.plot_scores(status.record.id, now)
+            return scores.addCallback(lambda tallies: dict(body, plot_scores=[
+                proof_rules.plot_score_dict(t) for t in tallies]))
+
+        def send(body):
             request.setHeader(b"Access-Control-Allow-Origin", b"*")
             return self._text(request, 200, render.json_bytes(body), JSON)
 
-        return self._answer("farmer", request, d, found)
+        d.addCallback(found)
+        return self._answer("farmer", request, d, send)
+
+    @app.route("/api/proofs/", branch=True, methods=["GET", "POST"])
+    def proofs_routes(self, request):
+        """Proof of space: /api/proofs/<id>/plots, .../challenges, .../answers."""
+        if self.proofs_api is None:
+            return self._text(request, 404, "Not found.", PLAIN)
+        return self.proofs_api.resource()
 
     @app.route("/api/total/history", methods=["GET"])
     def total_history(self, request):
@@ -375,7 +416,8 @@ class API:
             request.setHeader(b"Access-Control-Allow-Origin", b"*")
             body = {"since": since, "until": until, "history": [
                 {"time": int(row.at), "total_farmers": row.online_farmers,
-                 "total_TB": round(row.total_tb, 2), "total_height": row.total_height}
+                 "total_TB": round(row.total_tb, 2), "total_height": row.total_height,
+                 "verified_TB": round(row.verified_tb, 2)}
                 for row in history]}
             return self._text(request, 200, render.json_bytes(body), JSON)
 

@@ -24,7 +24,7 @@ from prometheus_client.exposition import generate_latest
 CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 
 _ROUTES = {"address", "register", "ping", "height", "online", "total", "bandwidth",
-           "audit", "farmer", "openapi.json"}
+           "audit", "farmer", "openapi.json", "proofs"}
 _ROOT_ROUTES = {"health", "metrics", "", "favicon.ico"}
 
 # Upper bounds (seconds) of the latency buckets; +Inf is implied.

@@ -22,6 +22,9 @@ _INTEGER = {"type": "integer"}
 _STRING = {"type": "string"}
 
 SCHEMAS: Dict[str, Any] = {
+    "RegisteredPlot": {"type": "object", "required": ["plot_id", "k", "new"]},
+    "Challenges": {"type": "object", "required": ["challenges"]},
+    "Answers": {"type": "object", "required": ["answers"]},
     "Address": {"type": "object", "required": ["address"],
                 "properties": {"address": _STRING}},
     "Farmer": {
@@ -153,6 +156,22 @@ def _signed(path: str, operation_id: str, summary: str, accepted: str,
 
 
 _LEGACY = ("legacy",)
+_PROOFS = ("proofs",)
+
+
+def _request_bound(path: str, method: str, operation_id: str, summary: str,
+                   ok: Dict[str, Any], extra: Iterable[Tuple[str, Dict[str, Any]]] = (),
+                   body: Optional[Dict[str, Any]] = None) -> Tuple[str, Dict[str, Any]]:
+    """A proof-of-space route: DATASERV-V2 headers only, GET or POST with a JSON body."""
+    _, item = get(path, operation_id, summary, ok,
+                  SIGNED + (("413", _text("body over --max-body or the route's cap")),)
+                  + tuple(extra), [FARMER_ID], signed=True, tags=_PROOFS)
+    operation = item["get"]
+    operation["security"] = [{"dataservV2": []}]
+    if body is not None:
+        operation["requestBody"] = {"required": True, "content": {"application/json": {
+            "schema": body}}}
+    return path, {method: operation}
 
 ROUTES: List[Tuple[str, Dict[str, Any]]] = [
     get("/api/address", "address", "The server's address, which farmers sign for.",
@@ -202,6 +221,21 @@ ROUTES: List[Tuple[str, Dict[str, Any]]] = [
                               "Retry-After", "seconds"))]),
     get("/metrics", "metrics", "Prometheus metrics (text format 0.0.4).",
         _text("metrics", ("text/plain",)), [("403", _text("not from --metrics-allow"))]),
+    _request_bound("/api/proofs/{farmer_id}/plots", "post", "register_plot",
+                   "Register a plot (its id is worked out from the farmer and the seed).",
+                   _json("RegisteredPlot", "the plot"),
+                   [("409", _text("the seed is registered with another k"))],
+                   {"type": "object", "required": ["seed", "k"], "properties": {
+                       "seed": {"type": "string", "description": "32 bytes, hex"},
+                       "k": {"type": "integer"}}}),
+    _request_bound("/api/proofs/{farmer_id}/challenges", "get", "challenges",
+                   "The farmer's open challenges; fetching starts each one's window.",
+                   _json("Challenges", "open challenges")),
+    _request_bound("/api/proofs/{farmer_id}/answers", "post", "answers",
+                   "Proofs for fetched challenges; each is checked with chiapos.",
+                   _json("Answers", "one outcome per challenge"), (),
+                   {"type": "object", "required": ["answers"], "properties": {
+                       "answers": {"type": "array", "items": {"type": "object"}}}}),
 ] + [
     get(path, "static_%d" % n, "The dashboard: " + name,
         {"description": name, "content": {content_type.split(";")[0]: {"schema": _STRING}},
@@ -222,7 +256,11 @@ def document() -> Dict[str, Any]:
         "paths": dict(ROUTES),
         "components": {
             "schemas": SCHEMAS,
-            "securitySchemes": {"legacySignature": {
+            "securitySchemes": {"dataservV2": {
+                "type": "apiKey", "in": "header", "name": "Authorization",
+                "description": "DATASERV-V2 <nonce> <signature>: the request-bound scheme "
+                               "of README's Security section"},
+                "legacySignature": {
                 "type": "apiKey", "in": "header", "name": "Authorization",
                 "description": "base64 of a compact recoverable secp256k1 signature of "
                                "'<server address> <Date header>', Bitcoin signed-message "

@@ -1,0 +1,1 @@
+"""Proof of space: plots bound to a farmer, challenges, proof verification, scores."""

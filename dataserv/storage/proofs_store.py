@@ -1,0 +1,224 @@
+"""Every SQL statement of proof of space: plots, challenges, answers and tallies.
+
+The one rule kept here for speed is which challenges are *settled*, i.e. count in a
+plot's score (see dataserv.proofs.scoring): answered; or fetched and the proof
+window over; or never fetched in a round that has closed. It is named
+:data:`SETTLED` and used by both tallies.
+"""
+
+from collections import namedtuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+
+from twisted.internet import defer
+
+from dataserv.storage.store import Timings
+
+OpenChallenge = namedtuple("OpenChallenge", ["plot_id", "k", "challenge", "fetched_at"])
+AnswerTarget = namedtuple("AnswerTarget", [
+    "row", "plot_id", "k", "challenge", "fetched_at", "answered_at"])
+PlotTally = namedtuple("PlotTally", ["plot_id", "k", "found", "settled", "answered"])
+
+# A challenge that counts in a score, at %(now)s with %(interval)s between rounds and
+# %(window)s to answer after a fetch.
+SETTLED = ("(c.answered_at IS NOT NULL"
+           " OR (c.fetched_at IS NOT NULL AND c.fetched_at + %(window)s < %(now)s)"
+           " OR (c.fetched_at IS NULL AND c.issued_at <= %(now)s - %(interval)s))")
+
+# Any constant: the same in every dataserv process (migrations use 0x64617461).
+DRAW_LOCK_KEY = 0x706C6F74  # "plot"
+
+TALLY = ("coalesce(sum(c.proofs) FILTER (WHERE " + SETTLED + "), 0),"
+         " count(c.id) FILTER (WHERE " + SETTLED + "),"
+         " count(c.id) FILTER (WHERE c.answered_at IS NOT NULL)")
+
+
+class ProofStore:
+    """The proof-of-space tables, through a :class:`dataserv.storage.database.Database`."""
+
+    def __init__(self, database: Any, clock: Any, timings: Optional[Timings] = None) -> None:
+        self.db = database
+        self.timings = timings if timings is not None else Timings(clock)
+
+    def _query(self, name: str, sql: str, params: Any = None) -> "defer.Deferred[Any]":
+        return self.timings.measure(name, self.db.run_query(sql, params))
+
+    def _interaction(self, name: str, interaction: Callable[..., Any], *args: Any) -> Any:
+        return self.timings.measure(name, self.db.run_interaction(interaction, *args))
+
+    # -- plots --------------------------------------------------------------
+
+    def register_plot(self, address: str, plot_id: bytes, seed: bytes, k: int,
+                      now: float) -> "defer.Deferred[str]":
+        """Add a plot: "registered", "again" (the same plot was registered before),
+        "conflict" (registered with another k) or "unknown" (no such farmer)."""
+        @defer.inlineCallbacks
+        def interaction(cursor: Any) -> Any:
+            yield cursor.execute("SELECT id FROM farmers WHERE btc_addr = %s", (address,))
+            found = cursor.fetchall()
+            if not found:
+                return "unknown"
+            yield cursor.execute(
+                "INSERT INTO plots (plot_id, farmer_id, seed, k, registered_at)"
+                " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (plot_id) DO NOTHING RETURNING id",
+                (plot_id, found[0][0], seed, k, now))
+            if cursor.rowcount:
+                return "registered"
+            yield cursor.execute("SELECT k FROM plots WHERE plot_id = %s", (plot_id,))
+            return "again" if cursor.fetchall()[0][0] == k else "conflict"
+
+        return self._interaction("register_plot", interaction)
+
+    # -- challenges ---------------------------------------------------------
+
+    def draw_round(self, now: float, per_plot: int, interval: float,
+                   random_bytes: Callable[[int], bytes]) -> "defer.Deferred[int]":
+        """Draw ``per_plot`` fresh 32-byte challenges for every plot, from one call of
+        ``random_bytes``; returns how many. Nothing when a round was drawn less than
+        half an interval ago (another daemon on the same database drew it)."""
+        @defer.inlineCallbacks
+        def interaction(cursor: Any) -> Any:
+            # Daemons on one database draw one after the other, and the second sees
+            # the first one's round.
+            yield cursor.execute("SELECT pg_advisory_xact_lock(%s)", (DRAW_LOCK_KEY,))
+            yield cursor.execute(
+                "SELECT count(*) FROM plots WHERE NOT EXISTS"
+                " (SELECT 1 FROM challenges WHERE issued_at > %s)", (now - interval / 2,))
+            plots = cursor.fetchall()[0][0]
+            if not plots:
+                return 0
+            blob = random_bytes(plots * per_plot * 32)
+            yield cursor.execute(
+                "INSERT INTO challenges (plot, challenge, issued_at)"
+                " SELECT p.id, substring(%(blob)s FROM ((p.n - 1) * %(per)s + s.i)::int * 32 + 1"
+                "   FOR 32), %(now)s"
+                " FROM (SELECT id, row_number() OVER (ORDER BY id) AS n FROM plots) p,"
+                "      generate_series(0, %(per)s - 1) AS s(i)"
+                " WHERE p.n <= %(plots)s",
+                {"blob": blob, "per": per_plot, "now": now, "plots": plots})
+            return cursor.rowcount
+
+        return self._interaction("draw_round", interaction)
+
+    def fetch_challenges(self, address: str, now: float, interval: float, window: float,
+                         limit: int) -> "defer.Deferred[Optional[List[OpenChallenge]]]":
+        """The farmer's challenges that can still be answered (of the current round,
+        unanswered, not past their window), at most ``limit``; the first fetch of each
+        is recorded as now. None when there is no such farmer."""
+        @defer.inlineCallbacks
+        def interaction(cursor: Any) -> Any:
+            yield cursor.execute("SELECT id FROM farmers WHERE btc_addr = %s", (address,))
+            found = cursor.fetchall()
+            if not found:
+                return None
+            yield cursor.execute(
+                "WITH picked AS ("
+                "  SELECT c.id FROM challenges c JOIN plots p ON p.id = c.plot"
+                "  WHERE p.farmer_id = %(farmer)s AND c.issued_at > %(now)s - %(interval)s"
+                "    AND c.answered_at IS NULL"
+                "    AND (c.fetched_at IS NULL OR %(now)s <= c.fetched_at + %(window)s)"
+                "  ORDER BY c.id LIMIT %(limit)s FOR UPDATE OF c)"
+                " UPDATE challenges c SET fetched_at = coalesce(c.fetched_at, %(now)s)"
+                " FROM picked, plots p WHERE c.id = picked.id AND p.id = c.plot"
+                " RETURNING p.plot_id, p.k, c.challenge, c.fetched_at, c.id",
+                {"farmer": found[0][0], "now": now, "interval": interval,
+                 "window": window, "limit": limit})
+            rows = sorted(cursor.fetchall(), key=lambda row: row[-1])
+            return [OpenChallenge(bytes(p), k, bytes(c), f) for p, k, c, f, _ in rows]
+
+        return self._interaction("fetch_challenges", interaction)
+
+    @defer.inlineCallbacks
+    def answer_targets(self, address: str, challenges: Sequence[bytes]) -> Any:
+        """(farmer exists, {challenge: AnswerTarget}) for the farmer's challenges among
+        ``challenges``; challenges of other farmers' plots are not found."""
+        rows = yield self._query(
+            "answer_targets",
+            "SELECT f.id, c.id, p.plot_id, p.k, c.challenge, c.fetched_at, c.answered_at"
+            " FROM farmers f"
+            " LEFT JOIN plots p ON p.farmer_id = f.id"
+            " LEFT JOIN challenges c ON c.plot = p.id AND c.challenge = ANY(%s::bytea[])"
+            " WHERE f.btc_addr = %s",
+            ([bytes(c) for c in challenges], address))
+        targets = {}
+        for _, row, plot_id, k, challenge, fetched_at, answered_at in rows:
+            if row is not None:
+                targets[bytes(challenge)] = AnswerTarget(
+                    row, bytes(plot_id), k, bytes(challenge), fetched_at, answered_at)
+        return bool(rows), targets
+
+    @defer.inlineCallbacks
+    def farmer_plot_ids(self, address: str) -> Any:
+        """The plot ids of a farmer, as a set of bytes."""
+        rows = yield self._query(
+            "farmer_plot_ids",
+            "SELECT p.plot_id FROM plots p JOIN farmers f ON f.id = p.farmer_id"
+            " WHERE f.btc_addr = %s", (address,))
+        return {bytes(row[0]) for row in rows}
+
+    @defer.inlineCallbacks
+    def record_answers(self, now: float, window: float,
+                       answers: Iterable[Tuple[int, int]]) -> Any:
+        """Write [(challenge row, valid proofs)] for the challenges not answered yet
+        whose window, from the first fetch, is still open at now; returns the rows
+        written (a second answer, or a late one, writes nothing)."""
+        answers = list(answers)
+        if not answers:
+            return set()
+        rows = yield self._query(
+            "record_answers",
+            "UPDATE challenges c SET answered_at = %(now)s, proofs = u.n"
+            " FROM unnest(%(rows)s::bigint[], %(ns)s::int[]) AS u(id, n)"
+            " WHERE c.id = u.id AND c.answered_at IS NULL AND c.fetched_at IS NOT NULL"
+            "   AND %(now)s <= c.fetched_at + %(window)s"
+            " RETURNING c.id",
+            {"now": now, "window": window, "rows": [r for r, _ in answers],
+             "ns": [n for _, n in answers]})
+        return {row[0] for row in rows}
+
+    def prune_challenges(self, before: float) -> "defer.Deferred[Any]":
+        """Drop the challenges issued before ``before`` (out of every window)."""
+        return self._query(
+            "prune_challenges",
+            "WITH gone AS (DELETE FROM challenges WHERE issued_at < %s RETURNING 1)"
+            " SELECT count(*) FROM gone", (before,))
+
+    # -- tallies and scores -------------------------------------------------
+
+    @defer.inlineCallbacks
+    def all_tallies(self, now: float, since: float, interval: float, window: float) -> Any:
+        """(farmer id, k, proofs found, challenges settled) for every plot, over the
+        challenges issued after ``since``."""
+        rows = yield self._query(
+            "all_tallies",
+            "SELECT p.farmer_id, p.k, " + TALLY + " FROM plots p"
+            " LEFT JOIN challenges c ON c.plot = p.id AND c.issued_at > %(since)s"
+            " GROUP BY p.id",
+            {"now": now, "since": since, "interval": interval, "window": window})
+        return [(farmer, k, int(found), settled) for farmer, k, found, settled, _ in rows]
+
+    @defer.inlineCallbacks
+    def farmer_tallies(self, farmer_id: int, now: float, since: float, interval: float,
+                       window: float) -> Any:
+        """A PlotTally for each plot of one farmer, in registration order."""
+        rows = yield self._query(
+            "farmer_tallies",
+            "SELECT p.plot_id, p.k, " + TALLY + " FROM plots p"
+            " LEFT JOIN challenges c ON c.plot = p.id AND c.issued_at > %(since)s"
+            " WHERE p.farmer_id = %(farmer)s GROUP BY p.id ORDER BY p.id",
+            {"now": now, "since": since, "interval": interval, "window": window,
+             "farmer": farmer_id})
+        return [PlotTally(bytes(p), k, int(found), settled, answered)
+                for p, k, found, settled, answered in rows]
+
+    def write_farmer_totals(self, totals: Dict[int, Tuple[int, int]]) -> "defer.Deferred[Any]":
+        """Set {farmer id: (plots, verified bytes)}; rows that did not change are not
+        written."""
+        ids = sorted(totals)
+        return self._query(
+            "write_farmer_totals",
+            "WITH changed AS (UPDATE farmers f SET plots = u.plots, verified_bytes = u.verified"
+            " FROM unnest(%s::bigint[], %s::int[], %s::bigint[]) AS u(id, plots, verified)"
+            " WHERE f.id = u.id"
+            "   AND (f.plots, f.verified_bytes) IS DISTINCT FROM (u.plots, u.verified)"
+            " RETURNING 1) SELECT count(*) FROM changed",
+            (ids, [totals[i][0] for i in ids], [totals[i][1] for i in ids]))

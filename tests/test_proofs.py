@@ -1,0 +1,363 @@
+"""Proof of space end to end on real chiapos plots: registration, challenge rounds,
+answers, scores and what is published, through StubTreq over real PostgreSQL.
+
+Rounds run under a Clock; plots are k=20 (tests/plots.py, built once per run) and
+accepted through Settings(min_k=20), a test-only value of the setting.
+"""
+
+import io
+import json
+import os
+import random
+
+from twisted.internet import defer
+
+from dataserv.client.farmer import FarmerClient
+from dataserv.client.farming import Farm
+from dataserv.identity.signing import FarmerKey, headers_for, v2_headers_for
+from dataserv.proofs import plots as plot_rules
+from dataserv.proofs.rounds import ChallengeRounds
+from dataserv.storage.proofs_store import ProofStore
+from tests import plots
+from tests.test_api import APITestCase, pumped
+
+ALICE = FarmerKey.from_seed(b"test_proofs alice")
+BOB = FarmerKey.from_seed(b"test_proofs bob")
+SEEDS = [bytes([i]) * 32 for i in (1, 2)]
+PLAIN = b"text/plain; charset=utf-8"
+SETTINGS = dict(min_k=plots.K, challenges_per_round=16, challenge_interval=60,
+                proof_window=30, score_window=600)
+
+
+def nodeid(key):
+    return bytes.fromhex(key.nodeid)
+
+
+class ProofsTestCase(APITestCase):
+    """A server with proofs, a ChallengeRounds on the test's Clock, and helpers."""
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        yield super().setUp()
+        self.serve(**SETTINGS)
+        # Challenges from a seeded generator: a plot answers each with a Poisson-like
+        # count of proofs, so a random draw would make the score tests flaky; these
+        # are the same random-looking challenges on every run.
+        self.rounds = ChallengeRounds(ProofStore(self.db, self.clock), self.settings,
+                                      self.clock, random_bytes=random.Random(14).randbytes)
+
+    def send(self, key, path, body=None, method="GET", headers=None):
+        """A request signed with DATASERV-V2 headers (unless headers are given) with
+        an optional body: the proof routes take no legacy headers."""
+        server = self.server
+        if headers is None:
+            headers = v2_headers_for(key, self.settings.address, method, path, body or b"",
+                                     date=self.date())
+        d = server.http.request(method, "http://dataserv.test" + path, headers=headers,
+                                data=body)
+        d.addCallback(lambda response: server.http.content(response).addCallback(
+            lambda content: (response.code, response.headers, content)))
+        return pumped([server.http, server.raw], d)
+
+    @defer.inlineCallbacks
+    def register(self, key, seeds=SEEDS, k=plots.K):
+        yield self.call(key, "/api/register/" + key.address)
+        ids = []
+        for seed in seeds:
+            code, _, body = yield self.send(
+                key, "/api/proofs/%s/plots" % key.nodeid,
+                json.dumps({"seed": seed.hex(), "k": k}).encode(), "POST")
+            self.assertEqual(code, 200, body)
+            ids.append(json.loads(body)["plot_id"])
+        return ids
+
+    @defer.inlineCallbacks
+    def fetch(self, key):
+        code, _, body = yield self.send(key, "/api/proofs/%s/challenges" % key.nodeid)
+        self.assertEqual(code, 200, body)
+        return json.loads(body)["challenges"]
+
+    def answer_body(self, challenges, provers):
+        """An answer with the proofs the provers (by plot id hex) find."""
+        answers = []
+        for c in challenges:
+            prover = provers.get(c["plot_id"])
+            proofs = prover.proofs(bytes.fromhex(c["challenge"])) if prover else []
+            answers.append({"plot_id": c["plot_id"], "challenge": c["challenge"],
+                            "proofs": [p.hex() for p in proofs]})
+        return answers
+
+    @defer.inlineCallbacks
+    def answer(self, key, answers):
+        """Send answers in batches of at most 32; the outcomes."""
+        outcomes = []
+        for start in range(0, len(answers), 32):
+            code, _, body = yield self.send(
+                key, "/api/proofs/%s/answers" % key.nodeid,
+                json.dumps({"answers": answers[start:start + 32]}).encode(), "POST")
+            self.assertEqual(code, 200, body)
+            outcomes.extend(json.loads(body)["answers"])
+        return outcomes
+
+    @defer.inlineCallbacks
+    def play_rounds(self, key, provers, rounds=2, forge=None):
+        """``rounds`` rounds: draw, fetch, answer (with forge(challenges) if given),
+        then the next round scores."""
+        for _ in range(rounds):
+            yield self.rounds.run_round()
+            challenges = yield self.fetch(key)
+            answers = forge(challenges) if forge else self.answer_body(challenges, provers)
+            yield self.answer(key, answers)
+            self.clock.advance(self.settings.challenge_interval)
+        yield self.rounds.run_round()
+
+    @defer.inlineCallbacks
+    def farmer(self, key):
+        reply = yield self.get("/api/farmer/" + key.nodeid)
+        return json.loads(reply.body)
+
+    def provers(self, key, seeds=SEEDS):
+        return {p.plot_id.hex(): p for p in (plots.plot(nodeid(key), s) for s in seeds)}
+
+
+class ScoreTests(ProofsTestCase):
+
+    @defer.inlineCallbacks
+    def test_honest_farmer_is_verified(self):
+        """All plots answered: each plot's fraction near 1 within one window, and the
+        farmer's verified bytes published in the lists and the totals."""
+        provers = self.provers(ALICE)
+        ids = yield self.register(ALICE)
+        self.assertEqual(sorted(ids), sorted(provers))
+        yield self.play_rounds(ALICE, provers)
+        status = yield self.farmer(ALICE)
+        self.assertEqual(status["plots"], 2)
+        fractions = [s["fraction"] for s in status["plot_scores"]]
+        self.assertTrue(all(f >= 0.75 for f in fractions), fractions)
+        self.assertEqual([s["challenges_settled"] for s in status["plot_scores"]], [32, 32])
+        self.assertEqual([s["challenges_answered"] for s in status["plot_scores"]], [32, 32])
+        self.assertEqual(status["verified_bytes"],
+                         sum(s["verified_bytes"] for s in status["plot_scores"]))
+        self.assertGreater(status["verified_bytes"], 1.5 * plot_rules.plot_bytes(plots.K))
+        snap = yield self.server.summariser.run_pass()
+        snap = self.server.summariser.snapshot
+        listed = json.loads(bytes(snap.online_json))["farmers"][0]
+        self.assertEqual((listed["plots"], listed["verified_bytes"]),
+                         (2, status["verified_bytes"]))
+        self.assertEqual(json.loads(snap.total_json)["verified_TB"],
+                         round(status["verified_bytes"] / 1024 ** 4, 2))
+        self.assertEqual(snap.verified_bytes, status["verified_bytes"])
+
+    @defer.inlineCallbacks
+    def test_half_the_plots_deleted(self):
+        """Answering from one of two plots verifies about half."""
+        provers = self.provers(ALICE)
+        yield self.register(ALICE)
+        kept = dict([sorted(provers.items())[0]])
+        yield self.play_rounds(ALICE, kept)
+        status = yield self.farmer(ALICE)
+        whole = 2 * plot_rules.plot_bytes(plots.K)
+        self.assertTrue(0.35 * whole < status["verified_bytes"] < 0.55 * whole,
+                        status["verified_bytes"] / whole)
+        self.assertEqual(sorted(s["fraction"] == 0 for s in status["plot_scores"]),
+                         [False, True])
+
+    @defer.inlineCallbacks
+    def test_unanswered_plots_score_nothing(self):
+        """Challenges never fetched count as expected and unanswered."""
+        yield self.register(ALICE)
+        yield self.rounds.run_round()
+        self.clock.advance(60)
+        yield self.rounds.run_round()
+        status = yield self.farmer(ALICE)
+        self.assertEqual((status["plots"], status["verified_bytes"]), (2, 0))
+        self.assertEqual([s["challenges_settled"] for s in status["plot_scores"]], [16, 16])
+
+    @defer.inlineCallbacks
+    def test_copied_and_random_proofs_score_nothing(self):
+        """A farmer that registers another's seeds has other plot ids: the other's
+        proofs, for its own challenges, and random bytes are all worth nothing."""
+        alice = self.provers(ALICE)
+        yield self.register(ALICE)
+        bob_ids = yield self.register(BOB)
+        self.assertFalse(set(bob_ids) & set(alice))
+        by_position = dict(zip(bob_ids, [alice[i] for i in sorted(alice)]))
+
+        def copied(challenges):
+            answers = self.answer_body(challenges, by_position)
+            # ... and, for half of them, random proofs of the right length.
+            for a in answers[::2]:
+                a["proofs"] = [os.urandom(8 * plots.K).hex()]
+            return answers
+
+        yield self.play_rounds(BOB, {}, forge=copied)
+        status = yield self.farmer(BOB)
+        self.assertEqual((status["plots"], status["verified_bytes"]), (2, 0))
+        self.assertEqual([s["proofs_found"] for s in status["plot_scores"]], [0, 0])
+
+    @defer.inlineCallbacks
+    def test_proof_for_another_challenge_counts_nothing(self):
+        provers = self.provers(ALICE)
+        yield self.register(ALICE)
+        yield self.rounds.run_round()
+        challenges = yield self.fetch(ALICE)
+        answers = self.answer_body(challenges, provers)
+        # Each challenge answered with the proofs found for the next one of its plot.
+        shifted = []
+        for plot_id in provers:
+            mine = [a for a in answers if a["plot_id"] == plot_id]
+            shifted += [dict(a, proofs=mine[(i + 1) % len(mine)]["proofs"])
+                        for i, a in enumerate(mine)]
+        self.assertEqual(len(shifted), 32)
+        self.assertGreater(sum(len(a["proofs"]) for a in shifted), 16)
+        outcomes = yield self.answer(ALICE, shifted)
+        self.assertEqual({(o["outcome"], o["valid_proofs"]) for o in outcomes}, {("counted", 0)})
+
+
+class WindowTests(ProofsTestCase):
+
+    @defer.inlineCallbacks
+    def one_challenge(self):
+        provers = self.provers(ALICE)
+        yield self.register(ALICE, SEEDS[:1])
+        yield self.rounds.run_round()
+        challenges = yield self.fetch(ALICE)
+        return self.answer_body(challenges, provers)
+
+    @defer.inlineCallbacks
+    def test_late_answer_counts_nothing(self):
+        answers = yield self.one_challenge()
+        self.clock.advance(30.5)
+        outcomes = yield self.answer(ALICE, answers)
+        self.assertEqual({o["outcome"] for o in outcomes}, {"late"})
+        self.clock.advance(60)
+        yield self.rounds.run_round()
+        status = yield self.farmer(ALICE)
+        self.assertEqual(status["plot_scores"][0]["proofs_found"], 0)
+
+    @defer.inlineCallbacks
+    def test_a_second_fetch_does_not_move_the_window(self):
+        answers = yield self.one_challenge()
+        self.clock.advance(20)
+        again = yield self.fetch(ALICE)
+        self.assertEqual({c["deadline"] for c in again}, {self.clock.seconds() + 10})
+        self.clock.advance(15)
+        outcomes = yield self.answer(ALICE, answers)
+        self.assertEqual({o["outcome"] for o in outcomes}, {"late"})
+
+    @defer.inlineCallbacks
+    def test_replayed_answer_counts_once(self):
+        answers = yield self.one_challenge()
+        first = yield self.answer(ALICE, answers)
+        second = yield self.answer(ALICE, answers)
+        self.assertEqual({o["outcome"] for o in first}, {"counted"})
+        self.assertEqual({o["outcome"] for o in second}, {"repeated"})
+        self.clock.advance(60)
+        yield self.rounds.run_round()
+        status = yield self.farmer(ALICE)
+        self.assertEqual(status["plot_scores"][0]["proofs_found"],
+                         sum(o["valid_proofs"] for o in first))
+        answered = yield self.fetch(ALICE)  # the next round's; none of the answered ones
+        self.assertFalse({c["challenge"] for c in answered} & {a["challenge"] for a in answers})
+
+    @defer.inlineCallbacks
+    def test_another_farmers_challenge_is_unknown(self):
+        answers = yield self.one_challenge()
+        yield self.register(BOB, SEEDS[:1])
+        code, headers, body = yield self.send(
+            BOB, "/api/proofs/%s/answers" % BOB.nodeid,
+            json.dumps({"answers": answers[:1]}).encode(), "POST")
+        self.assertEqual((code, body), (404, b"Unknown plot."))
+
+
+class BadInputTests(ProofsTestCase):
+
+    @defer.inlineCallbacks
+    def assertRefused(self, path, body, status, text, key=ALICE, method="POST", headers=None):
+        code, headers, answer = yield self.send(key, path, body, method, headers)
+        self.assertEqual((code, answer), (status, text))
+        self.assertEqual(headers.getRawHeaders(b"Content-Type"), [PLAIN])
+
+    def plot_body(self, seed="ab" * 32, k=plots.K):
+        return json.dumps({"seed": seed, "k": k}).encode()
+
+    @defer.inlineCallbacks
+    def test_plot_registration_refusals(self):
+        path = "/api/proofs/%s/plots" % ALICE.nodeid
+        yield self.assertRefused("/api/proofs/nonsense/plots", self.plot_body(), 400,
+                                 b"Invalid nodeid.")
+        yield self.assertRefused(path, self.plot_body(), 404, b"Farmer not found.")
+        yield self.call(ALICE, "/api/register/" + ALICE.address)
+        yield self.assertRefused(path, b"{not json", 400,
+                                 b"Invalid body: expected a JSON object.")
+        yield self.assertRefused(path, self.plot_body(seed="zz" * 32), 400,
+                                 b"Invalid seed: expected hex digits.")
+        yield self.assertRefused(path, self.plot_body(seed="ab" * 31), 400,
+                                 b"Invalid seed: expected 32 bytes.")
+        yield self.assertRefused(path, self.plot_body(k=19), 400,
+                                 b"Invalid k: plots from k=20 to k=50 are accepted.")
+        yield self.assertRefused(path, self.plot_body(k=51), 400,
+                                 b"Invalid k: plots from k=20 to k=50 are accepted.")
+        yield self.assertRefused(path, b" " * (64 * 1024 + 1), 413,
+                                 b"Body too large: at most 65536 bytes.")
+        yield self.assertRefused(path, self.plot_body(), 401,
+                                 b"Invalid authentication headers.", headers={})
+        yield self.send(ALICE, path, self.plot_body(), "POST")
+        yield self.assertRefused(path, self.plot_body(k=21), 409,
+                                 b"Plot already registered with another k.")
+
+    @defer.inlineCallbacks
+    def test_the_default_min_k_refuses_small_plots(self):
+        self.serve()
+        yield self.call(ALICE, "/api/register/" + ALICE.address)
+        yield self.assertRefused("/api/proofs/%s/plots" % ALICE.nodeid,
+                                 self.plot_body(k=28), 400,
+                                 b"Invalid k: plots from k=29 to k=50 are accepted.")
+
+    @defer.inlineCallbacks
+    def test_answer_refusals(self):
+        answers = yield WindowTests.one_challenge(self)
+        path = "/api/proofs/%s/answers" % ALICE.nodeid
+        good = answers[0]
+
+        def body(**changes):
+            return json.dumps({"answers": [dict(good, **changes)]}).encode()
+
+        yield self.assertRefused(path, body(proofs=["xyz"]), 400,
+                                 b"Invalid proof: expected hex digits.")
+        yield self.assertRefused(path, body(proofs=["ab" * 7]), 400,
+                                 b"Invalid proof: wrong length.")
+        yield self.assertRefused(path, body(proofs=["ab" * 8 * 21]), 400,
+                                 b"Invalid proof: a proof for k=20 is 160 bytes.")
+        yield self.assertRefused(path, body(plot_id="cd" * 32), 404, b"Unknown plot.")
+        yield self.assertRefused(path, body(challenge="cd" * 32), 404, b"Unknown challenge.")
+        yield self.assertRefused(path, body(proofs=["ab" * 160] * 9), 400,
+                                 b"Too many proofs: at most 8 per challenge.")
+        yield self.assertRefused(path, json.dumps({"answers": []}).encode(), 400,
+                                 b"Invalid body: expected a list of answers.")
+        yield self.assertRefused(path, body(), 401, b"Invalid authentication headers.",
+                                 headers={})
+        outcomes = yield self.answer(ALICE, answers)  # nothing above used it up
+        self.assertEqual({o["outcome"] for o in outcomes}, {"counted"})
+
+
+class FarmCommandTests(ProofsTestCase):
+
+    @defer.inlineCallbacks
+    def test_farm_registers_its_plots_and_answers(self):
+        """The client's farm command, over the real routes: its plots are verified."""
+        provers = self.provers(ALICE)
+        directory = os.path.dirname(next(iter(provers.values())).prover.get_filename())
+        client = FarmerClient("http://dataserv.test", ALICE, self.settings.address,
+                              http=self.server.http)
+        yield pumped([self.server.http], client.register())
+        farm = Farm(client, directory, self.clock, defer.maybeDeferred, out=io.StringIO())
+        registered = yield pumped([self.server.http], farm.register())
+        self.assertEqual(registered, 2)
+        yield self.rounds.run_round()
+        counted = yield pumped([self.server.http], farm.answer_once())
+        self.assertEqual(counted, 32)
+        self.clock.advance(60)
+        yield self.rounds.run_round()
+        status = yield self.farmer(ALICE)
+        self.assertGreater(status["verified_bytes"], plot_rules.plot_bytes(plots.K))
