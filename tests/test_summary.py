@@ -10,7 +10,7 @@ from twisted.internet import defer, task
 from twisted.trial import unittest
 
 from dataserv.daemon import memory
-from dataserv.registry import credits, summary
+from dataserv.registry import summary, uptime_sums
 from dataserv.web import snapshot
 from dataserv.daemon.config import Settings
 from dataserv.identity.signing import FarmerKey
@@ -212,7 +212,7 @@ class DatabaseSummaryTests(unittest.TestCase):
         self.assertEqual(calls, [
             (today, today, T - WINDOW),
             (today - datetime.timedelta(days=29), today - datetime.timedelta(days=1), T - WINDOW),
-            (today, today, T - credits.TODAY_MARGIN),  # since the previous read
+            (today, today, T - uptime_sums.TODAY_MARGIN),  # since the previous read
         ])
 
     @defer.inlineCallbacks

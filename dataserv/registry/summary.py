@@ -1,7 +1,7 @@
 """The summariser: a LoopingCall that snapshots the online farmers and the totals.
 
 Each pass reads who is online, keeps their credited uptime up to date
-(:mod:`dataserv.registry.credits`) and hands the result to a renderer that the
+(:mod:`dataserv.registry.uptime_sums`) and hands the result to a renderer that the
 daemon injects (the web side's :class:`dataserv.web.snapshot.SnapshotRenderer`),
 whose snapshot the public routes serve. It also appends the totals history and
 prunes uptime buckets that left the window. Work on large sets is done in slices
@@ -15,7 +15,7 @@ from twisted.application import service
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
-from dataserv.registry.credits import UptimeSums
+from dataserv.registry.uptime_sums import UptimeSums
 from dataserv.registry.uptime import first_uptime_day
 from dataserv.registry import credit
 from dataserv.storage.database import DatabaseUnavailable
