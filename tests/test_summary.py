@@ -465,6 +465,23 @@ class ScheduleTests(unittest.SynchronousTestCase):
         for _ in range(intervals):
             self.clock.advance(INTERVAL)
 
+    def test_an_outage_is_logged_once_a_minute(self):
+        """A pass per interval finds the database gone; the log says so at the first
+        and then once a minute, not every pass."""
+        from twisted.logger import Logger
+
+        from dataserv.storage.database import DatabaseUnavailable
+
+        events = []
+        self.patch(Summariser, "log", Logger(observer=events.append))
+        self.store.online_activity = lambda cutoff, **kwargs: defer.fail(
+            DatabaseUnavailable("database not answering"))
+        service = self.start()
+        self.advance(int(120 / INTERVAL))  # 25 passes over two minutes
+        skipped = [e for e in events if "summary pass skipped" in e["log_format"]]
+        self.assertEqual(service.failures, 25)
+        self.assertEqual(len(skipped), 3)  # at 0, 60 and 120 s
+
     def test_uptime_pruned_once_per_day(self):
         """Buckets that left the window are dropped on the first pass of each day,
         not on every pass."""

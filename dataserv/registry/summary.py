@@ -85,6 +85,7 @@ class Summariser(service.Service):
         self._loop: Optional[task.LoopingCall] = None
         self._waiting: Optional[defer.Deferred] = None
         self._claims_pruned_at: Optional[float] = None
+        self._skip_logged_at: Optional[float] = None  # last "pass skipped" line
 
     # -- the service ----------------------------------------------------------
 
@@ -165,8 +166,12 @@ class Summariser(service.Service):
                 d.callback(self.snapshot)
         except DatabaseUnavailable as e:
             self.failures += 1
-            self.log.warn("summary pass skipped, database unavailable ({why}); "
-                          "the previous snapshot stays", why=e)
+            # The database's own lost/back lines tell the outage; this one, once a
+            # minute at most, says what it means for the lists.
+            if self._skip_logged_at is None or started - self._skip_logged_at >= 60:
+                self._skip_logged_at = started
+                self.log.warn("summary pass skipped, database unavailable ({why}); "
+                              "the previous snapshot stays", why=e)
         except Exception:
             self.failures += 1
             self.log.failure("summary pass failed; the previous snapshot stays")
