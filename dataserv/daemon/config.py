@@ -16,14 +16,14 @@ class ConfigError(ValueError):
 DEFAULT_ADDRESS = "15uC1tTcVsN3K4wycQ8Bj7m1UqL1GgtX8t"
 
 
-def default_data_dir(euid=None):
+def default_data_dir(euid: Any = None) -> Any:
     """Where the embedded PostgreSQL lives: a system path for root, else ./dataserv-data."""
     if euid is None:
         euid = os.geteuid()
     return "/var/lib/dataserv" if euid == 0 else "./dataserv-data"
 
 
-def _integer(text, minimum, maximum=None):
+def _integer(text: Any, minimum: Any, maximum: Any = None) -> Any:
     try:
         value = int(str(text).strip(), 10)
     except ValueError:
@@ -35,7 +35,7 @@ def _integer(text, minimum, maximum=None):
     return value
 
 
-def _number(text, minimum, maximum=None):
+def _number(text: Any, minimum: Any, maximum: Any = None) -> Any:
     try:
         value = float(str(text).strip())
     except ValueError:
@@ -47,7 +47,7 @@ def _number(text, minimum, maximum=None):
     return value
 
 
-def _endpoint(text):
+def _endpoint(text: Any) -> Any:
     text = str(text).strip()
     try:
         # Builds the endpoint object only; nothing touches a reactor until listen().
@@ -57,7 +57,7 @@ def _endpoint(text):
     return text
 
 
-def _address(text):
+def _address(text: Any) -> Any:
     from dataserv.identity.addresses import InvalidAddress, parse_farmer_id
 
     text = str(text).strip()
@@ -69,7 +69,7 @@ def _address(text):
         raise ConfigError("must be a Bitcoin P2PKH address, not %r" % (text,))
 
 
-def _proxies(text):
+def _proxies(text: Any) -> Any:
     import ipaddress
 
     networks = []
@@ -81,11 +81,11 @@ def _proxies(text):
     return tuple(networks)
 
 
-def _text(text):
+def _text(text: Any) -> Any:
     return str(text).strip()
 
 
-def _dsn(text):
+def _dsn(text: Any) -> Any:
     text = str(text).strip()
     if not text:
         return text  # the embedded PostgreSQL
@@ -105,7 +105,7 @@ def _dsn(text):
     return text
 
 
-def _log_file(text):
+def _log_file(text: Any) -> Any:
     """A file the daemon can append to: its directory exists and is writable."""
     text = str(text).strip()
     if not text:
@@ -125,8 +125,8 @@ def _log_file(text):
     return text
 
 
-def _choice(*choices):
-    def parse(text):
+def _choice(*choices: Any) -> Any:
+    def parse(text: Any) -> Any:
         value = str(text).strip().lower()
         if value not in choices:
             raise ConfigError("must be one of %s, not %r" % (", ".join(choices), text))
@@ -134,7 +134,7 @@ def _choice(*choices):
     return parse
 
 
-def _flag(text):
+def _flag(text: Any) -> Any:
     if isinstance(text, bool):
         return text
     value = str(text).strip().lower()
@@ -156,11 +156,11 @@ class Option:
     flag: bool = False
 
     @property
-    def attribute(self):
+    def attribute(self) -> Any:
         return self.name.replace("-", "_")
 
     @property
-    def environment(self):
+    def environment(self) -> Any:
         return "DATASERV_" + self.name.replace("-", "_").upper()
 
 
@@ -302,12 +302,12 @@ class Settings:
     no_limits: bool = _DEFAULTS["no_limits"]
 
     @property
-    def online_seconds(self):
+    def online_seconds(self) -> Any:
         """The online window in seconds."""
         return self.online_time * 60
 
     @classmethod
-    def from_mapping(cls, values, environ=None):
+    def from_mapping(cls, values: Any, environ: Any = None) -> Any:
         """Parse raw values (flag wins, then DATASERV_* from environ, then default)."""
         if environ is None:
             environ = os.environ

@@ -79,7 +79,7 @@ class EndpointListener(service.Service):
         if not outcome:
             raise CannotListen(self.listen, RuntimeError("the endpoint did not listen at once"))
         if isinstance(outcome[0], Failure):
-            raise CannotListen(self.listen, outcome[0].value)
+            raise CannotListen(self.listen, outcome[0].value)  # type: ignore[arg-type]
         self.port = outcome[0]
 
     def startService(self) -> None:  # noqa: N802
@@ -95,7 +95,7 @@ class EndpointListener(service.Service):
         return None
 
 
-def parse_tcp(listen):
+def parse_tcp(listen: Any) -> Any:
     """(host, port, backlog, family) from a tcp/tcp6 endpoint string."""
     parts = listen.split(":")
     kind = parts[0]
@@ -116,7 +116,7 @@ def parse_tcp(listen):
         else:
             raise ReusePortError("--reuse-port: unsupported endpoint option %r" % (part,))
     try:
-        return host, int(port), int(backlog), family
+        return host, int(port), int(backlog), family  # type: ignore[arg-type]
     except (TypeError, ValueError):
         raise ReusePortError("--reuse-port needs a numeric port in %r" % (listen,))
 
@@ -133,17 +133,18 @@ class ReusePortService(service.Service):
 
     log = Logger()
 
-    def __init__(self, reactor, listen, factory, when_ready=None, backlog=0):
+    def __init__(self, reactor: Any, listen: Any, factory: Any, when_ready: Any = None,
+                 backlog: Any = 0) -> None:
         self.reactor = reactor
         self.listen = listen  # as the operator wrote it, for messages
         self.address = parse_tcp(with_backlog(listen, backlog) if backlog else listen)
         self.factory = factory
         self._when_ready = when_ready or (lambda: defer.succeed(None))
-        self._socket = None
-        self._waiting = None
+        self._socket: Any = None
+        self._waiting: Any = None
         self.port = None
 
-    def privilegedStartService(self):  # noqa: N802 (Twisted's name)
+    def privilegedStartService(self) -> None:  # noqa: N802 (Twisted's name)
         self.take_port()
         super().privilegedStartService()
 
@@ -165,7 +166,7 @@ class ReusePortService(service.Service):
             raise
         self._socket = sock
 
-    def startService(self):  # noqa: N802
+    def startService(self) -> None:  # noqa: N802
         self.take_port()  # when started without the privileged step
         super().startService()
         host, port, _, _ = self.address
@@ -175,7 +176,7 @@ class ReusePortService(service.Service):
         self._waiting.addCallback(self._listen)
         self._waiting.addErrback(self._not_listening)
 
-    def _listen(self, _):
+    def _listen(self, _: Any) -> None:
         host, port, backlog, family = self.address
         sock, self._socket = self._socket, None
         try:
@@ -186,11 +187,11 @@ class ReusePortService(service.Service):
             sock.close()  # the reactor holds its own duplicate of the descriptor
         self.log.info("listening on {host}:{port} with SO_REUSEPORT", host=host, port=port)
 
-    def _not_listening(self, failure):
+    def _not_listening(self, failure: Any) -> None:
         if failure.check(defer.CancelledError) is None:
             self.log.failure("not listening", failure)
 
-    def stopService(self):  # noqa: N802
+    def stopService(self) -> Any:  # noqa: N802
         super().stopService()
         if self._waiting is not None and not self._waiting.called:
             self._waiting.cancel()

@@ -1,5 +1,6 @@
 """Interpreter settings for a long-running daemon, set once when it starts."""
 
+from typing import Any
 import gc
 import resource
 import sys
@@ -25,7 +26,7 @@ def tune() -> None:
     sys.setswitchinterval(SWITCH_INTERVAL)
 
 
-def raise_descriptor_limit(limits=resource) -> tuple:
+def raise_descriptor_limit(limits: Any = resource) -> tuple:
     """Raise the soft limit on open descriptors to the hard limit, and log both.
 
     Every connection costs a descriptor: at the usual soft limit of 1024 a few

@@ -60,7 +60,7 @@ class ConnectionLimits:
                    per_ip=0 if settings.no_limits else settings.max_connections_per_ip)
 
 
-def _unsent(transport) -> int:
+def _unsent(transport: Any) -> int:
     """Bytes written to a TCP transport that the client has not taken yet."""
     pending = len(getattr(transport, "dataBuffer", b"")) - getattr(transport, "offset", 0)
     return pending + getattr(transport, "_tempDataLen", 0)
@@ -69,13 +69,15 @@ def _unsent(transport) -> int:
 class _Request(server.Request):
     """A Request whose body is never spooled to disk (the channel caps its size)."""
 
-    def gotLength(self, length):  # noqa: N802 (Twisted's name)
+    channel: Any
+
+    def gotLength(self, length: Any) -> None:  # noqa: N802 (Twisted's name)
         if self.channel.limits.max_body:
             self.content = io.BytesIO()
         else:
             super().gotLength(length)
 
-    def handleContentChunk(self, data):  # noqa: N802 (Twisted's name)
+    def handleContentChunk(self, data: Any) -> None:  # noqa: N802 (Twisted's name)
         if self.channel.body_received(len(data)):
             super().handleContentChunk(data)
 
@@ -97,10 +99,13 @@ class _Channel(http.HTTPChannel):
     must be taken within ``send_timeout``.
     """
 
+    transport: Any
+    _networkProducer: Any
+
     limits = ConnectionLimits()
     limit_key = None
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
         self._refused = False
         self._receiving = False   # from a request's first byte until its last
@@ -112,7 +117,7 @@ class _Channel(http.HTTPChannel):
         self._send_call = None
         self._grace_call = None
 
-    def _deadline(self, call, seconds, expired):
+    def _deadline(self, call: Any, seconds: Any, expired: Any) -> Any:
         if call is not None and call.active():
             call.reset(seconds)
             return call
@@ -120,7 +125,7 @@ class _Channel(http.HTTPChannel):
 
     # -- the request ---------------------------------------------------------
 
-    def dataReceived(self, data):  # noqa: N802 (Twisted's name)
+    def dataReceived(self, data: Any) -> None:  # noqa: N802 (Twisted's name)
         if not self._receiving and not self._handlingRequest:
             self._receiving = True
             if self.limits.head_timeout:
@@ -128,7 +133,7 @@ class _Channel(http.HTTPChannel):
                     self._request_call, self.limits.head_timeout, self._request_expired)
         super().dataReceived(data)
 
-    def _request_expired(self):
+    def _request_expired(self) -> None:
         self._request_call = None
         if self._receiving and not self._refused:
             self._log.info("request not complete in {seconds} s: {peer}",
@@ -136,7 +141,7 @@ class _Channel(http.HTTPChannel):
                            peer=str(self.transport.getPeer()))
             self._refuse(b"408 Request Timeout", b"Request timeout: the request is too slow.")
 
-    def allHeadersReceived(self):  # noqa: N802 (Twisted's name)
+    def allHeadersReceived(self) -> None:  # noqa: N802 (Twisted's name)
         # The deadline runs on through the body (if any): a body sent one byte at a
         # time is the same attack as a head sent so.
         request = self.requests[-1]
@@ -160,11 +165,11 @@ class _Channel(http.HTTPChannel):
             return False
         return True
 
-    def _refuse_body(self):
+    def _refuse_body(self) -> None:
         self._refuse(b"413 Content Too Large",
                      b"Request body too large: at most %d bytes." % self.limits.max_body)
 
-    def allContentReceived(self):  # noqa: N802 (Twisted's name)
+    def allContentReceived(self) -> None:  # noqa: N802 (Twisted's name)
         if self._refused:
             return
         self._receiving = False
@@ -175,7 +180,7 @@ class _Channel(http.HTTPChannel):
 
     # -- the response --------------------------------------------------------
 
-    def _send_expired(self):
+    def _send_expired(self) -> None:
         self._send_call = None
         if self._handlingRequest or _unsent(self.transport):
             self._log.info("response not taken in {seconds} s: {peer}",
@@ -185,21 +190,21 @@ class _Channel(http.HTTPChannel):
 
     # -- refusals ------------------------------------------------------------
 
-    def lineLengthExceeded(self, line):  # noqa: N802 (Twisted's name)
+    def lineLengthExceeded(self, line: Any) -> None:  # noqa: N802 (Twisted's name)
         if self._receivedHeaderSize == 0:  # still in this request's first line
             self._refuse(b"414 URI Too Long", b"Request line too long.")
         else:
             self._refuse(b"431 Request Header Fields Too Large", b"Request headers too large.")
 
-    def _respondToBadRequestAndDisconnect(self):  # noqa: N802 (Twisted's name)
+    def _respondToBadRequestAndDisconnect(self) -> None:  # noqa: N802 (Twisted's name)
         self._refuse(b"400 Bad Request", b"Bad request.")
 
-    def _refuse(self, status, body):
+    def _refuse(self, status: Any, body: Any) -> None:
         if self._refused:
             return
         self._refused = True
         # Nothing more of this connection is parsed: no request can start after this.
-        self.dataReceived = self.lineReceived = self.rawDataReceived = lambda data: None
+        self.dataReceived = self.lineReceived = self.rawDataReceived = lambda data: None  # type: ignore[method-assign]
         self.transport.write(
             b"HTTP/1.1 " + status + b"\r\nServer: " + SERVER
             + b"\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d"
@@ -212,7 +217,7 @@ class _Channel(http.HTTPChannel):
         # A client that keeps sending (a 500 MB body) or never closes is cut off.
         self._grace_call = self.callLater(REFUSED_GRACE, self.transport.abortConnection)
 
-    def connectionLost(self, reason):  # noqa: N802 (Twisted's name)
+    def connectionLost(self, reason: Any) -> None:  # type: ignore[override]  # noqa: N802
         for call in (self._request_call, self._send_call, self._grace_call):
             if call is not None and call.active():
                 call.cancel()
@@ -245,17 +250,18 @@ class Site(server.Site):
     FLUSH_INTERVAL = 1.0  # seconds between writes of the access log's buffer
 
 
-    def __init__(self, resource, requests=None, limits=None, trusted_proxies=(), **kwargs):
+    def __init__(self, resource: Any, requests: Any = None, limits: Any = None,
+                 trusted_proxies: Any = (), **kwargs: Any) -> None:
         self.limits = limits or ConnectionLimits()
         kwargs.setdefault("timeout", self.limits.idle_timeout or None)
         super().__init__(resource, **kwargs)
         self.requests = requests if requests is not None else RequestStats()
-        self._flushing = None
+        self._flushing: Any = None
         self._flush_failed = False
         self.trusted_proxies = tuple(trusted_proxies)
-        self.connections = Counter()  # open connections by client key
+        self.connections: Any = Counter()  # open connections by client key
 
-    def buildProtocol(self, addr):  # noqa: N802 (Twisted's name)
+    def buildProtocol(self, addr: Any) -> Any:  # noqa: N802 (Twisted's name)
         key = self._limit_key(addr)
         if key is not None and self.connections[key] >= self.limits.per_ip:
             return None  # the port closes the socket
@@ -266,7 +272,7 @@ class Site(server.Site):
             self.connections[key] += 1
         return channel
 
-    def _limit_key(self, addr):
+    def _limit_key(self, addr: Any) -> Any:
         host = getattr(addr, "host", None)
         if not self.limits.per_ip or host is None:
             return None
@@ -288,10 +294,10 @@ class Site(server.Site):
             if self.connections[key] <= 0:
                 del self.connections[key]
 
-    def _openLogFile(self, path):  # noqa: N802 (Twisted's name)
+    def _openLogFile(self, path: Any) -> Any:  # noqa: N802 (Twisted's name)
         return open(path, "a", buffering=1 << 16, newline="\n")
 
-    def _access_log(self):
+    def _access_log(self) -> Any:
         """The open access log file, or None (no --access-log, or not started)."""
         return getattr(self, "logFile", None) if self.logPath else None
 
@@ -360,7 +366,7 @@ def access_log_formatter(settings: Settings, clock: IReactorTime) -> Optional[Ca
     return json_access_formatter(clock) if settings.access_log_format == "json" else None
 
 
-def summariser_hooks(reactor):
+def summariser_hooks(reactor: Any) -> Any:
     """A Summariser's hooks on a real reactor, as the daemon uses them: a reactor
     turn between slices, the reactor's thread pool for zlib, and freed heap handed
     back to the system after each pass."""
@@ -372,7 +378,7 @@ def summariser_hooks(reactor):
     }
 
 
-def start_warnings(settings):
+def start_warnings(settings: Any) -> Any:
     """What the daemon warns about on every start: switches that are for testing only."""
     warnings = []
     if settings.skip_authentication:
@@ -390,15 +396,15 @@ def start_warnings(settings):
 
 
 class _Warning(service.Service):
-    def __init__(self, message):
+    def __init__(self, message: Any) -> None:
         self.message = message
 
-    def startService(self):  # noqa: N802
+    def startService(self) -> None:  # noqa: N802
         super().startService()
         log.warn(self.message)
 
 
-def _exit(status):
+def _exit(status: Any) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(status)
@@ -407,14 +413,14 @@ def _exit(status):
 class _PoolService(service.Service):
     """Starts and stops a thread pool with the daemon."""
 
-    def __init__(self, pool):
+    def __init__(self, pool: Any) -> None:
         self.pool = pool
 
-    def startService(self):  # noqa: N802
+    def startService(self) -> None:  # noqa: N802
         super().startService()
         self.pool.start()
 
-    def stopService(self):  # noqa: N802
+    def stopService(self) -> None:  # noqa: N802
         super().stopService()
         self.pool.stop()
 
@@ -462,7 +468,7 @@ class Dataserv(service.MultiService):
             self._previous_sighup = (signal.signal(signal.SIGHUP, self._sighup),)
         super().startService()
 
-    def _sighup(self, signum, frame):
+    def _sighup(self, signum: Any, frame: Any) -> None:
         self.reactor.callFromThread(self.site.reopen_access_log)
 
     def stopService(self) -> defer.Deferred:  # noqa: N802
@@ -472,7 +478,7 @@ class Dataserv(service.MultiService):
             signal.signal(signal.SIGHUP, signal.SIG_DFL if previous is None else previous)
         return super().stopService()
 
-    def __init__(self, settings, reactor, embedded=None):
+    def __init__(self, settings: Any, reactor: Any, embedded: Any = None) -> None:
         super().__init__()
         self.settings = settings
         self.reactor = reactor
@@ -517,11 +523,11 @@ class Dataserv(service.MultiService):
                          logFormatter=access_log_formatter(settings, reactor))
         self.site.displayTracebacks = False
         if settings.reuse_port:
-            self.http = ReusePortService(reactor, settings.listen, self.site,
+            self.http: Any = ReusePortService(reactor, settings.listen, self.site,
                                          when_ready=self.summariser.when_summarised,
                                          backlog=settings.backlog)
         else:
-            self.http = EndpointListener(reactor, settings.listen, self.site,
+            self.http = EndpointListener(reactor, settings.listen, self.site,  # type: ignore[arg-type]
                                          backlog=settings.backlog)
         self.http.setServiceParent(self)
 

@@ -10,7 +10,7 @@ from dataserv.daemon.config import OPTIONS, ConfigError, Settings
 from dataserv.storage.pgcluster import ClusterError
 
 
-def _help(option):
+def _help(option: Any) -> Any:
     default = option.default
     if option.name == "data-dir":
         shown = ""  # the help text already says it
@@ -30,17 +30,17 @@ class Options(usage.Options):
     optParameters = [[o.name, None, None, _help(o)] for o in OPTIONS if not o.flag]
     optFlags = [[o.name, None, _help(o)] for o in OPTIONS if o.flag]
 
-    def __init__(self, environ=None):
+    def __init__(self, environ: Any = None) -> None:
         super().__init__()
         self.environ = environ
-        self.settings = None
+        self.settings: Any = None
 
     def opt_version(self) -> None:  # noqa: N802 (Twisted's name)
         """Print dataserv's version and exit."""
         print("dataserv %s" % (__version__,))
         raise SystemExit(0)
 
-    def postOptions(self):  # noqa: N802 (Twisted's name)
+    def postOptions(self) -> None:  # noqa: N802 (Twisted's name)
         """Validate everything now, before anything listens: one clear line and exit."""
         try:
             self.settings = Settings.from_mapping(

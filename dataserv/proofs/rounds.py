@@ -22,7 +22,7 @@ class ChallengeRounds(service.Service):
     """Draws a round of challenges and scores the plots every challenge interval."""
 
     log = Logger()
-    name = "challenges"  # type: ignore[assignment]  # Twisted declares it None
+    name = "challenges"
 
     def __init__(self, store: Any, settings: Any, clock: Any,
                  when_ready: Optional[Callable[[], "defer.Deferred[Any]"]] = None,

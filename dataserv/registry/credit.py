@@ -16,10 +16,10 @@ is the rule, and ``set_height``, the summary's read and a farmer's status all go
 through it. This module gives the rule its name and its one parameter.
 """
 
-from typing import Optional
+from typing import Any, Optional
 
 
-def fill_rate(settings) -> Optional[float]:
+def fill_rate(settings: Any) -> Optional[float]:
     """Shards per second by which a claim is credited, or None to credit claims as
     they are (``--max-fill-rate 0`` or ``--no-limits``)."""
     if settings.no_limits or not settings.max_fill_rate:

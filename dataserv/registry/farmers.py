@@ -90,7 +90,7 @@ class TooMany(Rejected):
     """A per-farmer or per-network limit is reached; ``retry_after`` is the whole
     seconds until the next request of this kind will be accepted."""
 
-    def __init__(self, retry_after: int):
+    def __init__(self, retry_after: int) -> None:
         super().__init__(retry_after)
         self.retry_after = retry_after
 
@@ -110,7 +110,7 @@ class TooManyBandwidthReports(TooMany):
 class DuplicateAudit(Rejected):
     """The farmer has already submitted an audit for this block."""
 
-    def __init__(self, block):
+    def __init__(self, block: Any) -> None:
         super().__init__(block)
         self.block = block
 
@@ -140,14 +140,14 @@ _NUMBER = re.compile(r"[0-9]{1,18}(\.[0-9]{1,18})?")
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 
 
-def parse_whole(text, error):
+def parse_whole(text: Any, error: Any) -> Any:
     """A non-negative int from route text, or raise error()."""
     if not _WHOLE.fullmatch(text):
         raise error()
     return int(text)
 
 
-def parse_amount(text):
+def parse_amount(text: Any) -> Any:
     """A non-negative finite float from route text, or raise InvalidBandwidth."""
     if not _NUMBER.fullmatch(text):
         raise InvalidBandwidth()
@@ -192,17 +192,17 @@ class RecentContacts:
     on the same database did. Bounded: expired entries go first, then everything.
     """
 
-    def __init__(self, max_age, limit=250000):
+    def __init__(self, max_age: Any, limit: Any = 250000) -> None:
         self.max_age = max_age
         self.limit = limit
-        self._written = {}
+        self._written: Any = {}
 
-    def throttled(self, address, now):
+    def throttled(self, address: Any, now: Any) -> Any:
         """Whether a ping now is known to be too soon."""
         written = self._written.get(address)
         return written is not None and 0 <= now - written < self.max_age
 
-    def wrote(self, address, now):
+    def wrote(self, address: Any, now: Any) -> None:
         """Remember that the farmer's stored last contact is at ``now``."""
         if len(self._written) >= self.limit:
             self._written = {a: t for a, t in self._written.items() if now - t < self.max_age}
@@ -211,7 +211,7 @@ class RecentContacts:
         if now > self._written.get(address, float("-inf")):
             self._written[address] = now
 
-    def __len__(self):
+    def __len__(self) -> Any:
         return len(self._written)
 
 
@@ -244,7 +244,7 @@ class Farmers:
     can no longer use legacy headers (:class:`V2Farmers`, then farmers.v2_since).
     """
 
-    def __init__(self, store: FarmerStore, verifier, settings) -> None:
+    def __init__(self, store: FarmerStore, verifier: Any, settings: Any) -> None:
         self.store = store
         self.verifier = verifier
         self.settings = settings
@@ -291,13 +291,13 @@ class Farmers:
                           known=lambda _: False)
         return d.addCallback(lambda _: address)
 
-    def _farmer_id(self, text):
+    def _farmer_id(self, text: Any) -> Any:
         try:
             return addresses.parse_farmer_id(text)
         except addresses.InvalidAddress:
             raise InvalidFarmerId()
 
-    def _authenticate(self, address, request, route, *values):
+    def _authenticate(self, address: Any, request: Any, route: Any, *values: Any) -> Any:
         """Verify the request and claim it in memory; the Claim for the database
         (None when authentication is off). ``route`` and ``values`` (canonical) name
         the request for the legacy replay key."""
@@ -326,13 +326,13 @@ class Farmers:
             raise Unauthenticated(reason=REPLAYED)
         return claim
 
-    def _unclaim(self, claim):
+    def _unclaim(self, claim: Any) -> None:
         """Give back the key of a request refused before it could change anything."""
         if claim is not None:
             self.replays.release(claim.key)
 
     @defer.inlineCallbacks
-    def _claimed(self, address, claim, d, known=bool):
+    def _claimed(self, address: Any, claim: Any, d: Any, known: Any = bool) -> Any:
         """d's result, once the database has accepted the claim made with it.
 
         A refused claim is Unauthenticated; a failure before the database decided
@@ -429,7 +429,7 @@ class Farmers:
         # with several daemons, or after a restart, the one before may be another's.
         self.recent.wrote(address, outcome.last_contact)
 
-    def _write_pings(self, items):
+    def _write_pings(self, items: Any) -> Any:
         return self.store.record_pings(
             items, self.settings.max_ping, self.settings.online_seconds)
 
@@ -502,7 +502,7 @@ class Farmers:
         return FarmerStatus(record, uptime, count, last_block)
 
     @_outages_as_unavailable
-    def history(self, since, until, points):
+    def history(self, since: Any, until: Any, points: Any) -> Any:
         """Rows of the totals history in [since, until], at most ``points`` of them."""
         rows = yield self.store.history(since, until, points)
         return rows

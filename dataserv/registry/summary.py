@@ -56,7 +56,7 @@ class Summariser(service.Service):
     """
 
     log = Logger()
-    name = "summary"  # type: ignore[assignment]  # Twisted declares it None
+    name = "summary"
 
     def __init__(self, store: Any, settings: Any, clock: Any, renderer: Any,
                  pause: Optional[Callable[[], "defer.Deferred[None]"]] = None,

@@ -1,5 +1,6 @@
 """Group commit: requests that arrive while a write is in flight share the next one."""
 
+from typing import Any
 from collections import Counter
 
 from twisted.internet import defer
@@ -18,27 +19,27 @@ class GroupCommit:
 
     log = Logger()
 
-    def __init__(self, flush, max_batch=5000):
+    def __init__(self, flush: Any, max_batch: Any = 5000) -> None:
         self._flush = flush
         self._max_batch = max_batch
-        self._waiting = []
+        self._waiting: Any = []
         self._busy = False
         self.batches = 0
         self.items = 0
-        self.sizes = Counter()  # batch size -> batches of that size, for /metrics
+        self.sizes: Any = Counter()  # batch size -> batches of that size, for /metrics
 
-    def submit(self, item):
+    def submit(self, item: Any) -> Any:
         """Queue one item; the Deferred fires with the result of the batch it went in.
 
         Cancelling the Deferred does not take the item out of its batch.
         """
-        d = defer.Deferred()
+        d: Any = defer.Deferred()
         self._waiting.append((item, d))
         if not self._busy:
             self._next()
         return d
 
-    def _next(self):
+    def _next(self) -> None:
         if not self._waiting:
             self._busy = False
             return
@@ -51,7 +52,7 @@ class GroupCommit:
         result = defer.maybeDeferred(self._flush, [item for item, _ in batch])
         result.addBoth(self._deliver, batch)
 
-    def _deliver(self, result, batch):
+    def _deliver(self, result: Any, batch: Any) -> None:
         told = 0
         for _, d in batch:
             if not d.called:

@@ -53,7 +53,7 @@ HEALTH_QUERY = ("SELECT pg_is_in_recovery()"
                 " OR current_setting('transaction_read_only') = 'on'")
 
 
-def backoff(initial: float = 0.1, maximum: float = 1.0):
+def backoff(initial: float = 0.1, maximum: float = 1.0) -> Any:
     """Delays between connection attempts: doubling from ``initial`` up to ``maximum``.
 
     A maximum of one second keeps the pool back within about a second of PostgreSQL
@@ -88,12 +88,12 @@ def shielded(d: defer.Deferred) -> defer.Deferred:
     """A Deferred with d's result whose cancellation does not reach d."""
     out: defer.Deferred = defer.Deferred()
 
-    def relay(result):
+    def relay(result: Any) -> None:
         if not out.called:
             out.callback(result)
         elif isinstance(result, Failure):
             Database.log.warn("a database call failed after its caller went away: {why}",
-                              why=first_line(result.value))
+                              why=first_line(result.value))  # type: ignore[arg-type]
         return None
 
     d.addBoth(relay)
@@ -108,12 +108,12 @@ class _Link(txpostgres.Connection):
     returned instead, so the reactor calls connectionLost with it, quietly.
     """
 
-    def __init__(self, reactor, on_lost):
+    def __init__(self, reactor: Any, on_lost: Any) -> None:
         super().__init__(reactor)
         self._on_lost = on_lost
         self.abandoned = False
 
-    def doRead(self):  # noqa: N802 (IReadDescriptor)
+    def doRead(self) -> Any:  # noqa: N802 (IReadDescriptor)
         try:
             return super().doRead()
         except psycopg2.Error as e:
@@ -123,7 +123,7 @@ class _Link(txpostgres.Connection):
             # txpostgres asked the reactor to watch it again: the connection is gone.
             return ConnectionDone(str(e))
 
-    def connectionLost(self, reason):  # noqa: N802 (IReadDescriptor)
+    def connectionLost(self, reason: Any) -> None:  # noqa: N802 (IReadDescriptor)
         super().connectionLost(reason)
         if not self.abandoned:
             self._on_lost(self, reason)
@@ -135,20 +135,20 @@ class _Link(txpostgres.Connection):
             self.close()
 
 
-def link_connector(reactor, params: dict) -> "Callable[..., defer.Deferred]":
+def link_connector(reactor: Any, params: dict) -> "Callable[..., defer.Deferred]":
     """A ``connect(on_lost)`` for :class:`Pool`: opens one txpostgres connection."""
 
-    def connect(on_lost):
+    def connect(on_lost: Any) -> Any:
         link = _Link(reactor, on_lost)
         opening = link.connect(**params)
 
-        def cancel(d):
+        def cancel(d: Any) -> None:
             d.errback(defer.CancelledError())
             link.abandon()
 
-        opened = defer.Deferred(cancel)
+        opened: Any = defer.Deferred(cancel)
 
-        def done(result):
+        def done(result: Any) -> None:
             if isinstance(result, Failure):
                 link.abandon()  # a failed attempt may leave its socket watched
             if opened.called:  # cancelled: the attempt took too long
@@ -189,7 +189,7 @@ def in_transaction(link: Any, interaction: "Callable[..., object]", *args: Any,
 class _Slot:
     """One place in the pool: an open connection or a reconnection in progress."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.link = None
         self.call = None
         self.retry = None  # the DelayedCall of the next connection attempt
@@ -198,7 +198,7 @@ class _Slot:
 
 
 class _Call:
-    def __init__(self, work, result):
+    def __init__(self, work: Any, result: Any) -> None:
         self.work = work
         self.result = result
         self.slot = None
@@ -208,14 +208,14 @@ class _Call:
 class RateLimitedLog:
     """One log line per kind of event per ``interval`` seconds; the rest are counted."""
 
-    def __init__(self, clock, log, interval=LOG_INTERVAL):
+    def __init__(self, clock: Any, log: Any, interval: Any = LOG_INTERVAL) -> None:
         self.clock = clock
         self.log = log
         self.interval = interval
-        self._last = {}
-        self._quiet = collections.Counter()
+        self._last: Any = {}
+        self._quiet: Any = collections.Counter()
 
-    def warn(self, kind: str, text: str, **fields) -> bool:
+    def warn(self, kind: str, text: str, **fields: Any) -> bool:
         """Log ``text`` (a format string) unless ``kind`` was logged recently; whether it was."""
         now = self.clock.seconds()
         last = self._last.get(kind)
@@ -242,8 +242,8 @@ class Pool:
 
     log = Logger()
 
-    def __init__(self, clock, connect: "Callable[..., defer.Deferred]", size: int,
-                 timeout: float = DEFAULT_TIMEOUT, reconnect_backoff=backoff):
+    def __init__(self, clock: Any, connect: "Callable[..., defer.Deferred]", size: int,
+                 timeout: float = DEFAULT_TIMEOUT, reconnect_backoff: Any = backoff) -> None:
         self.clock = clock
         self._connect = connect
         self.size = size
@@ -269,11 +269,11 @@ class Pool:
         attempts = [self._open(slot) for slot in self._slots]
         d = defer.gatherResults(attempts, consumeErrors=True)
 
-        def opened(_):
+        def opened(_: Any) -> Any:
             self.started = True
             return self
 
-        def failed(f):
+        def failed(f: Any) -> Any:
             self.close()
             return f.value.subFailure
 
@@ -299,7 +299,7 @@ class Pool:
 
     # -- calls --------------------------------------------------------------
 
-    def run(self, work, timeout: "float | None" = None) -> defer.Deferred:
+    def run(self, work: Any, timeout: "float | None" = None) -> defer.Deferred:
         """``work(connection)`` on a free connection, within ``timeout`` seconds
         (the pool's when None) of this call, waiting for a connection included.
 
@@ -319,7 +319,7 @@ class Pool:
         self._dispatch()
         return shielded(inner)
 
-    def _dispatch(self):
+    def _dispatch(self) -> None:
         while self._queue:
             slot = next((s for s in self._slots if s.link is not None and s.call is None), None)
             if slot is None:
@@ -331,16 +331,16 @@ class Pool:
             d = defer.maybeDeferred(call.work, link)
             d.addBoth(self._finished, slot, call)
 
-    def _finished(self, outcome, slot, call):
+    def _finished(self, outcome: Any, slot: Any, call: Any) -> None:
         if slot.call is not call:
             return None  # missed its deadline: answered already, its connection closed
         slot.call = None
         if call.timer.active():
             call.timer.cancel()
         if isinstance(outcome, Failure):
-            reason = reason_for(outcome.value)
+            reason = reason_for(outcome.value)  # type: ignore[arg-type]
             if reason in CONNECTION_REASONS:
-                self._drop(slot, reason, first_line(outcome.value))
+                self._drop(slot, reason, first_line(outcome.value))  # type: ignore[arg-type]
         if isinstance(outcome, Failure):
             call.result.errback(outcome)
         else:
@@ -348,7 +348,7 @@ class Pool:
         self._dispatch()
         return None
 
-    def _expire(self, call):
+    def _expire(self, call: Any) -> None:
         slot = call.slot
         if slot is None:
             self._queue.remove(call)
@@ -357,7 +357,7 @@ class Pool:
             self._drop(slot, NOT_ANSWERING, "no answer within %g s" % (self.timeout,))
         self._fail(call, NOT_ANSWERING)
 
-    def _fail(self, call, reason):
+    def _fail(self, call: Any, reason: Any) -> None:
         if call.timer is not None and call.timer.active():
             call.timer.cancel()
         if not call.result.called:
@@ -365,11 +365,11 @@ class Pool:
 
     # -- connections --------------------------------------------------------
 
-    def _open(self, slot):
+    def _open(self, slot: Any) -> Any:
         attempt = slot.attempt = self._connect(functools.partial(self._link_lost, slot))
         timer = self.clock.callLater(self.timeout, attempt.cancel)
 
-        def opened(link):
+        def opened(link: Any) -> None:
             slot.attempt = None
             if timer.active():
                 timer.cancel()
@@ -381,7 +381,7 @@ class Pool:
             self._dispatch()
             return None
 
-        def failed(f):
+        def failed(f: Any) -> Any:
             slot.attempt = None
             if timer.active():
                 timer.cancel()
@@ -391,12 +391,12 @@ class Pool:
 
         return attempt.addCallbacks(opened, failed)
 
-    def _link_lost(self, slot, link, reason):
+    def _link_lost(self, slot: Any, link: Any, reason: Any) -> None:
         if slot.link is link and slot.call is None:
             self._drop(slot, LOST, first_line(reason.value))
         # A call in flight fails on its own and its end drops the connection.
 
-    def _drop(self, slot, reason, detail):
+    def _drop(self, slot: Any, reason: Any, detail: Any) -> None:
         link, slot.link = slot.link, None
         if link is not None:
             link.abandon()
@@ -410,28 +410,28 @@ class Pool:
                 self._fail(call, reason)
         self._reconnect(slot)
 
-    def _reconnect(self, slot):
+    def _reconnect(self, slot: Any) -> None:
         if self.closed or slot.reconnecting:
             return
         slot.reconnecting = True
         delays = self._backoff()
 
-        def attempt():
+        def attempt() -> None:
             slot.retry = None
             if self.closed:
                 return
             self._open(slot).addCallbacks(succeeded, failed)
 
-        def succeeded(_):
+        def succeeded(_: Any) -> None:
             slot.reconnecting = False
 
-        def failed(_):
+        def failed(_: Any) -> None:
             if not self.closed:
                 slot.retry = self.clock.callLater(next(delays), attempt)
 
         attempt()
 
-    def _back(self):
+    def _back(self) -> None:
         if self.outage_since is not None:
             seconds = self.clock.seconds() - self.outage_since
             self.outage_since = None
@@ -449,11 +449,12 @@ class Database(service.Service):
     """
 
     log = Logger()
-    name = "database"  # type: ignore[assignment]  # Twisted types Service.name as None
+    name = "database"
 
-    def __init__(self, clock, dsn, pool_size=4, retry_backoff=backoff, schema_dir=None,
-                 timeout=DEFAULT_TIMEOUT, on_fatal=None, setting="--database",
-                 connector=link_connector):
+    def __init__(self, clock: Any, dsn: Any, pool_size: Any = 4, retry_backoff: Any = backoff,
+                 schema_dir: Any = None, timeout: Any = DEFAULT_TIMEOUT, on_fatal: Any = None,
+                 setting: Any = "--database",
+                 connector: Any = link_connector) -> None:
         self.clock = clock
         self._dsn = dsn
         self.pool_size = pool_size
@@ -463,16 +464,16 @@ class Database(service.Service):
         self._on_fatal = on_fatal
         self.setting = setting
         self._connector = connector
-        self.pool = None
+        self.pool: Any = None
         self.schema_version = None
-        self.reason = "starting"
+        self.reason: Any = "starting"
         self.failures = RateLimitedLog(clock, self.log)
         self._stopping = False
-        self._starting = None
-        self._ready_waiters = []
-        self._recent = None  # (reason, when) of the latest server-side failure
-        self._health = None  # (when, (ok, details))
-        self._checking = None
+        self._starting: Any = None
+        self._ready_waiters: Any = []
+        self._recent: Any = None  # (reason, when) of the latest server-side failure
+        self._health: Any = None  # (when, (ok, details))
+        self._checking: Any = None
 
     # -- readiness ----------------------------------------------------------
 
@@ -514,12 +515,12 @@ class Database(service.Service):
                        ask=False).addBoth(self._checked)
         return waiter
 
-    def _checked(self, outcome):
+    def _checked(self, outcome: Any) -> None:
         ok, details = self.status()
         details = dict(details)
         reason = None
         if isinstance(outcome, Failure):
-            reason = reason_for(outcome.value) or "database check failed"
+            reason = reason_for(outcome.value) or "database check failed"  # type: ignore[arg-type]
         elif outcome[0][0]:
             reason = READ_ONLY
         elif self._recent is not None and \
@@ -544,19 +545,19 @@ class Database(service.Service):
 
     # -- lifecycle ----------------------------------------------------------
 
-    def startService(self):  # noqa: N802
+    def startService(self) -> None:  # noqa: N802
         super().startService()
         self._stopping = False
         self._starting = self._start()
 
-    def _fatal(self, message):
+    def _fatal(self, message: Any) -> None:
         self.reason = message
         self.log.critical("{reason}", reason=message)
         if self._on_fatal is not None:
             self._on_fatal(message)
 
     @defer.inlineCallbacks
-    def _start(self):
+    def _start(self) -> Any:
         try:
             dsn = self._dsn
             if callable(dsn):
@@ -609,7 +610,7 @@ class Database(service.Service):
                 d.callback(self)
             return
 
-    def stopService(self):  # noqa: N802
+    def stopService(self) -> None:  # noqa: N802
         super().stopService()
         self._stopping = True
         if self._starting is not None and not self._starting.called:
@@ -622,7 +623,7 @@ class Database(service.Service):
 
     # -- queries ------------------------------------------------------------
 
-    def _call(self, work, timeout=None, ask=True):
+    def _call(self, work: Any, timeout: Any = None, ask: Any = True) -> Any:
         """work(link) through the pool; ``ask`` is False for /health's own query,
         whose success says nothing about writes."""
         if self.pool is None or self.schema_version is None:
@@ -632,11 +633,11 @@ class Database(service.Service):
             d.addCallback(self._succeeded)
         return d.addErrback(self._translate)
 
-    def _succeeded(self, result):
+    def _succeeded(self, result: Any) -> Any:
         self._recent = None  # the latest call worked: no failure to report any more
         return result
 
-    def _translate(self, failure):
+    def _translate(self, failure: Any) -> Any:
         error = unavailable(failure.value)
         if error is None:
             return failure
@@ -648,32 +649,33 @@ class Database(service.Service):
                                reason=reason, detail=first_line(failure.value))
         raise error
 
-    def run_query(self, sql, params=None) -> defer.Deferred:
+    def run_query(self, sql: Any, params: Any = None) -> defer.Deferred:
         """Run one statement and return its rows."""
         return self._call(lambda link: link.runQuery(sql, params))
 
-    def run_operation(self, sql, params=None) -> defer.Deferred:
+    def run_operation(self, sql: Any, params: Any = None) -> defer.Deferred:
         """Run one statement, discarding rows."""
         return self._call(lambda link: link.runOperation(sql, params))
 
-    def run_interaction(self, interaction, *args, **kwargs) -> defer.Deferred:
+    def run_interaction(self, interaction: Any, *args: Any, **kwargs: Any) -> defer.Deferred:
         """Run ``interaction(cursor, ...)`` in one transaction."""
         return self._call(lambda link: in_transaction(link, interaction, *args, **kwargs))
 
-    def run_long_interaction(self, timeout, interaction, *args, **kwargs) -> defer.Deferred:
+    def run_long_interaction(self, timeout: Any, interaction: Any, *args: Any,
+                             **kwargs: Any) -> defer.Deferred:
         """Like run_interaction, with a deadline of its own (for reads that fetch in
         slices: each statement still has the usual statement_timeout)."""
         return self._call(lambda link: in_transaction(link, interaction, *args, **kwargs),
                           timeout=max(timeout, self.timeout))
 
 
-def _migrate(cursor, steps):
+def _migrate(cursor: Any, steps: Any) -> Any:
     # Migrations may rewrite whole tables: no per-statement limit inside them.
     d = cursor.execute("SET LOCAL statement_timeout = 0")
     return d.addCallback(lambda _: migrations.apply_all(cursor, steps))
 
 
-def _waiting_reason(error):
+def _waiting_reason(error: Any) -> Any:
     text = str(error).lower()
     for marker, said in (("connection refused", "connection refused"),
                          ("no such file or directory", "server not running"),
@@ -687,7 +689,7 @@ def _waiting_reason(error):
     return reason_for(error) or "unreachable"
 
 
-def _sleep(clock, seconds):
-    d = defer.Deferred(lambda d: call.cancel() if call.active() else None)
+def _sleep(clock: Any, seconds: Any) -> Any:
+    d: Any = defer.Deferred(lambda d: call.cancel() if call.active() else None)
     call = clock.callLater(seconds, d.callback, None)
     return d

@@ -15,7 +15,7 @@ class EmbeddedPostgres(service.Service):
     """Runs a :class:`~dataserv.storage.pgcluster.Cluster`; blocking steps run in a thread."""
 
     log = Logger()
-    name = "embedded-postgres"  # type: ignore[assignment]  # Twisted types Service.name as None
+    name = "embedded-postgres"
 
     def __init__(self, reactor: Any, cluster: Cluster, lock: DataDirLock | None = None) -> None:
         self.reactor = reactor
@@ -35,7 +35,7 @@ class EmbeddedPostgres(service.Service):
         lock.acquire()
         return cls(reactor, cluster, lock)
 
-    def _in_thread(self, f):
+    def _in_thread(self, f: Any) -> Any:
         return threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), f)
 
     def startService(self) -> None:  # noqa: N802
@@ -46,23 +46,23 @@ class EmbeddedPostgres(service.Service):
         self._started = self._in_thread(self.cluster.start)
         self._started.addCallbacks(self._up, self._failed)
 
-    def _up(self, dsn):
+    def _up(self, dsn: Any) -> Any:
         self.log.info("embedded PostgreSQL is up ({dsn})", dsn=dsn)
         waiters, self._waiters = self._waiters, []
         for d in waiters:
             d.callback(dsn)
         return dsn
 
-    def _failed(self, failure):
+    def _failed(self, failure: Any) -> None:
         self.log.critical("embedded PostgreSQL did not start: {error}", error=failure.value)
         waiters, self._waiters = self._waiters, []
         for d in waiters:
             d.errback(failure)
         return None
 
-    def dsn(self):
+    def dsn(self) -> Any:
         """A Deferred of the DSN once the cluster runs."""
-        d = defer.Deferred()
+        d: Any = defer.Deferred()
         if self._started is not None and self._started.called and self.cluster.socket_dir:
             d.callback(self.cluster.dsn())
         else:
@@ -76,7 +76,7 @@ class EmbeddedPostgres(service.Service):
         # server up after a stop run beside it: let it finish, then stop.
         finished: defer.Deferred = defer.Deferred()
 
-        def start_finished(result):
+        def start_finished(result: Any) -> Any:
             finished.callback(None)
             return result
 
@@ -89,6 +89,6 @@ class EmbeddedPostgres(service.Service):
             finished.addBoth(self._release)
         return finished
 
-    def _release(self, result):
-        self.lock.release()
+    def _release(self, result: Any) -> Any:
+        self.lock.release()  # type: ignore[union-attr]
         return result

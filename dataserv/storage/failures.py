@@ -6,16 +6,17 @@ with a short reason; the HTTP layer answers them with 503. Errors in what we ask
 (syntax, constraints, bad data) are not classified here and stay real errors.
 """
 
+from typing import Any
 import psycopg2
 import psycopg2.errorcodes
 import psycopg2.errors
 from twisted.internet import error as net_error
 
 
-def _sqlstates():
+def _sqlstates() -> Any:
     # psycopg2 raises a class per SQLSTATE; map each back to its code, so an error
     # is classified the same whether it came from the server or was built by hand.
-    by_class = {}
+    by_class: Any = {}
     for value in vars(psycopg2.errorcodes).values():
         if isinstance(value, str) and len(value) == 5:
             try:

@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from typing import IO, Optional
+from typing import IO, Any, Optional
 
 # Unix socket paths are limited to 107 bytes; leave room for "/.s.PGSQL.5432".
 _MAX_SOCKET_DIR = 90
@@ -28,12 +28,12 @@ class ClusterError(Exception):
     """The embedded PostgreSQL cannot be set up; the message says why and what to do."""
 
 
-def _has_server(bindir):
+def _has_server(bindir: Any) -> Any:
     return all(os.access(os.path.join(bindir, name), os.X_OK)
                for name in ("initdb", "pg_ctl", "postgres"))
 
 
-def find_bindir(environ=None):
+def find_bindir(environ: Any = None) -> Any:
     """Directory with initdb/pg_ctl/postgres: $DATASERV_PG_BIN, the system's, or a wheel's."""
     environ = os.environ if environ is None else environ
     candidates = []
@@ -48,7 +48,7 @@ def find_bindir(environ=None):
         except (OSError, subprocess.SubprocessError):
             pass
 
-    def version(path):
+    def version(path: Any) -> Any:
         try:
             return float(path.split("/")[-2])
         except ValueError:
@@ -73,7 +73,7 @@ def find_bindir(environ=None):
         "set DATASERV_PG_BIN to their directory, or give --database")
 
 
-def cluster_user(euid=None):
+def cluster_user(euid: Any = None) -> Any:
     """(uid, gid, name) to run PostgreSQL as, or None to run as ourselves."""
     euid = os.geteuid() if euid is None else euid
     if euid != 0:
@@ -140,7 +140,8 @@ class DataDirLock:
 class Cluster:
     """One PostgreSQL cluster under ``data_dir``/pg, reachable over a unix socket only."""
 
-    def __init__(self, data_dir, bindir=None, durable=True, user="auto"):
+    def __init__(self, data_dir: Any, bindir: Any = None, durable: Any = True,
+                 user: Any = "auto") -> None:
         self.data_dir = os.path.abspath(data_dir)
         self.pgdata = os.path.join(self.data_dir, "pg")
         self.bindir = bindir
@@ -151,8 +152,8 @@ class Cluster:
 
     # -- helpers -----------------------------------------------------------
 
-    def _run(self, args, check=True, timeout=120):
-        kwargs = {}
+    def _run(self, args: Any, check: Any = True, timeout: Any = 120) -> Any:
+        kwargs: Any = {}
         if self.user is not None:
             uid, gid, _ = self.user
             kwargs.update(user=uid, group=gid, extra_groups=[])
@@ -166,14 +167,14 @@ class Cluster:
                 (result.stderr or result.stdout).strip()[-2000:]))
         return result
 
-    def _bin(self, name):
+    def _bin(self, name: Any) -> Any:
         return os.path.join(self.bindir, name)
 
-    def _user_can(self, path, test):
+    def _user_can(self, path: Any, test: Any) -> Any:
         """Whether the cluster user can pass ``test`` (e.g. -x, -w) on path."""
         return self._run(["/bin/sh", "-c", 'test %s "$0"' % test, path], check=False).returncode == 0
 
-    def _explain_unreachable(self, path, what):
+    def _explain_unreachable(self, path: Any, what: Any) -> Any:
         name = self.user[2]
         return ClusterError(
             "PostgreSQL refuses to run as root, so the embedded cluster runs as user %r; "
@@ -183,7 +184,7 @@ class Cluster:
             "The daemon does not change permissions outside its data dir."
             % (name, what, path))
 
-    def _prepare_directories(self):
+    def _prepare_directories(self) -> None:
         if not os.path.isdir(self.data_dir):
             parent = os.path.dirname(self.data_dir)
             if not os.path.isdir(parent):
@@ -217,7 +218,7 @@ class Cluster:
             raise ClusterError("cannot write to %s; fix its permissions or choose another "
                                "--data-dir" % (self.pgdata,))
 
-    def _choose_socket_dir(self):
+    def _choose_socket_dir(self) -> Any:
         if len(self.pgdata) <= _MAX_SOCKET_DIR:
             return self.pgdata
         directory = tempfile.mkdtemp(prefix="dataserv-pg-")
@@ -228,18 +229,18 @@ class Cluster:
 
     # -- the lifecycle -----------------------------------------------------
 
-    def is_initialised(self):
+    def is_initialised(self) -> Any:
         """Whether initdb has run in pgdata."""
         return os.path.exists(os.path.join(self.pgdata, "PG_VERSION"))
 
-    def is_running(self):
+    def is_running(self) -> Any:
         """Whether a postmaster is running on pgdata."""
         if not self.is_initialised():
             return False
         return self._run([self._bin("pg_ctl"), "status", "-D", self.pgdata],
                          check=False).returncode == 0
 
-    def initialise(self):
+    def initialise(self) -> None:
         """Run initdb (first start only)."""
         self._run([self._bin("initdb"), "-D", self.pgdata, "-U", USER, "--auth=trust",
                    "--encoding=UTF8", "--no-locale"], timeout=300)
@@ -253,13 +254,13 @@ class Cluster:
         with open(os.path.join(self.pgdata, "postgresql.auto.conf"), "a") as f:
             f.write("# written by dataserv\n" + "\n".join(settings) + "\n")
 
-    def prepare(self):
+    def prepare(self) -> None:
         """Find binaries and create/check directories; raises ClusterError saying why not."""
         if self.bindir is None:
             self.bindir = find_bindir()
         self._prepare_directories()
 
-    def start(self):
+    def start(self) -> Any:
         """Initialise if needed and start the server (or adopt one already running).
 
         Blocking; returns the libpq DSN to connect with.
@@ -276,7 +277,7 @@ class Cluster:
                        "-o", "-k %s -p %d" % (self.socket_dir, PORT)], timeout=180)
         return self.dsn()
 
-    def _running_socket_dir(self):
+    def _running_socket_dir(self) -> Any:
         # postmaster.pid line 5 is the socket directory of the running server.
         try:
             with open(os.path.join(self.pgdata, "postmaster.pid")) as f:
@@ -285,11 +286,11 @@ class Cluster:
         except (OSError, IndexError):
             return self.pgdata
 
-    def dsn(self):
+    def dsn(self) -> Any:
         """libpq connection string for the running cluster."""
         return "host=%s port=%d user=%s dbname=%s" % (self.socket_dir, PORT, USER, DATABASE)
 
-    def stop(self):
+    def stop(self) -> None:
         """Stop the server (fast shutdown: sessions end, data is flushed)."""
         if self.bindir and self.is_running():
             self._run([self._bin("pg_ctl"), "stop", "-w", "-t", "120", "-m", "fast",
@@ -298,13 +299,13 @@ class Cluster:
             shutil.rmtree(self.socket_dir, ignore_errors=True)
             self._own_socket_dir = False
 
-    def kill(self):
+    def kill(self) -> None:
         """Stop the server abruptly (immediate mode), as a crash would; for tests."""
         self._run([self._bin("pg_ctl"), "stop", "-w", "-m", "immediate", "-D", self.pgdata],
                   check=False)
 
 
-def main(argv=None):
+def main(argv: Any = None) -> Any:
     """`python -m dataserv.storage.pgcluster start|stop DIR`: manage a cluster by hand."""
     argv = sys.argv[1:] if argv is None else argv
     usage = "usage: python -m dataserv.storage.pgcluster start|stop DIR"

@@ -58,16 +58,16 @@ SLICED_READ_SECONDS = 120.0
 class Timings:
     """Count and total seconds per named transaction."""
 
-    def __init__(self, clock):
+    def __init__(self, clock: Any) -> None:
         self.clock = clock
-        self.counts = {}
-        self.seconds = {}
+        self.counts: Any = {}
+        self.seconds: Any = {}
 
-    def measure(self, name, d):
+    def measure(self, name: Any, d: Any) -> Any:
         """Record how long the Deferred d takes under name."""
         started = self.clock.seconds()
 
-        def done(result):
+        def done(result: Any) -> Any:
             self.counts[name] = self.counts.get(name, 0) + 1
             self.seconds[name] = self.seconds.get(name, 0.0) + self.clock.seconds() - started
             return result
@@ -94,14 +94,14 @@ class ClaimRefused(Exception):
         self.outcome = outcome
 
 
-def _claim_params(address, claim, now):
+def _claim_params(address: Any, claim: Any, now: Any) -> Any:
     """The claim_request(p_addr, p_key, p_v2, p_at, p_expires) arguments."""
     if claim is None:
         return (address, None, False, now, None)
     return (address, claim.key, claim.v2, now, claim.expires)
 
 
-def _claimed(outcome):
+def _claimed(outcome: Any) -> None:
     if outcome != "ok":
         raise ClaimRefused(outcome)
 
@@ -114,14 +114,14 @@ Contact = namedtuple("Contact", ["written", "last_contact"])
 class FarmerStore:
     """The farmers' tables in PostgreSQL, through a :class:`dataserv.storage.database.Database`."""
 
-    def __init__(self, database, clock):
+    def __init__(self, database: Any, clock: Any) -> None:
         self.db = database
         self.timings = Timings(clock)
 
-    def _query(self, name, sql, params=None):
+    def _query(self, name: Any, sql: Any, params: Any = None) -> Any:
         return self.timings.measure(name, self.db.run_query(sql, params))
 
-    def _interaction(self, name, interaction, *args):
+    def _interaction(self, name: Any, interaction: Any, *args: Any) -> Any:
         return self.timings.measure(name, self.db.run_interaction(interaction, *args))
 
     # -- farmers ------------------------------------------------------------
@@ -129,7 +129,7 @@ class FarmerStore:
     @defer.inlineCallbacks
     def register(self, address: str, payout: str, now: float, ip: Optional[str],
                  network: Optional[str] = None, limit: Optional[int] = None,
-                 period: float = 3600.0, claim: "Claim | None" = None):
+                 period: float = 3600.0, claim: "Claim | None" = None) -> Any:
         """Insert a farmer; returns its record, None if the address is taken, or
         :class:`RegistrationRefused` when ``network`` already has ``limit``
         registrations in the ``period`` seconds before ``now`` (counted across every
@@ -152,7 +152,7 @@ class FarmerStore:
 
     @defer.inlineCallbacks
     def farmer(self, address: str, now: Optional[float] = None,
-               rate: Optional[float] = None):
+               rate: Optional[float] = None) -> Any:
         """The farmer's record, or None. Its height is the height credited at ``now``
         with a fill rate of ``rate`` shards per second (None: the claim as it is);
         without ``now``, the credited height as last stored."""
@@ -164,7 +164,7 @@ class FarmerStore:
         return FarmerRecord(*rows[0]) if rows else None
 
     @defer.inlineCallbacks
-    def record_contacts(self, contacts, min_gap, window):
+    def record_contacts(self, contacts: Any, min_gap: Any, window: Any) -> Any:
         """Record [(address, at, ip)] in one statement and one commit.
 
         Returns {address: Contact(written, last_contact)} for the farmers that
@@ -274,7 +274,7 @@ class FarmerStore:
         The request's claim is made in the same transaction; ClaimRefused if refused.
         """
         @defer.inlineCallbacks
-        def interaction(cursor):
+        def interaction(cursor: Any) -> Any:
             yield cursor.execute("SELECT claim_request(%s, %s, %s, %s, %s)",
                                  _claim_params(address, claim, now))
             _claimed(cursor.fetchall()[0][0])
@@ -299,7 +299,7 @@ class FarmerStore:
         return self._interaction("add_audit", interaction)
 
     @defer.inlineCallbacks
-    def audit_summary(self, farmer_id):
+    def audit_summary(self, farmer_id: Any) -> Any:
         """(number of audits, highest audited block or None) for one farmer."""
         rows = yield self._query(
             "audit_summary",
@@ -308,7 +308,8 @@ class FarmerStore:
 
     # -- the summary's reads ------------------------------------------------
 
-    def _fetch_in_slices(self, name, sql, params, pause, size=2000, into=list):
+    def _fetch_in_slices(self, name: Any, sql: Any, params: Any, pause: Any, size: Any = 2000,
+                         into: Any = list) -> Any:
         """All rows of a query, fetched ``size`` at a time with ``pause()`` between,
         so 100 000 rows never hold the reactor for one long stretch. ``into=dict``
         gives {first column: second column} for two columns, else {first: the rest}."""
@@ -319,7 +320,7 @@ class FarmerStore:
         # cursor_tuple_fraction: every row is wanted, so plan for all of them (the
         # default plans cursors for the first 10 % and chose a plan 5x slower).
         @defer.inlineCallbacks
-        def interaction(cursor):
+        def interaction(cursor: Any) -> Any:
             yield cursor.execute("SET LOCAL cursor_tuple_fraction = 1")
             yield cursor.execute("SET LOCAL work_mem = '%s'" % SORT_MEMORY)
             yield cursor.execute("DECLARE slices NO SCROLL CURSOR FOR " + sql, params)
@@ -340,8 +341,8 @@ class FarmerStore:
         return self.timings.measure(
             name, self.db.run_long_interaction(SLICED_READ_SECONDS, interaction))
 
-    def online_activity(self, cutoff: float, pause=None, now: Optional[float] = None,
-                        rate: Optional[float] = None):
+    def online_activity(self, cutoff: float, pause: Any = None, now: Optional[float] = None,
+                        rate: Optional[float] = None) -> Any:
         """(id, height, last_seen, bandwidth_upload, bandwidth_download,
         claimed_height, plots, verified_bytes) of farmers seen at or after cutoff, by height desc then
         registration order. The height is the one credited at ``now`` with ``rate``
@@ -353,15 +354,16 @@ class FarmerStore:
             " ORDER BY credited DESC, id",
             {"cutoff": cutoff, "now": cutoff if now is None else now, "rate": rate}, pause)
 
-    def identities(self, farmer_ids, pause=None):
+    def identities(self, farmer_ids: Any, pause: Any = None) -> Any:
         """{id: (btc_addr, payout_addr, reg_time)}: what never changes about farmers."""
         return self._fetch_in_slices(
             "identities",
             "SELECT id, btc_addr, payout_addr, reg_time FROM farmers"
             " WHERE id = ANY(%s::bigint[])", (_id_array(farmer_ids),), pause, into=dict)
 
-    def online_seconds(self, first_day, last_day=None, seen_since=None, farmer_ids=None,
-                       pause=None):
+    def online_seconds(self, first_day: Any, last_day: Any = None, seen_since: Any = None,
+                       farmer_ids: Any = None,
+                       pause: Any = None) -> Any:
         """{farmer id: seconds credited from first_day (to last_day, if given)}, for
         the farmers seen since ``seen_since`` and/or those in ``farmer_ids``."""
         sql = ("SELECT u.farmer_id, sum(u.online_seconds) FROM uptime_days u"
@@ -379,7 +381,7 @@ class FarmerStore:
         return self._fetch_in_slices(
             "online_seconds", sql + " GROUP BY u.farmer_id", params, pause, into=dict)
 
-    def prune_uptime(self, before_day):
+    def prune_uptime(self, before_day: Any) -> Any:
         """Drop uptime buckets older than before_day (a date)."""
         return self._query(
             "prune_uptime",
@@ -395,8 +397,9 @@ class FarmerStore:
 
     # -- totals history -----------------------------------------------------
 
-    def append_history(self, at, online_farmers, total_tb, total_height, min_gap=0,
-                       verified_tb=0.0):
+    def append_history(self, at: Any, online_farmers: Any, total_tb: Any, total_height: Any,
+                       min_gap: Any = 0,
+                       verified_tb: Any = 0.0) -> Any:
         """Add one totals row unless one newer than ``at - min_gap`` exists (another
         daemon on the same database may have written it)."""
         return self._query(
@@ -409,13 +412,13 @@ class FarmerStore:
             (at, online_farmers, total_tb, total_height, verified_tb, at - min_gap))
 
     @defer.inlineCallbacks
-    def last_history_time(self):
+    def last_history_time(self) -> Any:
         """When the newest totals row was written, or None."""
         rows = yield self._query("last_history_time", "SELECT max(at) FROM totals_history")
         return rows[0][0]
 
     @defer.inlineCallbacks
-    def history(self, since, until, points):
+    def history(self, since: Any, until: Any, points: Any) -> Any:
         """Totals rows in [since, until], averaged into at most ``points`` buckets."""
         rows = yield self._query(
             "history",
@@ -431,13 +434,13 @@ class FarmerStore:
         return [HistoryRow(*row) for row in rows]
 
 
-def _id_array(ids):
+def _id_array(ids: Any) -> Any:
     """Ids as a PostgreSQL array literal: ten times cheaper than adapting a list
     when there are 100 000 of them."""
     return "{%s}" % ",".join(map(str, map(int, ids)))
 
 
-def _contact(cursor, address, now, ip, window):
+def _contact(cursor: Any, address: Any, now: Any, ip: Any, window: Any) -> Any:
     return cursor.execute(
         "SELECT written FROM record_contacts(%s::text[], %s::float8[], %s::text[], %s, %s)",
         ([address], [now], [ip], NEVER_THROTTLED, window))

@@ -92,7 +92,7 @@ MAX_HISTORY_POINTS = 1000
 HISTORY_DEFAULT_SPAN = 7 * 86400  # seconds of history when ?since= is not given
 
 
-def _query_number(request, name, default):
+def _query_number(request: Any, name: Any, default: Any) -> Any:
     values = request.args.get(name)
     if not values or values[0] == b"":
         return default
@@ -105,7 +105,7 @@ def _query_number(request, name, default):
     return value
 
 
-def _header(request, name):
+def _header(request: Any, name: Any) -> Any:
     return request.requestHeaders.getRawHeaders(name, [None])[0]
 
 
@@ -115,8 +115,8 @@ class API:
     app = Klein()
     log = Logger()
 
-    def __init__(self, farmers, summariser, database, settings, clock,
-                 metrics: Optional[Metrics] = None, proofs=None) -> None:
+    def __init__(self, farmers: Any, summariser: Any, database: Any, settings: Any, clock: Any,
+                 metrics: Optional[Metrics] = None, proofs: Any = None) -> None:
         self.farmers = farmers
         self.proofs = proofs
         self.proofs_api = ProofsAPI(self, proofs) if proofs is not None else None
@@ -135,11 +135,11 @@ class API:
         if settings.rate_limit and not settings.no_limits:
             self.rate_limiter = limits.RateLimiter(settings.rate_limit, settings.rate_burst)
 
-    def resource(self):
+    def resource(self) -> Any:
         """The twisted.web resource for this API: the limits, then the routes."""
         return _Guarded(self, self.app.resource())
 
-    def refusal(self, request) -> Optional[bytes]:
+    def refusal(self, request: Any) -> Optional[bytes]:
         """The answer for a request refused before any work (rate limit), or None."""
         if self.rate_limiter is None:
             return None
@@ -155,7 +155,7 @@ class API:
 
     # -- helpers -------------------------------------------------------------
 
-    def client_ip(self, request):
+    def client_ip(self, request: Any) -> Any:
         """The client's IP: the peer, or X-Forwarded-For's last hop when the peer is a
         trusted proxy."""
         peer = getattr(request.getClientAddress(), "host", None)
@@ -178,7 +178,7 @@ class API:
                         break
         return peer
 
-    def _rules_request(self, request, now):
+    def _rules_request(self, request: Any, now: Any) -> Any:
         authorization = _header(request, b"Authorization")
         body = b""
         if v2.is_v2(authorization) and request.content is not None:
@@ -195,7 +195,7 @@ class API:
             body=body,
         )
 
-    def _text(self, request, status, body, content_type=TEXT):
+    def _text(self, request: Any, status: Any, body: Any, content_type: Any = TEXT) -> Any:
         """Status, type and length of an answer; its body (str, bytes or a Body)."""
         request.setResponseCode(status)
         request.setHeader(b"Content-Type", content_type)
@@ -207,10 +207,10 @@ class API:
             return body.write_to(request)  # Klein finishes the request after it
         return body
 
-    def _answer(self, route, request, d, success):
+    def _answer(self, route: Any, request: Any, d: Any, success: Any) -> Any:
         """Attach the success renderer and the one error table to a rules Deferred."""
 
-        def failed(failure):
+        def failed(failure: Any) -> Any:
             error = failure.value
             if isinstance(error, rules.Unavailable):
                 self.metrics.database_error(getattr(error, "kind", "unavailable"))
@@ -241,7 +241,7 @@ class API:
 
         return d.addCallbacks(success, failed)
 
-    def _changes_nothing(self, request):
+    def _changes_nothing(self, request: Any) -> Any:
         """405 for HEAD on a route that changes state (werkzeug answers HEAD for every
         GET route); None for any other method."""
         if request.method != b"HEAD":
@@ -250,7 +250,7 @@ class API:
         return self._text(request, *METHOD_NOT_ALLOWED, PLAIN)
 
     @app.handle_errors(HTTPException)
-    def _http_error(self, request, failure):
+    def _http_error(self, request: Any, failure: Any) -> Any:
         """Routing errors (404, 405, ...) as short text instead of werkzeug's HTML."""
         error = failure.value
         if isinstance(error, MethodNotAllowed) and error.valid_methods:
@@ -260,7 +260,7 @@ class API:
         return self._text(request, error.code, "%d %s" % (error.code, error.name), PLAIN)
 
     @app.handle_errors(Exception)
-    def _unexpected(self, request, failure):
+    def _unexpected(self, request: Any, failure: Any) -> Any:
         """A bug: logged with its traceback, answered with one line."""
         self.log.failure("unexpected error in {uri}", failure, uri=request.uri)
         return self._text(request, *INTERNAL_ERROR, PLAIN)
@@ -268,13 +268,13 @@ class API:
     # -- legacy routes -------------------------------------------------------
 
     @app.route("/api/address", methods=["GET"])
-    def address(self, request):
+    def address(self, request: Any) -> Any:
         """The server's own address, for clients to sign for."""
         return self._text(request, 200, render.json_bytes({"address": self.settings.address}), JSON)
 
     @app.route("/api/register/<farmer_id>", methods=["GET"])
     @app.route("/api/register/<farmer_id>/<payout>", methods=["GET"])
-    def register(self, request, farmer_id, payout=None):
+    def register(self, request: Any, farmer_id: Any, payout: Any = None) -> Any:
         """Register a farmer, optionally with a payout address."""
         refused = self._changes_nothing(request)
         if refused is not None:
@@ -287,30 +287,30 @@ class API:
                 0.0, record, now, self.settings.online_seconds, self.settings.uptime_days))),
             JSON))
 
-    def _accept(self, route, request, call, *args, accepted):
+    def _accept(self, route: Any, request: Any, call: Any, *args: Any, accepted: Any) -> Any:
         """A signed call that answers 200 with the text ``accepted``; "now" is read here,
         once, at request entry."""
         refused = self._changes_nothing(request)
         if refused is not None:
             return refused
         rules_request = self._rules_request(request, self.clock.seconds())
-        d = defer.maybeDeferred(call, *args, rules_request)
+        d = defer.maybeDeferred(call, *args, rules_request)  # type: ignore[call-overload]
         return self._answer(route, request, d, lambda _: self._text(request, 200, accepted))
 
     @app.route("/api/ping/<farmer_id>", methods=["GET"])
-    def ping(self, request, farmer_id):
+    def ping(self, request: Any, farmer_id: Any) -> Any:
         """Keep-alive."""
         return self._accept("ping", request, self.farmers.ping, farmer_id,
                             accepted="Ping accepted.")
 
     @app.route("/api/height/<farmer_id>/<height>", methods=["GET"])
-    def height(self, request, farmer_id, height):
+    def height(self, request: Any, farmer_id: Any, height: Any) -> Any:
         """Advertise storage generated."""
         return self._accept("height", request, self.farmers.set_height, farmer_id, height,
                             accepted="Height accepted.")
 
     @app.route("/api/online", methods=["GET"])
-    def online(self, request):
+    def online(self, request: Any) -> Any:
         """Online farmers as 2.2.x's HTML fragment."""
         snap = self.summariser.snapshot
         if snap is None:
@@ -318,7 +318,7 @@ class API:
         return self._text(request, 200, snap.online_html)
 
     @app.route("/api/online/json", methods=["GET"])
-    def online_json(self, request):
+    def online_json(self, request: Any) -> Any:
         """Online farmers as JSON (gzip when the client accepts it)."""
         snap = self.summariser.snapshot
         if snap is None:
@@ -332,7 +332,7 @@ class API:
         return self._text(request, 200, snap.online_json, JSON)
 
     @app.route("/api/total", methods=["GET"])
-    def total(self, request):
+    def total(self, request: Any) -> Any:
         """Online count and terabytes managed."""
         snap = self.summariser.snapshot
         if snap is None:
@@ -340,31 +340,31 @@ class API:
         request.setHeader(b"Access-Control-Allow-Origin", b"*")
         return self._text(request, 200, snap.total_json, JSON)
 
-    def _not_summarised(self, request):
+    def _not_summarised(self, request: Any) -> Any:
         request.setHeader(b"Retry-After", RETRY_AFTER)
         return self._text(request, *NOT_SUMMARISED)
 
     # -- beyond the legacy API ----------------------------------------------
 
     @app.route("/api/bandwidth/<farmer_id>/<upload>/<download>", methods=["GET"])
-    def bandwidth(self, request, farmer_id, upload, download):
+    def bandwidth(self, request: Any, farmer_id: Any, upload: Any, download: Any) -> Any:
         """Report upload/download bandwidth."""
         return self._accept("bandwidth", request, self.farmers.set_bandwidth, farmer_id,
                             upload, download, accepted="Bandwidth accepted.")
 
     @app.route("/api/audit/<farmer_id>/<block>/<response>", methods=["GET"])
-    def audit(self, request, farmer_id, block, response):
+    def audit(self, request: Any, farmer_id: Any, block: Any, response: Any) -> Any:
         """Submit an audit response (a SHA-256) for a block."""
         return self._accept("audit", request, self.farmers.audit, farmer_id, block, response,
                             accepted="Audit accepted.")
 
     @app.route("/api/farmer/<farmer_id>", methods=["GET"])
-    def farmer(self, request, farmer_id):
+    def farmer(self, request: Any, farmer_id: Any) -> Any:
         """Self-service status: the farmer JSON plus online state and audits."""
         now = self.clock.seconds()
         d = defer.maybeDeferred(self.farmers.status, farmer_id, now)
 
-        def found(status):
+        def found(status: Any) -> Any:
             body = render.farmer_dict(status.record, now, status.uptime)
             online_until = status.record.last_seen + self.settings.online_seconds
             body.update({
@@ -379,7 +379,7 @@ class API:
             return scores.addCallback(lambda tallies: dict(body, plot_scores=[
                 proof_rules.plot_score_dict(t) for t in tallies]))
 
-        def send(body):
+        def send(body: Any) -> Any:
             request.setHeader(b"Access-Control-Allow-Origin", b"*")
             return self._text(request, 200, render.json_bytes(body), JSON)
 
@@ -387,14 +387,14 @@ class API:
         return self._answer("farmer", request, d, send)
 
     @app.route("/api/proofs/", branch=True, methods=["GET", "POST"])
-    def proofs_routes(self, request):
+    def proofs_routes(self, request: Any) -> Any:
         """Proof of space: /api/proofs/<id>/plots, .../challenges, .../answers."""
         if self.proofs_api is None:
             return self._text(request, 404, "Not found.", PLAIN)
         return self.proofs_api.resource()
 
     @app.route("/api/total/history", methods=["GET"])
-    def total_history(self, request):
+    def total_history(self, request: Any) -> Any:
         """Totals over time: ?since=&until= (Unix seconds), at most 1000 points.
 
         until defaults to now and since to a week before until. A range that
@@ -408,11 +408,11 @@ class API:
         except ValueError as e:
             return self._text(request, 400, str(e))
         if since > until:
-            d = defer.succeed([])
+            d: Any = defer.succeed([])
         else:
             d = self.farmers.history(since, until, MAX_HISTORY_POINTS)
 
-        def rows(history):
+        def rows(history: Any) -> Any:
             request.setHeader(b"Access-Control-Allow-Origin", b"*")
             body = {"since": since, "until": until, "history": [
                 {"time": int(row.at), "total_farmers": row.online_farmers,
@@ -457,7 +457,7 @@ class API:
             return self._text(request, *METRICS_FORBIDDEN, PLAIN)
         return self._text(request, 200, self.metrics.exposition(), METRICS_CONTENT_TYPE)
 
-    def _metrics_allowed(self, request):
+    def _metrics_allowed(self, request: Any) -> Any:
         ip = self.client_ip(request)
         try:
             address = ipaddress.ip_address(ip)
@@ -468,12 +468,12 @@ class API:
         return any(address in network for network in self.settings.metrics_allow)
 
     @app.route("/health", methods=["GET"])
-    def health(self, request):
+    def health(self, request: Any) -> Any:
         """200 when the database answers a real query and takes writes, 503 with a
         one-line reason when not (within the database deadline)."""
         now = self.clock.seconds()
 
-        def answer(result):
+        def answer(result: Any) -> Any:
             ok, details = result
             snap = self.summariser.snapshot
             details = dict(details)
@@ -495,12 +495,12 @@ class _Guarded(web_resource.Resource):
 
     isLeaf = True
 
-    def __init__(self, api, routes):
+    def __init__(self, api: Any, routes: Any) -> None:
         super().__init__()
         self.api = api
         self.routes = routes
 
-    def render(self, request):
+    def render(self, request: Any) -> Any:
         # Twisted's Request set its own name (and version) before calling us.
         request.setHeader(b"Server", SERVER)
         request.defaultContentType = PLAIN

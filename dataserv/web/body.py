@@ -8,6 +8,7 @@ everything queued on a connection into one buffer, a copy of the whole body for
 every download in progress.
 """
 
+from typing import Any
 from twisted.internet import defer
 from twisted.internet.interfaces import IPullProducer
 from zope.interface import implementer
@@ -18,20 +19,20 @@ class Body:
 
     __slots__ = ("pieces", "_length")
 
-    def __init__(self, pieces):
+    def __init__(self, pieces: Any) -> None:
         self.pieces = tuple(piece for piece in pieces if piece)
         self._length = sum(map(len, self.pieces))
 
-    def __len__(self):
+    def __len__(self) -> Any:
         return self._length
 
-    def __bytes__(self):
+    def __bytes__(self) -> Any:
         return b"".join(self.pieces)
 
-    def __repr__(self):
+    def __repr__(self) -> Any:
         return "<Body %d bytes in %d pieces>" % (self._length, len(self.pieces))
 
-    def write_to(self, request):
+    def write_to(self, request: Any) -> Any:
         """Write the pieces to a request as its connection drains; a Deferred that
         fires (with None) when all are written or the client has gone."""
         if len(self.pieces) < 2 or request.method == b"HEAD":
@@ -47,22 +48,22 @@ class Body:
 class _PieceProducer:
     """Hands a request the next piece whenever its transport asks for more."""
 
-    def __init__(self, request, pieces):
+    def __init__(self, request: Any, pieces: Any) -> None:
         self.request = request
         self.pieces = iter(pieces)
-        self.done = defer.Deferred()
+        self.done: Any = defer.Deferred()
 
-    def resumeProducing(self):  # noqa: N802 (Twisted's name)
+    def resumeProducing(self) -> None:  # noqa: N802 (Twisted's name)
         piece = next(self.pieces, None)
         if piece is None:
             self._finish()
         else:
             self.request.write(piece)
 
-    def stopProducing(self):  # noqa: N802 (the connection was lost)
+    def stopProducing(self) -> None:  # noqa: N802 (the connection was lost)
         self._finish()
 
-    def _finish(self):
+    def _finish(self) -> None:
         if not self.done.called:
             self.request.unregisterProducer()
             self.done.callback(None)

@@ -1,7 +1,7 @@
 """Bodies of the public routes, as 2.2.x wrote them, plus the fields beyond it."""
 
 import json
-from typing import TYPE_CHECKING, List, Tuple
+from typing import TYPE_CHECKING, Any, List, Tuple
 
 from dataserv.identity.addresses import address_to_nodeid
 
@@ -28,7 +28,7 @@ def farmer_dict(record: "FarmerRecord", now: float, uptime: float) -> dict:
     }
 
 
-def farmer_entry(btc_addr, payout_addr, reg_time, credit=0.0):
+def farmer_entry(btc_addr: Any, payout_addr: Any, reg_time: Any, credit: Any = 0.0) -> Any:
     """The summariser's entry for a farmer, ready for render_slice: the JSON before
     its height, the JSON between last_seen and uptime, its payout address, its
     registration time (those four never change), and the uptime seconds credited
@@ -45,12 +45,12 @@ def farmer_entry(btc_addr, payout_addr, reg_time, credit=0.0):
     )
 
 
-def with_credit(entry, credit):
+def with_credit(entry: Any, credit: Any) -> Any:
     """The farmer_entry with other credited seconds."""
     return entry[:4] + (credit,)
 
 
-def last_seen_text(seconds):
+def last_seen_text(seconds: Any) -> Any:
     """2.2.x's wording: seconds under a minute, then minutes, then hours."""
     seconds = max(0, int(seconds))
     if seconds < 60:
@@ -60,7 +60,7 @@ def last_seen_text(seconds):
     return "%d hour(s)" % (seconds // 3600)
 
 
-def online_html_entry(record, now):
+def online_html_entry(record: Any, now: Any) -> Any:
     """One farmer's entry on /api/online (entries are concatenated, no newline)."""
     return "%s |  Last Seen: %s | Height: %d<br/>" % (
         record.payout_addr, last_seen_text(now - record.last_seen), record.height)
@@ -112,17 +112,18 @@ def render_slice(activity: list, now: float, farmers: dict, window: float,
     return ", ".join(objects), "".join(entries), height_sum, verified_sum
 
 
-def total_tb(total_height, shard_size):
+def total_tb(total_height: Any, shard_size: Any) -> Any:
     """Terabytes managed, as /api/total reports them: always a float, 2 decimals."""
     return float(round(total_height * shard_size / 1024 ** 4, 2))
 
 
-def verified_tb(verified_bytes):
+def verified_tb(verified_bytes: Any) -> Any:
     """Terabytes proved by plots, in the unit of total_TB (1024**4 bytes), 2 decimals."""
     return float(round(verified_bytes / 1024 ** 4, 2))
 
 
-def total_dict(now, online_farmers, total_height, shard_size, verified_bytes=0):
+def total_dict(now: Any, online_farmers: Any, total_height: Any, shard_size: Any,
+               verified_bytes: Any = 0) -> Any:
     """The /api/total object: 2.2.x's three fields, then the verified terabytes."""
     return {
         "id": int(now / 60 / 30),
@@ -132,6 +133,6 @@ def total_dict(now, online_farmers, total_height, shard_size, verified_bytes=0):
     }
 
 
-def json_bytes(value):
+def json_bytes(value: Any) -> Any:
     """Compact UTF-8 JSON."""
     return json.dumps(value, separators=(", ", ": ")).encode("utf-8")
