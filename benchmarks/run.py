@@ -389,10 +389,11 @@ class Bench:
             finally:
                 d.stop()
 
-        field = self.seed_farmers(self.args.farmers, time.time() - 3600, v2_too=True)
-        if self.wanted("limits"):
+        if self.wanted("limits"):  # seeds the farmers table with its own field
             progress.step("limits: on vs --no-limits")
-            self.scenario_limits_cost(field)
+            self.scenario_limits_cost(presign.farmers(self.args.farmers))
+        # (After the limits step: the ping steps need the v2 farmers in the table too.)
+        field = self.seed_farmers(self.args.farmers, time.time() - 3600, v2_too=True)
         single = None
         if self.wanted("ping"):
             progress.step("b. ping, every one written (legacy and v2)")

@@ -271,9 +271,11 @@ class APITestCase(unittest.TestCase):
         if content_type is not None:
             self.assertEqual(reply.headers.getRawHeaders(b"Content-Type"), [content_type])
 
-    def assertRetryAfter(self, reply):  # noqa: N802
-        """A 503 that tells the client when to come back."""
+    def assertRetryAfter(self, reply, content_type=b"text/plain; charset=utf-8"):  # noqa: N802
+        """A 503 that tells the client when to come back, in one line of plain text
+        (/health's is its JSON)."""
         self.assertEqual(reply.status, 503)
+        self.assertEqual(reply.headers.getRawHeaders(b"Content-Type"), [content_type])
         retry = self.header(reply, b"Retry-After")
         self.assertIsNotNone(retry, "503 without Retry-After")
         self.assertGreater(int(retry), 0)
@@ -1126,7 +1128,7 @@ class OutageTests(APITestCase):
         ]
         for attempt in attempts:
             reply = yield attempt
-            self.assertAnswer(reply, 503, DATABASE_DOWN, TEXT)
+            self.assertAnswer(reply, 503, DATABASE_DOWN, PLAIN)
             self.assertRetryAfter(reply)
         # Nothing that was refused made it into the database.
         db = yield pg.open_database(self, clean=False)
@@ -1146,7 +1148,7 @@ class OutageTests(APITestCase):
         self.assertIsNone(self.header(up, b"Retry-After"))
         self.assertEqual((down.json()["database"], down.json()["reason"]),
                          ("unavailable", "stopped"))
-        self.assertRetryAfter(down)
+        self.assertRetryAfter(down, JSON)
 
     @defer.inlineCallbacks
     def test_lists_keep_serving_the_last_snapshot(self):

@@ -215,7 +215,7 @@ class API:
             if isinstance(error, rules.Unavailable):
                 self.metrics.database_error(getattr(error, "kind", "unavailable"))
                 request.setHeader(b"Retry-After", RETRY_AFTER)
-                return self._text(request, *UNAVAILABLE)
+                return self._text(request, *UNAVAILABLE, PLAIN)
             for kind in type(error).__mro__:
                 entry = ERRORS.get((route, kind))
                 if entry is not None:
@@ -342,7 +342,7 @@ class API:
 
     def _not_summarised(self, request: Any) -> Any:
         request.setHeader(b"Retry-After", RETRY_AFTER)
-        return self._text(request, *NOT_SUMMARISED)
+        return self._text(request, *NOT_SUMMARISED, PLAIN)
 
     # -- beyond the legacy API ----------------------------------------------
 
