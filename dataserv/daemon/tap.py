@@ -2,7 +2,6 @@
 
 from typing import Any
 
-from twisted.application import service
 from twisted.python import usage
 
 from dataserv import __version__

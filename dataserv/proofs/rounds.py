@@ -10,15 +10,15 @@ rows (the summariser publishes them), and drops challenges that left every windo
 import secrets
 from typing import Any, Callable, Optional
 
-from twisted.application import service
-from twisted.internet import defer, task
+from twisted.internet import defer
 from twisted.logger import Logger
 
 from dataserv.proofs.scoring import farmer_totals
+from dataserv.registry.periodic import PeriodicService
 from dataserv.storage.database import DatabaseUnavailable
 
 
-class ChallengeRounds(service.Service):
+class ChallengeRounds(PeriodicService):
     """Draws a round of challenges and scores the plots every challenge interval."""
 
     log = Logger()
@@ -35,32 +35,16 @@ class ChallengeRounds(service.Service):
         self.rounds = 0
         self.failures = 0
         self.last_drawn = 0
-        self._loop: Optional[task.LoopingCall] = None
-        self._waiting: Optional[defer.Deferred] = None
 
-    def startService(self) -> None:  # noqa: N802 (Twisted's name)
-        super().startService()
-        self._waiting = self._when_ready()
-        self._waiting.addCallback(self._start_loop)
-        self._waiting.addErrback(self._never_ready)
+    what = "challenge rounds"
 
-    def _start_loop(self, _: Any) -> None:
-        if not self.running:
-            return
-        self._loop = task.LoopingCall(self.run_round)
-        self._loop.clock = self.clock
-        self._loop.start(self.settings.challenge_interval, now=True)
+    def interval(self) -> float:
+        """Seconds between two rounds."""
+        return float(self.settings.challenge_interval)
 
-    def _never_ready(self, failure: Any) -> None:
-        if failure.check(defer.CancelledError) is None:
-            self.log.failure("challenge rounds not started", failure)
-
-    def stopService(self) -> None:  # noqa: N802 (Twisted's name)
-        super().stopService()
-        if self._waiting is not None and not self._waiting.called:
-            self._waiting.cancel()
-        if self._loop is not None and self._loop.running:
-            self._loop.stop()
+    def step(self) -> Any:
+        """One round (see :meth:`run_round`)."""
+        return self.run_round()
 
     @defer.inlineCallbacks
     def run_round(self) -> Any:

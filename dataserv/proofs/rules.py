@@ -18,7 +18,7 @@ from twisted.internet import defer
 from dataserv.identity.addresses import address_to_nodeid
 from dataserv.proofs import plots, scoring
 from dataserv.proofs.verification import count_valid
-from dataserv.registry.farmers import FarmerNotFound, Rejected, _outages_as_unavailable
+from dataserv.registry.farmers import FarmerNotFound, Rejected, outages_as_unavailable
 
 # A body larger than this is refused before it is parsed (413).
 MAX_BODY = 64 * 1024
@@ -168,7 +168,7 @@ class Proofs:
         if not smallest <= k <= plots.LARGEST_K:
             raise KOutOfRange(smallest, plots.LARGEST_K)
 
-    @_outages_as_unavailable
+    @outages_as_unavailable
     def register_plot(self, farmer_id: str, body: bytes, request: Any) -> Any:
         """Register the plot ``seed`` of size k of the farmer; a :class:`RegisteredPlot`.
         Registering the same plot again is harmless (``new`` is then False)."""
@@ -184,7 +184,7 @@ class Proofs:
             raise PlotConflict()
         return RegisteredPlot(plot_id, k, outcome == "registered")
 
-    @_outages_as_unavailable
+    @outages_as_unavailable
     def challenges(self, farmer_id: str, request: Any) -> Any:
         """The farmer's open challenges; the first fetch of each starts its window."""
         address = yield self.farmers.identify(farmer_id, request, "challenges")
@@ -196,7 +196,7 @@ class Proofs:
             raise FarmerNotFound()
         return found
 
-    @_outages_as_unavailable
+    @outages_as_unavailable
     def answer(self, farmer_id: str, body: bytes, request: Any) -> Any:
         """Check and record the proofs in an answer; an :class:`AnswerOutcome` per
         challenge. Only the first answer to a challenge, within the proof window after
@@ -245,7 +245,7 @@ class Proofs:
                 outcomes[target.challenge] = AnswerOutcome(target.challenge, "repeated")
         return [outcomes[challenge] for _, challenge, _ in answers]
 
-    @_outages_as_unavailable
+    @outages_as_unavailable
     def plot_scores(self, farmer_row: int, now: float) -> Any:
         """Each plot's tally over the score window (for /api/farmer), in
         registration order."""

@@ -118,7 +118,7 @@ class DuplicateAudit(Rejected):
 _T = TypeVar("_T")
 
 
-def _outages_as_unavailable(
+def outages_as_unavailable(
         method: Callable[..., Generator[Any, Any, _T]]) -> Callable[..., "defer.Deferred[_T]"]:
     """An inlineCallbacks method whose database outages come out as
     :class:`Unavailable`, the registry's word for "try again later"."""
@@ -367,7 +367,7 @@ class Farmers:
 
     # -- the calls ------------------------------------------------------------
 
-    @_outages_as_unavailable
+    @outages_as_unavailable
     def register(self, farmer_id: str, payout: Optional[str],
                  request: Request) -> Generator[Any, Any, FarmerRecord]:
         """Register a farmer (payout defaults to its own address); returns its record."""
@@ -394,7 +394,7 @@ class Farmers:
         self.recent.wrote(address, request.now)
         return record
 
-    @_outages_as_unavailable
+    @outages_as_unavailable
     def ping(self, farmer_id: str, request: Request) -> Generator[Any, Any, None]:
         """Keep-alive; one sooner than --max-ping after the last contact writes nothing."""
         address = self._farmer_id(farmer_id)
@@ -433,7 +433,7 @@ class Farmers:
         return self.store.record_pings(
             items, self.settings.max_ping, self.settings.online_seconds)
 
-    @_outages_as_unavailable
+    @outages_as_unavailable
     def set_height(self, farmer_id: str, height_text: str,
                    request: Request) -> Generator[Any, Any, None]:
         """Claim a height (generated storage), credited as :mod:`credit` allows;
@@ -452,7 +452,7 @@ class Farmers:
             raise FarmerNotFound()
         self.recent.wrote(address, request.now)
 
-    @_outages_as_unavailable
+    @outages_as_unavailable
     def set_bandwidth(self, farmer_id: str, upload_text: str, download_text: str,
                       request: Request) -> Generator[Any, Any, None]:
         """Report upload/download bandwidth; a contact."""
@@ -467,7 +467,7 @@ class Farmers:
             raise FarmerNotFound()
         self.recent.wrote(address, request.now)
 
-    @_outages_as_unavailable
+    @outages_as_unavailable
     def audit(self, farmer_id: str, block_text: str, response: str,
               request: Request) -> Generator[Any, Any, None]:
         """Store the farmer's audit response for a block; a contact."""
@@ -486,7 +486,7 @@ class Farmers:
             raise DuplicateAudit(block)
         self.recent.wrote(address, request.now)
 
-    @_outages_as_unavailable
+    @outages_as_unavailable
     def status(self, farmer_id: str, now: float) -> Generator[Any, Any, FarmerStatus]:
         """A :class:`FarmerStatus` for self-service; no authentication (it is public)."""
         address = self._farmer_id(farmer_id)
@@ -501,7 +501,7 @@ class Farmers:
             credited.get(record.id, 0.0), record, now, self.settings.online_seconds, days)
         return FarmerStatus(record, uptime, count, last_block)
 
-    @_outages_as_unavailable
+    @outages_as_unavailable
     def history(self, since: Any, until: Any, points: Any) -> Any:
         """Rows of the totals history in [since, until], at most ``points`` of them."""
         rows = yield self.store.history(since, until, points)

@@ -11,10 +11,10 @@ with a pause between them, so the reactor keeps answering pings while a pass run
 import gc
 from typing import Any, Callable, Dict, List, Optional
 
-from twisted.application import service
-from twisted.internet import defer, task
+from twisted.internet import defer
 from twisted.logger import Logger
 
+from dataserv.registry.periodic import PeriodicService
 from dataserv.registry.uptime_sums import UptimeSums
 from dataserv.registry.uptime import first_uptime_day
 from dataserv.registry import credit
@@ -44,7 +44,7 @@ def _now(result: Any = None) -> Any:
     return defer.succeed(result)
 
 
-class Summariser(service.Service):
+class Summariser(PeriodicService):
     """Builds a snapshot every ``summary_interval`` seconds and appends totals history.
 
     ``renderer`` makes the per-farmer entries and the snapshot (see
@@ -82,31 +82,20 @@ class Summariser(service.Service):
         self._history_at: Optional[float] = None
         self._pruned_before: Any = None
         self._summarised: List[defer.Deferred] = []  # waiting for the first snapshot
-        self._loop: Optional[task.LoopingCall] = None
-        self._waiting: Optional[defer.Deferred] = None
         self._claims_pruned_at: Optional[float] = None
         self._skip_logged_at: Optional[float] = None  # last "pass skipped" line
 
     # -- the service ----------------------------------------------------------
 
-    def startService(self) -> None:  # noqa: N802 (Twisted's name)
-        super().startService()
-        self._waiting = self._when_ready()
-        self._waiting.addCallback(self._start_loop)
-        self._waiting.addErrback(self._never_ready)
+    what = "summaries"
 
-    def _start_loop(self, _: Any) -> None:
-        if not self.running:
-            return
-        self._loop = task.LoopingCall(self.run_pass)
-        self._loop.clock = self.clock
-        self._loop.start(self.settings.summary_interval, now=True)
+    def interval(self) -> float:
+        """Seconds between two passes."""
+        return float(self.settings.summary_interval)
 
-    def _never_ready(self, failure: Any) -> None:
-        # stopService cancels the wait; anything else would otherwise be an
-        # unhandled error in a Deferred nobody holds.
-        if failure.check(defer.CancelledError) is None:
-            self.log.failure("summaries not started", failure)
+    def step(self) -> Any:
+        """One pass (see :meth:`run_pass`)."""
+        return self.run_pass()
 
     def when_summarised(self) -> "defer.Deferred[Any]":
         """A Deferred that fires with the first snapshot, once there is one."""
@@ -115,13 +104,6 @@ class Summariser(service.Service):
         d: defer.Deferred = defer.Deferred(lambda d: self._summarised.remove(d))
         self._summarised.append(d)
         return d
-
-    def stopService(self) -> None:  # noqa: N802 (Twisted's name)
-        super().stopService()
-        if self._waiting is not None and not self._waiting.called:
-            self._waiting.cancel()
-        if self._loop is not None and self._loop.running:
-            self._loop.stop()
 
     # -- one pass -------------------------------------------------------------
 
