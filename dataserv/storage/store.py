@@ -224,6 +224,18 @@ class FarmerStore:
                     for item, outcome, written, last in rows}
 
     @defer.inlineCallbacks
+    def _claimed_call(self, name: str, call: str, params: tuple, address: str,
+                      claim: "Claim | None", now: float) -> Any:
+        """The result of the PL/pgSQL ``call``, run only if the request's claim is
+        accepted, in the same statement; ClaimRefused if refused."""
+        rows = yield self._query(
+            name, "SELECT c, CASE WHEN c = 'ok' THEN " + call + " END"
+            " FROM claim_request(%s, %s, %s, %s, %s) AS c",
+            params + _claim_params(address, claim, now))
+        _claimed(rows[0][0])
+        return rows[0][1]
+
+    @defer.inlineCallbacks
     def claim(self, address: str, claim: "Claim", now: float) -> Any:
         """Claim a request that writes nothing of its own here (its route's writes
         follow); ClaimRefused if refused."""
@@ -242,13 +254,10 @@ class FarmerStore:
         per second (None: as claimed); see :mod:`dataserv.registry.credit`. The
         request's claim is made in the same statement; ClaimRefused if refused.
         """
-        rows = yield self._query(
-            "set_height",
-            "SELECT c, CASE WHEN c = 'ok' THEN set_height(%s, %s, %s, %s, %s, %s::float8) END"
-            " FROM claim_request(%s, %s, %s, %s, %s) AS c",
-            (address, height, now, ip, window, rate) + _claim_params(address, claim, now))
-        _claimed(rows[0][0])
-        return rows[0][1]
+        found = yield self._claimed_call(
+            "set_height", "set_height(%s, %s, %s, %s, %s, %s::float8)",
+            (address, height, now, ip, window, rate), address, claim, now)
+        return found
 
     @defer.inlineCallbacks
     def set_bandwidth(self, address: str, upload: float, download: float, now: float,
@@ -258,13 +267,10 @@ class FarmerStore:
 
         The request's claim is made in the same statement; ClaimRefused if refused.
         """
-        rows = yield self._query(
-            "set_bandwidth",
-            "SELECT c, CASE WHEN c = 'ok' THEN set_bandwidth(%s, %s, %s, %s, %s, %s) END"
-            " FROM claim_request(%s, %s, %s, %s, %s) AS c",
-            (address, upload, download, now, ip, window) + _claim_params(address, claim, now))
-        _claimed(rows[0][0])
-        return rows[0][1]
+        found = yield self._claimed_call(
+            "set_bandwidth", "set_bandwidth(%s, %s, %s, %s, %s, %s)",
+            (address, upload, download, now, ip, window), address, claim, now)
+        return found
 
     def add_audit(self, address: str, block: int, response: str, now: float,
                   ip: Optional[str],
