@@ -26,40 +26,29 @@ import time
 
 from benchmarks import presign, seed
 from benchmarks.drivers import best_driver
-from benchmarks.run import HOST, Bench, Daemon, free_port, wait_until
+from benchmarks.run import HOST, Bench, wait_until
 
 
-def rss_mb(pid):
-    """Resident memory of a process."""
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return None
+def _count_fds(pid, holds):
+    """How many of a process's descriptors point at what ``holds(target)`` accepts."""
+    count = 0
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            if holds(os.readlink("/proc/%d/fd/%s" % (pid, fd))):
+                count += 1
+        except OSError:
+            pass
+    return count
 
 
 def open_sockets(pid):
     """Sockets a process holds."""
-    count = 0
-    for fd in os.listdir("/proc/%d/fd" % pid):
-        try:
-            if os.readlink("/proc/%d/fd/%s" % (pid, fd)).startswith("socket:"):
-                count += 1
-        except OSError:
-            pass
-    return count
+    return _count_fds(pid, lambda target: target.startswith("socket:"))
 
 
 def spooled_files(pid):
     """Deleted temporary files a process holds open (Twisted spools bodies to them)."""
-    count = 0
-    for fd in os.listdir("/proc/%d/fd" % pid):
-        try:
-            if os.readlink("/proc/%d/fd/%s" % (pid, fd)).endswith("(deleted)"):
-                count += 1
-        except OSError:
-            pass
-    return count
+    return _count_fds(pid, lambda target: target.endswith("(deleted)"))
 
 
 def connect(port, source=None, rcvbuf=None):
@@ -123,13 +112,7 @@ class Hostile(Bench):
 
     def daemon(self, *flags, port=None, preexec=None):
         """A daemon with the default limits (and the given flags)."""
-        d = Daemon(self.dsn, port or free_port(), self.tmp, *flags, preexec=preexec)
-        try:
-            d.wait_ready()
-        except Exception:
-            d.stop()
-            raise
-        return d
+        return super().daemon(*flags, port=port, limits=True, preexec=preexec)
 
     def note(self, row):
         """Keep and print a result."""
@@ -172,7 +155,7 @@ class Hostile(Bench):
 
     def big_body(self, d, size=500_000_000):
         """A GET announcing a 500 MB body and sending it flat out."""
-        before = rss_mb(d.process.pid)
+        before = d.rss_mb()
         sock = connect(d.port, source="127.0.0.20")
         sock.sendall(b"GET /api/total HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % size)
         started = time.monotonic()
@@ -199,11 +182,11 @@ class Hostile(Bench):
                    "bytes_sent_before_cut": sent, "seconds_until_cut": round(dropped_after, 2),
                    "spooled_files": spooled,
                    "rss_mb_before": round(before, 1),
-                   "rss_mb_after": round(rss_mb(d.process.pid), 1)})
+                   "rss_mb_after": round(d.rss_mb(), 1)})
 
     def slow_readers(self, d, label, count=64, wait=90):
         """Clients that ask for /api/online/json one after another and read nothing."""
-        base_rss = rss_mb(d.process.pid)
+        base_rss = d.rss_mb()
         base_sockets = open_sockets(d.process.pid)
         socks = []
         started = time.monotonic()
@@ -216,7 +199,7 @@ class Hostile(Bench):
         probe = connect(d.port, source="127.0.0.99")
         latencies = []
         while time.monotonic() - started < wait:
-            peak = max(peak, rss_mb(d.process.pid))
+            peak = max(peak, d.rss_mb())
             latencies.append(ask(probe)[1])
             if open_sockets(d.process.pid) <= base_sockets + 1 and held_until is None:
                 held_until = time.monotonic() - started

@@ -222,13 +222,13 @@ class Bench:
         self.cluster = Cluster(os.path.join(self.tmp, "pg-data"), durable=True)
         self.dsn = self.cluster.start()
 
-    def daemon(self, *flags, port=None, limits=False):
+    def daemon(self, *flags, port=None, limits=False, preexec=None):
         """Start and wait for a daemon on the benchmark database. The load comes
         from one address, as a conformance suite's does, so the daemon runs with
         --no-limits unless ``limits`` (the scenarios that measure their cost)."""
         if not limits:
             flags = ("--no-limits",) + flags
-        d = Daemon(self.dsn, port or free_port(), self.tmp, *flags)
+        d = Daemon(self.dsn, port or free_port(), self.tmp, *flags, preexec=preexec)
         try:
             d.wait_ready()
         except Exception:

@@ -67,7 +67,7 @@ class DaemonFlagTests(SynchronousTestCase):
         started = []
 
         class Recorder:
-            def __init__(self, dsn, port, logdir, *flags):
+            def __init__(self, dsn, port, logdir, *flags, preexec=None):
                 started.append(flags)
 
             def wait_ready(self):
