@@ -65,7 +65,7 @@ def build(variant, tmp, clock, field, settings):
     """A Site for ``variant`` whose farmers are all pinged recently (throttled)."""
     metrics = Metrics()
     farmers = Farmers(_Store(clock), Verifier(settings.address, settings.auth_timeout),
-                      settings)
+                      settings, clock)
     for farmer in field:
         farmers.recent.wrote(farmer.address, clock.seconds())
     api = API(farmers, None, None, settings, clock, metrics=metrics)

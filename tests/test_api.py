@@ -134,7 +134,7 @@ class Server:
         self.settings = settings
         self.store = FarmerStore(db, clock)
         self.verifier = Verifier(settings.address, settings.auth_timeout)
-        self.farmers = Farmers(self.store, self.verifier, settings)
+        self.farmers = Farmers(self.store, self.verifier, settings, clock)
         self.summariser = Summariser(self.store, settings, clock, SnapshotRenderer(settings),
                                      pause=lambda: defer.succeed(None))
         self.proofs = Proofs(ProofStore(db, clock), self.farmers, settings)

@@ -1,12 +1,13 @@
-"""Tests for :mod:`dataserv.storage.batching`: one write in flight, the rest wait and share."""
+"""Tests for :mod:`dataserv.storage.batching`: one write in flight, the rest wait and
+share (group commit), or are written a moment later with nobody waiting (write-behind)."""
 
 import gc
 
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.logger import Logger, LogLevel
 from twisted.trial.unittest import SynchronousTestCase
 
-from dataserv.storage.batching import GroupCommit
+from dataserv.storage.batching import RETRY_SECONDS, GroupCommit, WriteBehind
 
 
 class WriteFailed(Exception):
@@ -170,3 +171,93 @@ class GroupCommitTests(SynchronousTestCase):
         self.flush.finish()
         self.assertNoResult(calls[3])
         self.assertEqual(self.flush.batches[-1], ["d"])
+
+
+class WriteBehindTests(SynchronousTestCase):
+    """WriteBehind on a Clock, with a flush whose Deferreds the test fires by hand."""
+
+    def setUp(self):
+        self.clock = task.Clock()
+        self.flush = RecordingFlush()
+        self.events = []
+        self.queue = WriteBehind(self.flush, self.clock, 0.05, keep=lambda item: item != "old",
+                                 what="keys")
+        self.queue.log = Logger(observer=self.events.append)
+
+    def test_items_of_one_interval_go_in_one_write(self):
+        """Nothing is written at once; everything that came within the interval goes
+        in one call when it ends."""
+        for item in "abc":
+            self.queue.add(item)
+            self.clock.advance(0.01)
+        self.assertEqual(self.flush.batches, [])
+        self.clock.advance(0.02)
+        self.assertEqual(self.flush.batches, [["a", "b", "c"]])
+        self.assertEqual(len(self.queue), 0)
+
+    def test_one_write_in_flight(self):
+        """Items that arrive during a write wait for it, then one interval more."""
+        self.queue.add("a")
+        self.clock.advance(0.05)
+        self.queue.add("b")
+        self.clock.advance(1)
+        self.assertEqual(self.flush.batches, [["a"]])
+        self.flush.finish()
+        self.assertEqual(self.flush.batches, [["a"]])
+        self.clock.advance(0.05)
+        self.assertEqual(self.flush.batches, [["a"], ["b"]])
+
+    def test_failed_write_keeps_what_is_worth_keeping_and_retries(self):
+        """A failed write's items (but those keep refuses) go first in the next one,
+        tried again after RETRY_SECONDS; the failure is logged once, the recovery too."""
+        for item in ("old", "a"):
+            self.queue.add(item)
+        self.clock.advance(0.05)
+        self.queue.add("b")
+        self.flush.finish(WriteFailed("database not answering\ndetail"))
+        self.clock.advance(0.05)
+        self.assertEqual(len(self.flush.batches), 1)
+        self.clock.advance(RETRY_SECONDS)
+        self.assertEqual(self.flush.batches[1], ["a", "b"])
+        self.flush.finish(WriteFailed("database not answering"))
+        self.clock.advance(RETRY_SECONDS)
+        self.flush.finish()
+        self.assertEqual(self.flush.batches[2], ["a", "b"])
+        self.assertEqual([e["log_format"].format(**e) for e in self.events],
+                         ["1 keys wait for the next write: database not answering",
+                          "keys are written again"])
+        self.assertEqual(self.events[0]["log_level"], LogLevel.warn)
+        self.clock.advance(RETRY_SECONDS)
+        self.assertEqual(len(self.flush.batches), 3)
+
+    def test_drain_writes_now_and_waits(self):
+        """drain() writes at once and fires when that write is done."""
+        self.queue.add("a")
+        drained = self.queue.drain()
+        self.assertEqual(self.flush.batches, [["a"]])
+        self.assertNoResult(drained)
+        self.flush.finish()
+        self.successResultOf(drained)
+        self.clock.advance(1)
+        self.assertEqual(len(self.flush.batches), 1)
+
+    def test_drain_of_a_failing_write_fires_and_keeps_the_items(self):
+        self.queue.add("a")
+        drained = self.queue.drain()
+        self.flush.finish(WriteFailed("down"))
+        self.successResultOf(drained)
+        self.assertEqual(len(self.queue), 1)
+
+    def test_drain_with_nothing_queued_fires_at_once(self):
+        self.successResultOf(self.queue.drain())
+        self.assertEqual(self.flush.batches, [])
+
+    def test_synchronous_flush_error_is_kept(self):
+        """A flush that raises instead of returning a failed Deferred loses nothing."""
+        def broken(items):
+            raise WriteFailed("no")
+        queue = WriteBehind(broken, self.clock, 0.05)
+        queue.log = Logger(observer=self.events.append)
+        queue.add("a")
+        self.clock.advance(0.05)
+        self.assertEqual(len(queue), 1)

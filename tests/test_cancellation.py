@@ -23,9 +23,10 @@ class CancelTests(unittest.TestCase):
     @defer.inlineCallbacks
     def setUp(self):
         self.db = yield pg.open_database(self)
-        self.store = FarmerStore(self.db, task.Clock())
+        clock = task.Clock()
+        self.store = FarmerStore(self.db, clock)
         self.farmers = farmers.Farmers(
-            self.store, None, Settings(skip_authentication=True, max_ping=0))
+            self.store, None, Settings(skip_authentication=True, max_ping=0), clock)
         yield self.farmers.register(FARMER, None, request(T))
 
     @defer.inlineCallbacks

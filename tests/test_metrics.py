@@ -58,7 +58,7 @@ def _fake_daemon(passes=3):
     timings.counts, timings.seconds = {"record_contacts": 4}, {"record_contacts": 0.5}
     pings = SimpleNamespace(sizes={1: 1, 3: 2})
     verifier = SimpleNamespace(recoveries=5, cache_hits=11)
-    farmers = SimpleNamespace(timings=timings, pings=pings, verifier=verifier)
+    farmers = SimpleNamespace(timings=timings, pings=pings, verifier=verifier, late_replays=2)
     summariser = SimpleNamespace(
         passes=passes, failures=1, last_pass_phases={"fetch": 0.25}, last_pass_seconds=0.75,
         snapshot=SimpleNamespace(online_farmers=7, total_tb=1.5, built_at=990.0))
@@ -94,6 +94,7 @@ class CollectorTests(SynchronousTestCase):
             ("dataserv_ping_batch_size_bucket", (("le", "4.0"),)): 3,
             ("dataserv_signature_verifications_total", ()): 5,
             ("dataserv_signature_cache_hits_total", ()): 11,
+            ("dataserv_throttled_ping_replays_total", ()): 2,
             ("dataserv_summary_passes_total", ()): 3,
             ("dataserv_summary_failures_total", ()): 1,
             ("dataserv_summary_pass_seconds", ()): 0.75,

@@ -40,7 +40,7 @@ class FarmersTestCase(unittest.TestCase):
         self.clock = task.Clock()
         self.store = FarmerStore(self.db, self.clock)
         self.settings = Settings(skip_authentication=True, **self.settings)
-        self.farmers = farmers.Farmers(self.store, None, self.settings)
+        self.farmers = farmers.Farmers(self.store, None, self.settings, self.clock)
 
     def register(self, at, address=FARMER):
         return self.farmers.register(address, None, request(at))

@@ -476,7 +476,9 @@ class Dataserv(service.MultiService):
             (previous,), self._previous_sighup = self._previous_sighup, None
             # None: a handler set outside Python, which cannot be put back.
             signal.signal(signal.SIGHUP, signal.SIG_DFL if previous is None else previous)
-        return super().stopService()
+        # The replay keys of the last moment's throttled pings, before the pool closes.
+        drained = self.farmers.throttled_claims.drain()
+        return drained.addCallback(lambda _: super(Dataserv, self).stopService())
 
     def __init__(self, settings: Any, reactor: Any, embedded: Any = None) -> None:
         super().__init__()
@@ -496,7 +498,7 @@ class Dataserv(service.MultiService):
         self.database.setServiceParent(self)
         self.store = FarmerStore(self.database, reactor)
         self.verifier = Verifier(settings.address, settings.auth_timeout)
-        self.farmers = Farmers(self.store, self.verifier, settings)
+        self.farmers = Farmers(self.store, self.verifier, settings, reactor)
         self.summariser = Summariser(
             self.store, settings, reactor, SnapshotRenderer(settings),
             when_ready=self.database.when_ready, **summariser_hooks(reactor))

@@ -12,13 +12,14 @@ from dataclasses import dataclass
 from typing import Any, Callable, Generator, Optional, Set, TypeVar
 
 from twisted.internet import defer
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from dataserv.identity import addresses, replay, v2
 from dataserv.registry.uptime import first_uptime_day, uptime_percent
 from dataserv.identity.auth import AuthenticationFailed
 from dataserv.registry import credit, limits
-from dataserv.storage.batching import GroupCommit
+from dataserv.storage.batching import GroupCommit, WriteBehind
 from dataserv.storage.database import DatabaseUnavailable
 from dataserv.storage.store import (Claim, ClaimRefused, FarmerRecord, FarmerStore,
                                     RegistrationRefused)
@@ -177,6 +178,11 @@ class Request:
     body: bytes = b""      # the request body (v2 signs its SHA-256)
 
 
+# How soon after its answer a throttled ping's replay key is claimed in the database
+# (seconds): the one moment in which another daemon could still take its repeat.
+THROTTLED_CLAIMS_SECONDS = 0.05
+
+
 class RecentContacts:
     """The latest stored contact this process knows of for each farmer, to throttle
     pings in memory.
@@ -244,11 +250,21 @@ class Farmers:
     can no longer use legacy headers (:class:`V2Farmers`, then farmers.v2_since).
     """
 
-    def __init__(self, store: FarmerStore, verifier: Any, settings: Any) -> None:
+    log = Logger()
+
+    def __init__(self, store: FarmerStore, verifier: Any, settings: Any, clock: Any) -> None:
         self.store = store
         self.verifier = verifier
         self.settings = settings
+        self.clock = clock
         self.pings = GroupCommit(self._write_pings)
+        # The replay keys of pings throttled in memory, claimed a moment after their
+        # answer (see ping); a key past its expiry can no longer be replayed anyway.
+        self.throttled_claims = WriteBehind(
+            self._claim_throttled, clock, THROTTLED_CLAIMS_SECONDS,
+            keep=lambda item: item[3].expires > clock.seconds(),
+            what="replay keys of throttled pings")
+        self.late_replays = 0  # throttled pings found (afterwards) to repeat a request
         self.timings = store.timings  # the store's transactions, for /metrics
         self.recent = RecentContacts(settings.max_ping)
         limited = not settings.no_limits
@@ -399,13 +415,18 @@ class Farmers:
         """Keep-alive; one sooner than --max-ping after the last contact writes nothing."""
         address = self._farmer_id(farmer_id)
         claim = self._authenticate(address, request, "ping")
-        throttled = self.recent.throttled(address, request.now)
-        if throttled and claim is None:
+        if self.recent.throttled(address, request.now):
+            # Too soon: nothing is written, and the answer does not wait for the
+            # database. This daemon refuses the ping's repeat from now on (its key is
+            # claimed in memory); every other daemon does once the key is claimed in
+            # the database, within THROTTLED_CLAIMS_SECONDS (see README, Security).
+            if claim is not None:
+                self.throttled_claims.add((address, request.now, request.ip, claim, False))
+                if claim.v2:  # throttled: the farmer is known
+                    self.v2_farmers.add(address)
             return
-        # A throttled ping writes no contact, but its key is still claimed (in the
-        # next batch) so that its exact repeat is refused by every daemon.
-        item = (address, request.now, request.ip, claim, not throttled)
-        self.contacts_submitted += not throttled
+        item = (address, request.now, request.ip, claim, True)
+        self.contacts_submitted += 1
         # As _claimed, inline: this is the hottest path (one generator less per ping).
         try:
             outcomes = yield self.pings.submit(item)
@@ -417,10 +438,6 @@ class Farmers:
             if outcome.outcome == "downgrade":
                 self.v2_farmers.add(address)
             raise Unauthenticated(reason=_REFUSALS[outcome.outcome])
-        if throttled:  # throttled in memory: the farmer is known
-            if claim is not None and claim.v2:
-                self.v2_farmers.add(address)
-            return
         if outcome.last_contact is None:
             raise FarmerNotFound()
         if claim is not None and claim.v2:
@@ -432,6 +449,23 @@ class Farmers:
     def _write_pings(self, items: Any) -> Any:
         return self.store.record_pings(
             items, self.settings.max_ping, self.settings.online_seconds)
+
+    @defer.inlineCallbacks
+    def _claim_throttled(self, items: Any) -> Any:
+        """Claim the keys of pings throttled in memory (already answered, nothing to
+        write). A refusal can only be noted now: a downgrade marks the farmer, and a
+        repeat of a request another daemon took first is counted and logged."""
+        outcomes = yield self._write_pings(items)
+        late = 0
+        for item, outcome in outcomes.items():
+            if outcome.outcome == "downgrade":
+                self.v2_farmers.add(item[0])
+            elif outcome.outcome == "replayed":
+                late += 1
+        if late:
+            self.late_replays += late
+            self.log.warn("{count} throttled pings answered here repeated requests another "
+                          "daemon had taken (they wrote nothing)", count=late)
 
     @outages_as_unavailable
     def set_height(self, farmer_id: str, height_text: str,

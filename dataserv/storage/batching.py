@@ -1,10 +1,16 @@
-"""Group commit: requests that arrive while a write is in flight share the next one."""
+"""Batched writes: group commit (callers wait for the batch holding their item) and
+write-behind (nobody waits; items are written a short interval later)."""
 
-from typing import Any
 from collections import Counter
+from typing import Any, Callable, List
 
 from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+
+# How often a write-behind queue tries again while its writes fail (seconds).
+RETRY_SECONDS = 1.0
 
 
 class GroupCommit:
@@ -68,3 +74,88 @@ class GroupCommit:
                           "{why}", count=len(batch),
                           why=why[0] if why else type(result.value).__name__)
         self._next()
+
+
+class WriteBehind:
+    """Collect items nobody waits for and write them with ``flush(items)`` in batches.
+
+    The first item after an idle spell schedules a write ``interval`` seconds later
+    (on ``clock``); everything that arrived by then goes in that one call, so under
+    load a batch holds ``interval`` seconds of items. One write is in flight at a
+    time. A failed write keeps its items for the next one, except those ``keep``
+    says are no longer worth writing, and is tried again every RETRY_SECONDS; the
+    first failure of a run of them is logged once (not once per batch).
+    """
+
+    log = Logger()
+
+    def __init__(self, flush: Callable[[List[Any]], Any], clock: Any, interval: float,
+                 keep: Callable[[Any], bool] = lambda item: True,
+                 what: str = "writes") -> None:
+        self._flush = flush
+        self._clock = clock
+        self.interval = interval
+        self._keep = keep
+        self._what = what
+        self._waiting: List[Any] = []
+        self._call: Any = None
+        self._writing: "defer.Deferred[None] | None" = None
+        self._failing = False
+        self.batches = 0
+        self.items = 0
+
+    def add(self, item: Any) -> None:
+        """Queue one item for the next write."""
+        self._waiting.append(item)
+        if self._call is None and self._writing is None:
+            self._call = self._clock.callLater(self.interval, self._write)
+
+    def __len__(self) -> int:
+        return len(self._waiting)
+
+    def drain(self) -> "defer.Deferred[None]":
+        """Write what is queued now; fires once no write is in flight (whether or not
+        the last one succeeded: a failed write's items stay queued)."""
+        if self._call is not None:
+            self._call.cancel()
+            self._call = None
+        if self._writing is None:
+            self._write()
+        if self._writing is None:
+            return defer.succeed(None)
+        done: "defer.Deferred[None]" = defer.Deferred()
+        self._writing.addBoth(lambda _: done.callback(None))
+        return done
+
+    def _write(self) -> None:
+        self._call = None
+        if not self._waiting:
+            return
+        batch, self._waiting = self._waiting, []
+        self.batches += 1
+        self.items += len(batch)
+        writing = defer.maybeDeferred(self._flush, batch)
+        self._writing = writing
+        writing.addCallbacks(self._written, self._failed, errbackArgs=(batch,))
+        writing.addBoth(self._next)
+
+    def _written(self, result: Any) -> None:
+        if self._failing:
+            self._failing = False
+            self.log.info("{what} are written again", what=self._what)
+
+    def _failed(self, failure: Failure, batch: List[Any]) -> None:
+        kept = [item for item in batch if self._keep(item)]
+        self._waiting[:0] = kept
+        if not self._failing:
+            self._failing = True
+            why = str(failure.value).strip().splitlines()
+            self.log.warn("{count} {what} wait for the next write: {why}", count=len(kept),
+                          what=self._what, why=why[0] if why else type(failure.value).__name__)
+
+    def _next(self, result: Any) -> None:
+        self._writing = None
+        if self._waiting and self._call is None:
+            # While writes fail, try again once a second rather than every interval.
+            wait = max(self.interval, RETRY_SECONDS) if self._failing else self.interval
+            self._call = self._clock.callLater(wait, self._write)

@@ -165,6 +165,11 @@ class DaemonCollector:
             seconds.add_metric([name], timings.seconds.get(name, 0.0))
         yield transactions
         yield seconds
+        yield CounterMetricFamily(
+            "dataserv_throttled_ping_replays",
+            "Throttled pings found, once their key was claimed, to repeat a request "
+            "another daemon had taken (they wrote nothing).",
+            value=self.farmers.late_replays)
         pings = self.farmers.pings
         buckets, total = _batch_histogram(getattr(pings, "sizes", {}))
         batches = HistogramMetricFamily(
