@@ -7,7 +7,7 @@ from twisted.internet import defer, task
 from twisted.trial import unittest
 
 from dataserv.identity.signing import FarmerKey
-from dataserv.storage.store import NEVER_THROTTLED, FarmerStore
+from dataserv.storage.store import NEVER_THROTTLED, Claim, FarmerStore
 from tests import pg
 
 T = calendar.timegm((2023, 11, 15, 12, 0, 0))  # noon UTC
@@ -617,3 +617,79 @@ class RegistrationsPerNetworkTests(StoreTestCase):
         self.assertEqual(sum(isinstance(r, FarmerRecord) for r in results), 5)
         rows = yield self.db.run_query("SELECT count(*) FROM farmers")
         self.assertEqual(rows, [(5,)])
+
+
+class RecordPingsTests(StoreTestCase):
+    """record_pings: each item's key claimed, contacts written and v2 marked in one
+    statement (schema 0008)."""
+
+    def claim(self, name, v2=False):
+        return Claim(name.encode().ljust(16, b"."), v2, T + 600)
+
+    def pings(self, *items, min_gap=60):
+        return self.store.record_pings(list(items), min_gap, WINDOW)
+
+    @defer.inlineCallbacks
+    def claims(self):
+        rows = yield self.db.run_query("SELECT count(*) FROM request_claims")
+        return rows[0][0]
+
+    @defer.inlineCallbacks
+    def test_outcomes_of_a_mixed_batch(self):
+        """A known farmer's contact is written; a key-only item and an unknown
+        farmer's contact write nothing but claim their keys; no key, no claim."""
+        yield self.register_all(ALICE, BOB)
+        items = [(ALICE, T + 100, "10.0.0.1", self.claim("a"), True),
+                 (BOB, T + 100, None, self.claim("b"), False),
+                 (NOBODY, T + 100, None, self.claim("n"), True),
+                 (BOB, T + 100, None, None, True)]
+        result = yield self.pings(*items)
+        self.assertEqual([tuple(result[item]) for item in items],
+                         [("ok", True, T + 100), ("ok", None, None), ("ok", None, None),
+                          ("ok", True, T + 100)])
+        self.assertEqual((yield self.claims()), 3)
+        self.assertEqual((yield self.farmer_column(ALICE, "last_ip")), "10.0.0.1")
+
+    @defer.inlineCallbacks
+    def test_a_taken_key_writes_nothing(self):
+        yield self.register_all(ALICE)
+        yield self.pings((BOB, T + 1, None, self.claim("a"), False))
+        item = (ALICE, T + 100, None, self.claim("a"), True)
+        result = yield self.pings(item)
+        self.assertEqual(tuple(result[item]), ("replayed", None, None))
+        self.assertEqual((yield self.farmer_column(ALICE, "last_seen")), T)
+        self.assertEqual((yield self.uptime_rows()), [])
+
+    @defer.inlineCallbacks
+    def test_first_v2_use_marks_the_farmer_contact_or_not(self):
+        """A v2 item marks its farmer whether it is a contact (written or throttled)
+        or a key only; the earliest v2 use in the batch is the mark."""
+        yield self.register_all(ALICE, BOB, CAROL)
+        yield self.pings((ALICE, T + 5, None, self.claim("a", v2=True), False),
+                         (BOB, T + 100, None, self.claim("b2", v2=True), True),
+                         (BOB, T + 90, None, self.claim("b1", v2=True), True),
+                         (CAROL, T + 10, None, self.claim("c", v2=True), True))
+        marks = []
+        for address in (ALICE, BOB, CAROL):
+            marks.append((yield self.farmer_column(address, "v2_since")))
+        self.assertEqual(marks, [T + 5, T + 90, T + 10])
+        self.assertEqual((yield self.farmer_column(CAROL, "last_seen")), T)  # throttled
+        self.assertEqual((yield self.farmer_column(BOB, "last_seen")), T + 100)
+
+    @defer.inlineCallbacks
+    def test_legacy_after_v2_is_a_downgrade_and_claims_nothing(self):
+        yield self.register_all(ALICE)
+        yield self.pings((ALICE, T + 5, None, self.claim("a", v2=True), False))
+        claims = yield self.claims()
+        item = (ALICE, T + 100, None, self.claim("legacy"), True)
+        result = yield self.pings(item)
+        self.assertEqual(tuple(result[item]), ("downgrade", None, None))
+        self.assertEqual((yield self.claims()), claims)
+        self.assertEqual((yield self.farmer_column(ALICE, "last_seen")), T)
+
+    @defer.inlineCallbacks
+    def test_a_later_v2_use_keeps_the_first_mark(self):
+        yield self.register_all(ALICE)
+        yield self.pings((ALICE, T + 5, None, self.claim("a", v2=True), False))
+        yield self.pings((ALICE, T + 100, None, self.claim("b", v2=True), True))
+        self.assertEqual((yield self.farmer_column(ALICE, "v2_since")), T + 5)
