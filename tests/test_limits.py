@@ -12,6 +12,7 @@ from dataserv.registry.limits import (
     FORGET_SCAN,
     HourlyBuckets,
     TokenBuckets,
+    client_address,
     registration_network,
     seconds_until,
     whole_seconds,
@@ -158,6 +159,21 @@ class HourlyBucketsTests(SynchronousTestCase):
         self.assertEqual(buckets.take("new", T), 3600)  # the newest is kept
         self.assertEqual(buckets.take(9, T), 3600)
         self.assertEqual(buckets.take(0, T), 0)  # forgotten: a full bucket again
+
+
+class ClientAddressTests(SynchronousTestCase):
+    """The parsed client IP that both the per-IP and the per-network limits count."""
+
+    def test_addresses(self):
+        self.assertEqual(str(client_address("192.0.2.7")), "192.0.2.7")
+        self.assertEqual(str(client_address("2001:db8::1")), "2001:db8::1")
+
+    def test_ipv4_mapped_ipv6_is_ipv4(self):
+        self.assertEqual(str(client_address("::ffff:192.0.2.9")), "192.0.2.9")
+
+    def test_no_ip(self):
+        for ip in (None, "", "not an ip", "unix-socket"):
+            self.assertIsNone(client_address(ip), ip)
 
 
 class RegistrationNetworkTests(SynchronousTestCase):

@@ -21,6 +21,8 @@ from collections import OrderedDict
 from itertools import islice
 from typing import Hashable, List, Optional
 
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
 HOUR = 3600.0
 IPV4_PREFIX = 24
 IPV6_PREFIX = 64
@@ -32,10 +34,9 @@ IPV6_PREFIX = 64
 FORGET_SCAN = 8
 
 
-def registration_network(ip: Optional[str]) -> Optional[str]:
-    """The /24 (IPv4) or /64 (IPv6) that ``ip`` is in, as text ("192.0.2.0/24"), or
-    None when there is no IP to go by (such registrations are not counted).
-    An IPv4-mapped IPv6 address counts as its IPv4 address."""
+def client_address(ip: Optional[str]) -> Optional[IPAddress]:
+    """The client's IP address, an IPv4-mapped IPv6 address as its IPv4 address, or
+    None when ``ip`` is empty or not an IP address."""
     if not ip:
         return None
     try:
@@ -43,7 +44,17 @@ def registration_network(ip: Optional[str]) -> Optional[str]:
     except ValueError:
         return None
     if address.version == 6 and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+        return address.ipv4_mapped
+    return address
+
+
+def registration_network(ip: Optional[str]) -> Optional[str]:
+    """The /24 (IPv4) or /64 (IPv6) that ``ip`` is in, as text ("192.0.2.0/24"), or
+    None when there is no IP to go by (such registrations are not counted).
+    An IPv4-mapped IPv6 address counts as its IPv4 address."""
+    address = client_address(ip)
+    if address is None:
+        return None
     prefix = IPV4_PREFIX if address.version == 4 else IPV6_PREFIX
     return str(ipaddress.ip_network("%s/%d" % (address, prefix), strict=False))
 

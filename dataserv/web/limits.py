@@ -9,7 +9,12 @@ import functools
 import ipaddress
 from typing import Optional
 
-from dataserv.registry.limits import TokenBuckets, whole_seconds
+from dataserv.registry.limits import (
+    IPV6_PREFIX,
+    TokenBuckets,
+    client_address,
+    whole_seconds,
+)
 
 # Buckets kept at most. A bucket that has not been used for burst / rate seconds
 # is full again, the same as a new one, so forgetting the least recently used is
@@ -20,16 +25,11 @@ MAX_CLIENTS = 65536
 @functools.lru_cache(maxsize=4096)  # parsing an address costs more than the rest
 def client_key(ip: Optional[str]) -> Optional[str]:
     """The key a client's limits are counted under: its IPv4 address or its IPv6 /64."""
-    if not ip:
-        return None
-    try:
-        address = ipaddress.ip_address(ip)
-    except ValueError:
-        return ip  # not an IP (e.g. a UNIX socket peer): count it as it is
+    address = client_address(ip)
+    if address is None:
+        return ip or None  # not an IP (e.g. a UNIX socket peer): count it as it is
     if address.version == 6:
-        if address.ipv4_mapped is not None:
-            return str(address.ipv4_mapped)
-        return str(ipaddress.IPv6Network((address, 64), strict=False))
+        return str(ipaddress.IPv6Network((address, IPV6_PREFIX), strict=False))
     return str(address)
 
 
