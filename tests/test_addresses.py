@@ -34,9 +34,7 @@ def _hashlib_ripemd160_available():
 
 
 class RIPEMD160Tests(SynchronousTestCase):
-    """
-    Tests for the RIPEMD-160 and hash160 primitives.
-    """
+    """Tests for the RIPEMD-160 and hash160 primitives."""
 
     # Test vectors published with the RIPEMD-160 specification.
     vectors = [
@@ -53,8 +51,7 @@ class RIPEMD160Tests(SynchronousTestCase):
     ]
 
     def fallback(self):
-        """
-        Force the implementation used when hashlib lacks RIPEMD-160, the way
+        """Force the implementation used when hashlib lacks RIPEMD-160, the way
         the module picks it at import, and return it.
         """
 
@@ -67,8 +64,7 @@ class RIPEMD160Tests(SynchronousTestCase):
         return implementation
 
     def test_fallback_picked_without_hashlib(self):
-        """
-        hashlib's RIPEMD-160 is used when OpenSSL offers it, and another
+        """hashlib's RIPEMD-160 is used when OpenSSL offers it, and another
         implementation when it does not.
         """
         if _hashlib_ripemd160_available():
@@ -77,8 +73,7 @@ class RIPEMD160Tests(SynchronousTestCase):
         self.assertEqual(ripemd160(b"abc").hex(), self.vectors[2][1])
 
     def test_fallback_vectors(self):
-        """
-        The fallback matches the published vectors, through `ripemd160` and
+        """The fallback matches the published vectors, through `ripemd160` and
         `hash160`.
         """
         self.fallback()
@@ -89,9 +84,7 @@ class RIPEMD160Tests(SynchronousTestCase):
         )
 
     def test_fallback_million_a(self):
-        """
-        The fallback handles many blocks.
-        """
+        """The fallback handles many blocks."""
         self.fallback()
         self.assertEqual(
             ripemd160(b"a" * 1000000).hex(),
@@ -99,16 +92,12 @@ class RIPEMD160Tests(SynchronousTestCase):
         )
 
     def test_ripemd160_vectors(self):
-        """
-        `ripemd160`, whichever implementation it uses, matches the vectors.
-        """
+        """`ripemd160`, whichever implementation it uses, matches the vectors."""
         for message, expected in self.vectors:
             self.assertEqual(ripemd160(message).hex(), expected, message)
 
     def test_fallback_matches_hashlib(self):
-        """
-        Around every padding boundary the fallback agrees with OpenSSL.
-        """
+        """Around every padding boundary the fallback agrees with OpenSSL."""
         if not _hashlib_ripemd160_available():
             raise self.skipTest("hashlib has no ripemd160")
         rng = random.Random(160)
@@ -118,8 +107,7 @@ class RIPEMD160Tests(SynchronousTestCase):
         self.assertEqual([ripemd160(data) for data in samples], expected)
 
     def test_hash160(self):
-        """
-        hash160 of the compressed generator point (private key 1) is the
+        """hash160 of the compressed generator point (private key 1) is the
         well-known value behind 1BgGZ9tcN4rm9KBzDn7KprQz87SZ26SAMH.
         """
         public_key = bytes.fromhex(
@@ -135,33 +123,24 @@ class RIPEMD160Tests(SynchronousTestCase):
 
 
 class FarmerIdTests(SynchronousTestCase):
-    """
-    Tests for L{parse_farmer_id} and friends.
-    """
+    """Tests for `parse_farmer_id` and friends."""
 
     def test_address(self):
-        """
-        A valid P2PKH address is returned as it is.
-        """
+        """A valid P2PKH address is returned as it is."""
         self.assertEqual(parse_farmer_id(ADDRESS), ADDRESS)
 
     def test_nodeid_lower_and_upper(self):
-        """
-        A nodeid in either case gives the same address.
-        """
+        """A nodeid in either case gives the same address."""
         self.assertEqual(parse_farmer_id(NODEID), ADDRESS)
         self.assertEqual(parse_farmer_id(NODEID.upper()), ADDRESS)
 
     def test_hash160(self):
-        """
-        L{farmer_id_hash160} gives the 20 bytes for both forms.
-        """
+        """`farmer_id_hash160` gives the 20 bytes for both forms."""
         self.assertEqual(farmer_id_hash160(ADDRESS), bytes.fromhex(NODEID))
         self.assertEqual(farmer_id_hash160(NODEID.upper()), bytes.fromhex(NODEID))
 
     def test_leading_zero_hash(self):
-        """
-        A hash160 starting with zero bytes encodes with extra leading "1"s
+        """A hash160 starting with zero bytes encodes with extra leading "1"s
         and round-trips.
         """
         nodeid = "0000" + "ab" * 18
@@ -171,51 +150,37 @@ class FarmerIdTests(SynchronousTestCase):
         self.assertEqual(address_to_nodeid(address), nodeid)
 
     def test_p2sh_rejected(self):
-        """
-        A P2SH address is not a farmer id.
-        """
+        """A P2SH address is not a farmer id."""
         self.assertRaises(InvalidAddress, parse_farmer_id, P2SH_ADDRESS)
         self.assertFalse(is_valid_address(P2SH_ADDRESS))
 
     def test_checksum(self):
-        """
-        Changing one character breaks the checksum.
-        """
+        """Changing one character breaks the checksum."""
         broken = ADDRESS[:-1] + ("W" if ADDRESS[-1] != "W" else "X")
         self.assertRaises(InvalidAddress, parse_farmer_id, broken)
 
     def test_empty(self):
-        """
-        The empty string is rejected.
-        """
+        """The empty string is rejected."""
         self.assertRaises(InvalidAddress, parse_farmer_id, "")
 
     def test_too_long(self):
-        """
-        Over-long input is rejected, however large.
-        """
+        """Over-long input is rejected, however large."""
         self.assertRaises(InvalidAddress, parse_farmer_id, "1" * 65)
         self.assertRaises(InvalidAddress, parse_farmer_id, "a" * 10**6)
 
     def test_non_ascii(self):
-        """
-        Non-ASCII characters are rejected.
-        """
+        """Non-ASCII characters are rejected."""
         self.assertRaises(
             InvalidAddress, parse_farmer_id, "1F3sAm6ZtwLAUnj7d38pGFxtP3RVEvtsb\u00e9"
         )
 
     def test_outside_alphabet(self):
-        """
-        "0", "O", "I" and "l" are not base58 digits.
-        """
+        """"0", "O", "I" and "l" are not base58 digits."""
         for char in "0OIl+/ ":
             self.assertRaises(InvalidAddress, parse_farmer_id, char + ADDRESS[1:])
 
     def test_whitespace(self):
-        """
-        Whitespace around an address is not part of it, and rejected.
-        """
+        """Whitespace around an address is not part of it, and rejected."""
         for text in [ADDRESS + " ", ADDRESS + "\n", " " + ADDRESS, "\t" + ADDRESS]:
             self.assertRaises(InvalidAddress, parse_farmer_id, text)
             self.assertRaises(InvalidAddress, parse_payout_address, text)
@@ -223,8 +188,7 @@ class FarmerIdTests(SynchronousTestCase):
         self.assertRaises(InvalidAddress, parse_payout_address, P2SH_ADDRESS + " ")
 
     def test_wrong_length(self):
-        """
-        Base58check strings of the wrong decoded length are rejected, as are
+        """Base58check strings of the wrong decoded length are rejected, as are
         hex strings that are not 40 digits.
         """
         self.assertRaises(InvalidAddress, parse_farmer_id, ADDRESS[:-1])
@@ -237,17 +201,13 @@ class FarmerIdTests(SynchronousTestCase):
         )
 
     def test_not_a_string(self):
-        """
-        Non-str values raise L{InvalidAddress} too.
-        """
+        """Non-str values raise `InvalidAddress` too."""
         for value in [None, b"1F3sAm6ZtwLAUnj7d38pGFxtP3RVEvtsbV", 5, ["x"]]:
             self.assertRaises(InvalidAddress, parse_farmer_id, value)
             self.assertFalse(is_valid_address(value))
 
     def test_fuzz(self):
-        """
-        Random strings raise nothing but L{InvalidAddress}.
-        """
+        """Random strings raise nothing but `InvalidAddress`."""
         rng = random.Random(58)
         alphabet = base58.BITCOIN_ALPHABET.decode() + "0OIl\u00e9\x00 \n"
         for _ in range(500):
@@ -264,75 +224,53 @@ class FarmerIdTests(SynchronousTestCase):
             is_valid_address(text)
 
     def test_is_valid_address(self):
-        """
-        Only P2PKH address strings are valid addresses.
-        """
+        """Only P2PKH address strings are valid addresses."""
         self.assertTrue(is_valid_address(ADDRESS))
         self.assertFalse(is_valid_address(NODEID))
         self.assertFalse(is_valid_address(""))
 
 
 class PayoutAddressTests(SynchronousTestCase):
-    """
-    Tests for L{parse_payout_address}.
-    """
+    """Tests for `parse_payout_address`."""
 
     def test_p2pkh(self):
-        """
-        A P2PKH address is a payout address.
-        """
+        """A P2PKH address is a payout address."""
         self.assertEqual(parse_payout_address(ADDRESS), ADDRESS)
 
     def test_p2sh(self):
-        """
-        A P2SH address is a payout address.
-        """
+        """A P2SH address is a payout address."""
         self.assertEqual(parse_payout_address(P2SH_ADDRESS), P2SH_ADDRESS)
 
     def test_nodeid_rejected(self):
-        """
-        A nodeid is not a payout address.
-        """
+        """A nodeid is not a payout address."""
         self.assertRaises(InvalidAddress, parse_payout_address, NODEID)
 
     def test_other_version_rejected(self):
-        """
-        Other version bytes (testnet 0x6f here) are rejected.
-        """
+        """Other version bytes (testnet 0x6f here) are rejected."""
         testnet = base58.b58encode_check(b"\x6f" + bytes(20)).decode()
         self.assertRaises(InvalidAddress, parse_payout_address, testnet)
         self.assertRaises(InvalidAddress, parse_farmer_id, testnet)
 
     def test_garbage(self):
-        """
-        Empty, over-long and broken values are rejected.
-        """
+        """Empty, over-long and broken values are rejected."""
         for value in ["", "3" * 100, P2SH_ADDRESS[:-1] + "2", None]:
             self.assertRaises(InvalidAddress, parse_payout_address, value)
 
 
 class ConversionTests(SynchronousTestCase):
-    """
-    Tests for L{address_to_nodeid} and L{nodeid_to_address}.
-    """
+    """Tests for `address_to_nodeid` and `nodeid_to_address`."""
 
     def test_known(self):
-        """
-        The known pair converts both ways.
-        """
+        """The known pair converts both ways."""
         self.assertEqual(address_to_nodeid(ADDRESS), NODEID)
         self.assertEqual(nodeid_to_address(NODEID), ADDRESS)
 
     def test_uppercase_nodeid(self):
-        """
-        An upper-case nodeid converts, and converting back gives lower case.
-        """
+        """An upper-case nodeid converts, and converting back gives lower case."""
         self.assertEqual(address_to_nodeid(nodeid_to_address(NODEID.upper())), NODEID)
 
     def test_round_trip(self):
-        """
-        Random nodeids survive a round trip.
-        """
+        """Random nodeids survive a round trip."""
         rng = random.Random(20)
         for _ in range(100):
             nodeid = rng.randbytes(20).hex()
@@ -341,9 +279,7 @@ class ConversionTests(SynchronousTestCase):
             self.assertEqual(address_to_nodeid(address), nodeid)
 
     def test_invalid(self):
-        """
-        Invalid input raises L{InvalidAddress}.
-        """
+        """Invalid input raises `InvalidAddress`."""
         self.assertRaises(InvalidAddress, nodeid_to_address, ADDRESS)
         self.assertRaises(InvalidAddress, nodeid_to_address, "g" * 40)
         self.assertRaises(InvalidAddress, address_to_nodeid, P2SH_ADDRESS)

@@ -1,6 +1,4 @@
-"""
-Tests for L{dataserv.identity.auth}.
-"""
+"""Tests for :mod:`dataserv.identity.auth`."""
 
 import base64
 import datetime
@@ -40,40 +38,31 @@ _P = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEFFFFFC2F
 
 
 def date_utc(timestamp):
-    """
-    Format C{timestamp} the way C{formatdate()} does for UTC: "-0000".
-    """
+    """Format `timestamp` the way `formatdate()` does for UTC: "-0000"."""
     return email.utils.formatdate(timestamp)
 
 
 def date_gmt(timestamp):
-    """
-    Format C{timestamp} with the "GMT" zone name.
-    """
+    """Format `timestamp` with the "GMT" zone name."""
     return email.utils.formatdate(timestamp, usegmt=True)
 
 
 def date_plus_one(timestamp):
-    """
-    Format C{timestamp} in a "+0100" zone.
-    """
+    """Format `timestamp` in a "+0100" zone."""
     zone = datetime.timezone(datetime.timedelta(hours=1))
     return email.utils.format_datetime(datetime.datetime.fromtimestamp(timestamp, zone))
 
 
 def make_headers(timestamp, key=FARMER, formatter=date_utc, server=SERVER_ADDRESS):
-    """
-    Signed headers for a request made at C{timestamp}.
-    """
+    """Signed headers for a request made at `timestamp`."""
     headers = headers_for(key, server, formatter(timestamp))
     return headers[b"Date"], headers[b"Authorization"]
 
 
 def sign_uncompressed(seed, message):
-    """
-    Sign C{message} with an uncompressed key, by hand with ecdsa.
+    """Sign `message` with an uncompressed key, by hand with ecdsa.
 
-    @return: (address of the uncompressed key, base64 signature).
+    Returns the address of the uncompressed key and the base64 signature.
     """
     from ecdsa import SECP256k1, SigningKey
     from ecdsa.util import sigencode_strings
@@ -95,9 +84,7 @@ def sign_uncompressed(seed, message):
 
 
 def forge(header, r, s):
-    """
-    Build a base64 compact signature from its parts.
-    """
+    """Build a base64 compact signature from its parts."""
     return base64.b64encode(
         bytes((header,)) + r.to_bytes(32, "big") + s.to_bytes(32, "big")
     )
@@ -125,9 +112,7 @@ def _small_overflow_r():
 
 
 class CountingBackend:
-    """
-    Wraps a backend and counts recoveries.
-    """
+    """Wraps a backend and counts recoveries."""
 
     def __init__(self, wrapped):
         self.wrapped = wrapped
@@ -140,9 +125,7 @@ class CountingBackend:
 
 
 class ExplodingBackend:
-    """
-    A backend whose recovery raises an arbitrary exception.
-    """
+    """A backend whose recovery raises an arbitrary exception."""
 
     name = "exploding"
 
@@ -157,14 +140,10 @@ class ExplodingBackend:
 
 
 class MessageDigestTests(SynchronousTestCase):
-    """
-    Tests for L{message_digest} and its length prefix.
-    """
+    """Tests for `message_digest` and its length prefix."""
 
     def test_compact_size(self):
-        """
-        Lengths use Bitcoin's CompactSize encoding.
-        """
+        """Lengths use Bitcoin's CompactSize encoding."""
         self.assertEqual(_compact_size(0), b"\x00")
         self.assertEqual(_compact_size(0xFC), b"\xfc")
         self.assertEqual(_compact_size(0xFD), b"\xfd\xfd\x00")
@@ -175,9 +154,7 @@ class MessageDigestTests(SynchronousTestCase):
         )
 
     def test_digest(self):
-        """
-        The digest is double SHA-256 over magic, length and UTF-8 message.
-        """
+        """The digest is double SHA-256 over magic, length and UTF-8 message."""
         message = "caf\u00e9"
         data = b"\x18Bitcoin Signed Message:\n" + b"\x05" + message.encode("utf-8")
         expected = hashlib.sha256(hashlib.sha256(data).digest()).digest()
@@ -186,59 +163,43 @@ class MessageDigestTests(SynchronousTestCase):
 
 
 class BackendSelectionTests(SynchronousTestCase):
-    """
-    Tests for choosing backends.
-    """
+    """Tests for choosing backends."""
 
     def test_available(self):
-        """
-        ecdsa is always available and listed last; names are known ones.
-        """
+        """ecdsa is always available and listed last; names are known ones."""
         names = available_backends()
         self.assertEqual(names[-1], "ecdsa")
         self.assertTrue(set(names) <= {"coincurve", "ecdsa"})
 
     def test_default_is_fastest(self):
-        """
-        With no name, the first available backend is used.
-        """
+        """With no name, the first available backend is used."""
         self.assertEqual(get_backend().name, available_backends()[0])
         self.assertEqual(Verifier(SERVER_ADDRESS).backend.name, available_backends()[0])
 
     def test_unknown(self):
-        """
-        An unknown backend name is a ValueError.
-        """
+        """An unknown backend name is a ValueError."""
         self.assertRaises(ValueError, get_backend, "openssl")
         self.assertRaises(ValueError, Verifier, SERVER_ADDRESS, backend="openssl")
 
     def test_bad_arguments(self):
-        """
-        Nonsensical Verifier arguments are refused.
-        """
+        """Nonsensical Verifier arguments are refused."""
         self.assertRaises(TypeError, Verifier, b"1abc")
         self.assertRaises(ValueError, Verifier, SERVER_ADDRESS, auth_timeout=0)
         self.assertRaises(ValueError, Verifier, SERVER_ADDRESS, cache_size=-1)
 
 
 class BackendTestsMixin:
-    """
-    Tests run against each backend; subclasses set C{backend_name}.
-    """
+    """Tests run against each backend; subclasses set `backend_name`."""
 
     backend_name = None
 
     def verifier(self, **kwargs):
-        """
-        A L{Verifier} on this backend.
-        """
+        """A `Verifier` on this backend."""
         kwargs.setdefault("backend", self.backend_name)
         return Verifier(SERVER_ADDRESS, **kwargs)
 
     def assertFails(self, verifier, address, date, authorization, now=T):
-        """
-        Verification fails with L{AuthenticationFailed} (and nothing else).
-        """
+        """Verification fails with `AuthenticationFailed` (and nothing else)."""
         return self.assertRaises(
             AuthenticationFailed, verifier.verify, address, date, authorization, now
         )
@@ -246,9 +207,7 @@ class BackendTestsMixin:
     # verify_message
 
     def test_known_vector(self):
-        """
-        The published example verifies.
-        """
+        """The published example verifies."""
         self.assertTrue(
             verify_message(
                 KNOWN_ADDRESS, KNOWN_MESSAGE, KNOWN_SIGNATURE, self.backend_name
@@ -256,9 +215,7 @@ class BackendTestsMixin:
         )
 
     def test_known_vector_tampered(self):
-        """
-        The example fails for another message or address.
-        """
+        """The example fails for another message or address."""
         self.assertFalse(
             verify_message(
                 KNOWN_ADDRESS, KNOWN_MESSAGE + " ", KNOWN_SIGNATURE, self.backend_name
@@ -271,9 +228,7 @@ class BackendTestsMixin:
         )
 
     def test_verify_message_garbage(self):
-        """
-        verify_message returns False for garbage rather than raising.
-        """
+        """verify_message returns False for garbage rather than raising."""
         for address, signature in [
             ("nonsense", KNOWN_SIGNATURE),
             (KNOWN_ADDRESS, "nonsense"),
@@ -285,18 +240,14 @@ class BackendTestsMixin:
             )
 
     def test_ecdsa_signature(self):
-        """
-        A signature from the pure-Python signer verifies.
-        """
+        """A signature from the pure-Python signer verifies."""
         signature = FARMER.sign_message("hello")
         self.assertTrue(
             verify_message(FARMER.address, "hello", signature, self.backend_name)
         )
 
     def test_coincurve_signature(self):
-        """
-        A signature from the coincurve signer verifies.
-        """
+        """A signature from the coincurve signer verifies."""
         if "coincurve" not in available_backends():
             raise self.skipTest("coincurve is not installed")
         signature = FARMER.sign_message_fast("hello")
@@ -305,9 +256,7 @@ class BackendTestsMixin:
         )
 
     def test_long_message(self):
-        """
-        Messages over 252 bytes (three byte length prefix) verify.
-        """
+        """Messages over 252 bytes (three byte length prefix) verify."""
         message = "x" * 300 + "\u00e9"
         signature = FARMER.sign_message(message)
         self.assertTrue(
@@ -315,8 +264,7 @@ class BackendTestsMixin:
         )
 
     def test_uncompressed(self):
-        """
-        Signatures with an uncompressed key (header 27 to 30) verify against
+        """Signatures with an uncompressed key (header 27 to 30) verify against
         the uncompressed key's address, and not with the compressed flag.
         """
         address, signature = sign_uncompressed(b"uncompressed", "hello")
@@ -327,8 +275,7 @@ class BackendTestsMixin:
         self.assertFalse(verify_message(address, "hello", flipped, self.backend_name))
 
     def test_high_s(self):
-        """
-        The high-s twin of a signature (s replaced by n - s, recovery id
+        """The high-s twin of a signature (s replaced by n - s, recovery id
         parity flipped) recovers the same key.
         """
         raw = base64.b64decode(FARMER.sign_message("twin"))
@@ -339,9 +286,7 @@ class BackendTestsMixin:
         self.assertTrue(verify_message(FARMER.address, "twin", twin, self.backend_name))
 
     def test_wrong_recovery_id(self):
-        """
-        A wrong recovery id recovers another key or nothing.
-        """
+        """A wrong recovery id recovers another key or nothing."""
         raw = base64.b64decode(FARMER.sign_message("recid"))
         for header in range(31, 35):
             if header == raw[0]:
@@ -352,8 +297,7 @@ class BackendTestsMixin:
             )
 
     def test_recovery_id_is_parity_of_r(self):
-        """
-        Recovery ids 0 and 1 stand for the point R with an even and an odd
+        """Recovery ids 0 and 1 stand for the point R with an even and an odd
         y coordinate.
         """
         from ecdsa import SECP256k1, SigningKey
@@ -378,8 +322,7 @@ class BackendTestsMixin:
         self.assertEqual(parities, {0, 1})
 
     def test_recovery_id_overflow(self):
-        """
-        Recovery ids 2 and 3 take r plus the group order as R's x; the keys
+        """Recovery ids 2 and 3 take r plus the group order as R's x; the keys
         recovered that way verify the signature, and 0 and 1 recover none.
         """
         from ecdsa import SECP256k1, VerifyingKey
@@ -407,9 +350,7 @@ class BackendTestsMixin:
     # Verifier: acceptance
 
     def test_valid_headers(self):
-        """
-        Correct headers, as bytes or as str, are accepted.
-        """
+        """Correct headers, as bytes or as str, are accepted."""
         date, authorization = make_headers(T)
         self.verifier().verify(FARMER.address, date, authorization, T)
         self.verifier().verify(
@@ -417,16 +358,13 @@ class BackendTestsMixin:
         )
 
     def test_nodeid(self):
-        """
-        The farmer may be named by nodeid.
-        """
+        """The farmer may be named by nodeid."""
         date, authorization = make_headers(T)
         self.verifier().verify(FARMER.nodeid, date, authorization, T)
         self.verifier().verify(FARMER.nodeid.upper(), date, authorization, T)
 
     def test_date_formats(self):
-        """
-        "-0000", "GMT" and "+0100" dates for the same instant are accepted
+        """Dates in "-0000", "GMT" and "+0100" form for the same instant are accepted
         and read as the same time.
         """
         for formatter in [date_utc, date_gmt, date_plus_one]:
@@ -442,18 +380,14 @@ class BackendTestsMixin:
         self.assertIn("+0100", date_plus_one(T))
 
     def test_local_time_date(self):
-        """
-        A date made with C{formatdate(localtime=True)} is accepted.
-        """
+        """A date made with `formatdate(localtime=True)` is accepted."""
         date, authorization = make_headers(
             T, formatter=lambda t: email.utils.formatdate(t, localtime=True)
         )
         self.verifier().verify(FARMER.address, date, authorization, T)
 
     def test_minus_zero_in_other_zone(self):
-        """
-        A "-0000" date means UTC even when the server's zone is not UTC.
-        """
+        """A "-0000" date means UTC even when the server's zone is not UTC."""
         if not hasattr(time, "tzset"):
             raise self.skipTest("time.tzset is unavailable")
         old = os.environ.get("TZ")
@@ -472,24 +406,20 @@ class BackendTestsMixin:
         self.verifier().verify(FARMER.address, date, authorization, T)
 
     def test_client_one_second_fast(self):
-        """
-        A client clock one second ahead is accepted with a small skew (the
-        old C{timedelta.seconds} bug made this look almost a day off).
+        """A client clock one second ahead is accepted with a small skew (the
+        old `timedelta.seconds` bug made this look almost a day off).
         """
         date, authorization = make_headers(T + 1)
         self.verifier().verify(FARMER.address, date, authorization, T)
         self.verifier().verify(FARMER.address, date, authorization, T + 0.5)
 
     def test_client_one_second_slow(self):
-        """
-        A client clock one second behind is accepted.
-        """
+        """A client clock one second behind is accepted."""
         date, authorization = make_headers(T - 1)
         self.verifier().verify(FARMER.address, date, authorization, T)
 
     def test_window_edges(self):
-        """
-        auth_timeout - 1 seconds off is accepted either way; exactly
+        """auth_timeout - 1 seconds off is accepted either way; exactly
         auth_timeout off is rejected, with the signed skew reported.
         """
         verifier = self.verifier(auth_timeout=30)
@@ -504,9 +434,7 @@ class BackendTestsMixin:
         self.assertEqual(failure.skew, -30)
 
     def test_whole_seconds(self):
-        """
-        The server time is compared in whole seconds.
-        """
+        """The server time is compared in whole seconds."""
         date, authorization = make_headers(T)
         self.verifier().verify(FARMER.address, date, authorization, T + 29.99)
         failure = self.assertFails(
@@ -515,9 +443,7 @@ class BackendTestsMixin:
         self.assertEqual(failure.skew, 30)
 
     def test_far_off_skew(self):
-        """
-        A day-old date reports a day of skew.
-        """
+        """A day-old date reports a day of skew."""
         date, authorization = make_headers(T - 86400)
         failure = self.assertFails(
             self.verifier(), FARMER.address, date, authorization, T
@@ -525,9 +451,7 @@ class BackendTestsMixin:
         self.assertEqual(failure.skew, 86400)
 
     def test_other_timeout(self):
-        """
-        auth_timeout is honoured.
-        """
+        """auth_timeout is honoured."""
         date, authorization = make_headers(T - 5)
         self.verifier(auth_timeout=10).verify(FARMER.address, date, authorization, T)
         failure = self.assertFails(
@@ -538,18 +462,14 @@ class BackendTestsMixin:
     # Verifier: failures
 
     def test_missing_headers(self):
-        """
-        A missing header fails.
-        """
+        """A missing header fails."""
         date, authorization = make_headers(T)
         for pair in [(None, authorization), (date, None), (None, None)]:
             failure = self.assertFails(self.verifier(), FARMER.address, *pair)
             self.assertIsNone(failure.skew)
 
     def test_oversized_headers(self):
-        """
-        Dates over 100 and Authorizations over 200 bytes fail.
-        """
+        """Dates over 100 and Authorizations over 200 bytes fail."""
         date, authorization = make_headers(T)
         self.assertFails(
             self.verifier(),
@@ -566,9 +486,7 @@ class BackendTestsMixin:
         self.assertFails(self.verifier(), FARMER.address, b"x" * 10**6, b"x" * 10**6)
 
     def test_non_ascii(self):
-        """
-        Non-ASCII header values fail, as bytes or str.
-        """
+        """Non-ASCII header values fail, as bytes or str."""
         date, authorization = make_headers(T)
         self.assertFails(self.verifier(), FARMER.address, date + b"\xff", authorization)
         self.assertFails(
@@ -582,17 +500,13 @@ class BackendTestsMixin:
         )
 
     def test_wrong_types(self):
-        """
-        Header values that are neither bytes nor str fail.
-        """
+        """Header values that are neither bytes nor str fail."""
         date, authorization = make_headers(T)
         self.assertFails(self.verifier(), FARMER.address, 12, authorization)
         self.assertFails(self.verifier(), FARMER.address, date, [authorization])
 
     def test_bad_base64(self):
-        """
-        Authorization that is not strict base64 fails.
-        """
+        """Authorization that is not strict base64 fails."""
         date, authorization = make_headers(T)
         for value in [
             b"!!!!",
@@ -603,9 +517,7 @@ class BackendTestsMixin:
             self.assertFails(self.verifier(), FARMER.address, date, value)
 
     def test_wrong_length(self):
-        """
-        Signatures that are not 65 bytes fail.
-        """
+        """Signatures that are not 65 bytes fail."""
         date, authorization = make_headers(T)
         raw = base64.b64decode(authorization)
         for value in [raw[:-1], raw + b"\x00", b"", raw * 2]:
@@ -614,9 +526,7 @@ class BackendTestsMixin:
             )
 
     def test_bad_header_byte(self):
-        """
-        Header bytes outside 27 to 34 fail.
-        """
+        """Header bytes outside 27 to 34 fail."""
         date, authorization = make_headers(T)
         raw = base64.b64decode(authorization)
         for header in [0, 26, 35, 255]:
@@ -624,9 +534,7 @@ class BackendTestsMixin:
             self.assertFails(self.verifier(), FARMER.address, date, value)
 
     def test_r_s_out_of_range(self):
-        """
-        r or s of zero, n, or above n fail before recovery.
-        """
+        """r or s of zero, n, or above n fail before recovery."""
         backend = CountingBackend(get_backend(self.backend_name))
         verifier = self.verifier(backend=backend)
         date, authorization = make_headers(T)
@@ -648,9 +556,7 @@ class BackendTestsMixin:
         self.assertEqual(backend.calls, 0)
 
     def test_recovery_failure(self):
-        """
-        Signatures from which no key can be recovered fail.
-        """
+        """Signatures from which no key can be recovered fail."""
         date, _ = make_headers(T)
         # x = r + n is beyond the field for recovery ids 2 and 3 here.
         for header in (33, 34, 29, 30):
@@ -666,32 +572,25 @@ class BackendTestsMixin:
         )
 
     def test_wrong_key(self):
-        """
-        A valid signature by another key fails, without skew.
-        """
+        """A valid signature by another key fails, without skew."""
         date, authorization = make_headers(T, key=OTHER_FARMER)
         failure = self.assertFails(self.verifier(), FARMER.address, date, authorization)
         self.assertIsNone(failure.skew)
 
     def test_wrong_server(self):
-        """
-        Headers signed for another server fail.
-        """
+        """Headers signed for another server fail."""
         date, authorization = make_headers(T, server=OTHER_FARMER.address)
         self.assertFails(self.verifier(), FARMER.address, date, authorization)
 
     def test_date_altered(self):
-        """
-        The Date is signed exactly as sent; reformatting it breaks the
+        """The Date is signed exactly as sent; reformatting it breaks the
         signature even when it means the same instant.
         """
         _, authorization = make_headers(T, formatter=date_utc)
         self.assertFails(self.verifier(), FARMER.address, date_gmt(T), authorization)
 
     def test_unparseable_date(self):
-        """
-        Dates that do not parse fail without skew.
-        """
+        """Dates that do not parse fail without skew."""
         _, authorization = make_headers(T)
         for date in [
             "",
@@ -707,16 +606,13 @@ class BackendTestsMixin:
             self.assertIsNone(failure.skew, date)
 
     def test_invalid_address(self):
-        """
-        An invalid farmer address fails.
-        """
+        """An invalid farmer address fails."""
         date, authorization = make_headers(T)
         for address in ["", "1" * 100, "\u00e9", None, ["x"], SERVER_ADDRESS[:-1]]:
             self.assertFails(self.verifier(), address, date, authorization)
 
     def test_backend_exception(self):
-        """
-        Whatever a backend raises, or returns, only L{AuthenticationFailed}
+        """Whatever a backend raises, or returns, only `AuthenticationFailed`
         escapes.
         """
         date, authorization = make_headers(T)
@@ -734,9 +630,7 @@ class BackendTestsMixin:
             )
 
     def test_fuzz(self):
-        """
-        Random and mutated headers raise nothing but L{AuthenticationFailed}.
-        """
+        """Random and mutated headers raise nothing but `AuthenticationFailed`."""
         rng = random.Random(self.backend_name)
         verifier = self.verifier()
         date, authorization = make_headers(T)
@@ -778,9 +672,7 @@ class BackendTestsMixin:
     # Cache
 
     def test_cache_hit(self):
-        """
-        Identical headers are verified once.
-        """
+        """Identical headers are verified once."""
         backend = CountingBackend(get_backend(self.backend_name))
         verifier = self.verifier(backend=backend)
         date, authorization = make_headers(T)
@@ -790,9 +682,7 @@ class BackendTestsMixin:
         self.assertEqual(backend.calls, 1)
 
     def test_cache_expiry(self):
-        """
-        A cached entry does not let an expired Date through.
-        """
+        """A cached entry does not let an expired Date through."""
         backend = CountingBackend(get_backend(self.backend_name))
         verifier = self.verifier(backend=backend)
         date, authorization = make_headers(T)
@@ -808,9 +698,7 @@ class BackendTestsMixin:
         self.assertEqual(backend.calls, 1)
 
     def test_failures_not_cached(self):
-        """
-        Failed verifications are repeated in full.
-        """
+        """Failed verifications are repeated in full."""
         backend = CountingBackend(get_backend(self.backend_name))
         verifier = self.verifier(backend=backend)
         date, authorization = make_headers(T, key=OTHER_FARMER)
@@ -819,17 +707,14 @@ class BackendTestsMixin:
         self.assertEqual(backend.calls, 2)
 
     def test_cache_key_includes_address(self):
-        """
-        A cached success for one address does not vouch for another.
-        """
+        """A cached success for one address does not vouch for another."""
         verifier = self.verifier()
         date, authorization = make_headers(T)
         verifier.verify(FARMER.address, date, authorization, T)
         self.assertFails(verifier, OTHER_FARMER.address, date, authorization)
 
     def test_cache_bounded(self):
-        """
-        The cache keeps at most cache_size entries, evicting the least
+        """The cache keeps at most cache_size entries, evicting the least
         recently used.
         """
         backend = CountingBackend(get_backend(self.backend_name))
@@ -854,9 +739,7 @@ class BackendTestsMixin:
         self.assertEqual(len(verifier._cache), 3)
 
     def test_cache_disabled(self):
-        """
-        cache_size=0 verifies every time and stores nothing.
-        """
+        """cache_size=0 verifies every time and stores nothing."""
         backend = CountingBackend(get_backend(self.backend_name))
         verifier = self.verifier(backend=backend, cache_size=0)
         date, authorization = make_headers(T)
@@ -866,8 +749,7 @@ class BackendTestsMixin:
         self.assertEqual(len(verifier._cache), 0)
 
     def test_deterministic_burst(self):
-        """
-        Two requests signed in the same second carry identical headers and
+        """Two requests signed in the same second carry identical headers and
         both succeed.
         """
         first = make_headers(T)
@@ -879,9 +761,7 @@ class BackendTestsMixin:
 
 
 class CoincurveBackendTests(BackendTestsMixin, SynchronousTestCase):
-    """
-    Backend tests with coincurve.
-    """
+    """Backend tests with coincurve."""
 
     backend_name = "coincurve"
     if "coincurve" not in available_backends():
@@ -889,15 +769,12 @@ class CoincurveBackendTests(BackendTestsMixin, SynchronousTestCase):
 
 
 class EcdsaBackendTests(BackendTestsMixin, SynchronousTestCase):
-    """
-    Backend tests with the pure-Python ecdsa package.
-    """
+    """Backend tests with the pure-Python ecdsa package."""
 
     backend_name = "ecdsa"
 
     def test_candidate_at_infinity(self):
-        """
-        A crafted signature for which one candidate key is the point at
+        """A crafted signature for which one candidate key is the point at
         infinity recovers nothing, and raises nothing.
 
         The ecdsa library computes both candidates and fails on that one;
@@ -918,16 +795,13 @@ class EcdsaBackendTests(BackendTestsMixin, SynchronousTestCase):
 
 
 class CrossBackendTests(SynchronousTestCase):
-    """
-    Both backends agree with each other.
-    """
+    """Both backends agree with each other."""
 
     if "coincurve" not in available_backends():
         skip = "coincurve is not installed"
 
     def test_recover_same_keys(self):
-        """
-        For signatures from both signers, compressed and uncompressed, and
+        """For signatures from both signers, compressed and uncompressed, and
         every recovery id, both backends recover the same key (or both
         fail).
         """
@@ -957,9 +831,7 @@ class CrossBackendTests(SynchronousTestCase):
                         )
 
     def test_sign_ecdsa_verify_coincurve(self):
-        """
-        A signature made with ecdsa verifies with coincurve.
-        """
+        """A signature made with ecdsa verifies with coincurve."""
         date = date_utc(T)
         signature = FARMER.sign_message(SERVER_ADDRESS + " " + date)
         Verifier(SERVER_ADDRESS, backend="coincurve").verify(
@@ -967,9 +839,7 @@ class CrossBackendTests(SynchronousTestCase):
         )
 
     def test_sign_coincurve_verify_ecdsa(self):
-        """
-        A signature made with coincurve verifies with ecdsa.
-        """
+        """A signature made with coincurve verifies with ecdsa."""
         date = date_utc(T)
         signature = FARMER.sign_message_fast(SERVER_ADDRESS + " " + date)
         Verifier(SERVER_ADDRESS, backend="ecdsa").verify(

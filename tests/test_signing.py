@@ -1,6 +1,4 @@
-"""
-Tests for L{dataserv.identity.signing}.
-"""
+"""Tests for :mod:`dataserv.identity.signing`."""
 
 import base64
 import email.utils
@@ -17,22 +15,16 @@ SERVER_ADDRESS = FarmerKey.from_seed(b"signing test server").address
 
 
 class FarmerKeyTests(SynchronousTestCase):
-    """
-    Tests for L{FarmerKey}.
-    """
+    """Tests for `FarmerKey`."""
 
     def test_private_key_one(self):
-        """
-        The key with secret 1 has the well-known address.
-        """
+        """The key with secret 1 has the well-known address."""
         key = FarmerKey((1).to_bytes(32, "big"))
         self.assertEqual(key.address, "1BgGZ9tcN4rm9KBzDn7KprQz87SZ26SAMH")
         self.assertEqual(key.nodeid, "751e76e8199196d454941c45d1b3a323f1433bd6")
 
     def test_identity(self):
-        """
-        address and nodeid derive from the compressed public key.
-        """
+        """address and nodeid derive from the compressed public key."""
         key = FarmerKey.from_seed(b"identity")
         self.assertEqual(len(key.public_key), 33)
         self.assertIn(key.public_key[0], (2, 3))
@@ -41,26 +33,20 @@ class FarmerKeyTests(SynchronousTestCase):
         self.assertEqual(parse_farmer_id(key.nodeid), key.address)
 
     def test_from_seed(self):
-        """
-        from_seed uses the SHA-256 of the seed and is deterministic.
-        """
+        """from_seed uses the SHA-256 of the seed and is deterministic."""
         key = FarmerKey.from_seed(b"seed")
         self.assertEqual(key.secret, hashlib.sha256(b"seed").digest())
         self.assertEqual(FarmerKey.from_seed(b"seed").address, key.address)
         self.assertNotEqual(FarmerKey.from_seed(b"seed2").address, key.address)
 
     def test_generate(self):
-        """
-        generate makes distinct valid keys.
-        """
+        """generate makes distinct valid keys."""
         first, second = FarmerKey.generate(), FarmerKey.generate()
         self.assertNotEqual(first.secret, second.secret)
         self.assertTrue(is_valid_address(first.address))
 
     def test_invalid_secret(self):
-        """
-        Secrets of the wrong size or out of range are refused.
-        """
+        """Secrets of the wrong size or out of range are refused."""
         for secret in [
             b"",
             b"\x01" * 31,
@@ -72,18 +58,14 @@ class FarmerKeyTests(SynchronousTestCase):
             self.assertRaises(ValueError, FarmerKey, secret)
 
     def test_repr_hides_secret(self):
-        """
-        The repr shows the address, not the secret.
-        """
+        """The repr shows the address, not the secret."""
         key = FarmerKey.from_seed(b"repr")
         self.assertIn(key.address, repr(key))
         self.assertNotIn(key.secret.hex(), repr(key))
 
 
 class SignMessageTests(SynchronousTestCase):
-    """
-    Tests for L{FarmerKey.sign_message} and L{FarmerKey.sign_message_fast}.
-    """
+    """Tests for `FarmerKey.sign_message` and `FarmerKey.sign_message_fast`."""
 
     messages = [
         "",
@@ -94,9 +76,7 @@ class SignMessageTests(SynchronousTestCase):
     ]
 
     def test_format(self):
-        """
-        Signatures are base64 of 65 bytes with a compressed-key header byte.
-        """
+        """Signatures are base64 of 65 bytes with a compressed-key header byte."""
         key = FarmerKey.from_seed(b"format")
         for message in self.messages:
             raw = base64.b64decode(key.sign_message(message), validate=True)
@@ -106,16 +86,13 @@ class SignMessageTests(SynchronousTestCase):
             self.assertLessEqual(int.from_bytes(raw[33:], "big"), SECP256K1_ORDER // 2)
 
     def test_deterministic(self):
-        """
-        Signing the same message twice gives the same signature (RFC 6979).
-        """
+        """Signing the same message twice gives the same signature (RFC 6979)."""
         key = FarmerKey.from_seed(b"deterministic")
         self.assertEqual(key.sign_message("same"), key.sign_message("same"))
         self.assertNotEqual(key.sign_message("same"), key.sign_message("other"))
 
     def test_paths_agree(self):
-        """
-        The ecdsa and coincurve signing paths produce identical signatures,
+        """The ecdsa and coincurve signing paths produce identical signatures,
         which both backends verify.
         """
         if "coincurve" not in available_backends():
@@ -131,18 +108,14 @@ class SignMessageTests(SynchronousTestCase):
                     )
 
     def test_fast_fallback(self):
-        """
-        Without coincurve, sign_message_fast uses the ecdsa path.
-        """
+        """Without coincurve, sign_message_fast uses the ecdsa path."""
         key = FarmerKey.from_seed(b"fallback")
         expected = key.sign_message("hello")
         key._coincurve_key = None
         self.assertEqual(key.sign_message_fast("hello"), expected)
 
     def test_verifies(self):
-        """
-        Signatures verify with every available backend.
-        """
+        """Signatures verify with every available backend."""
         key = FarmerKey.from_seed(b"verifies")
         for message in self.messages:
             for signature in (
@@ -156,14 +129,10 @@ class SignMessageTests(SynchronousTestCase):
 
 
 class HeadersForTests(SynchronousTestCase):
-    """
-    Tests for L{headers_for}.
-    """
+    """Tests for `headers_for`."""
 
     def test_explicit_date(self):
-        """
-        An explicit date is sent as given and signed with the server address.
-        """
+        """An explicit date is sent as given and signed with the server address."""
         key = FarmerKey.from_seed(b"headers")
         date = "Tue, 14 Nov 2023 22:13:20 -0000"
         headers = headers_for(key, SERVER_ADDRESS, date)
@@ -179,9 +148,7 @@ class HeadersForTests(SynchronousTestCase):
             )
 
     def test_default_date(self):
-        """
-        By default the date is the current time, which the server accepts.
-        """
+        """By default the date is the current time, which the server accepts."""
         key = FarmerKey.from_seed(b"headers")
         before = time.time()
         headers = headers_for(key, SERVER_ADDRESS)

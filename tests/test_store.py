@@ -2,6 +2,7 @@
 
 import calendar
 import datetime
+from collections import namedtuple
 
 from twisted.internet import defer, task
 from twisted.trial import unittest
@@ -17,6 +18,20 @@ ALICE, BOB, CAROL, DAVE = (FarmerKey.from_seed(name).address
 NOBODY = FarmerKey.from_seed(b"never registered").address
 PAYOUT = FarmerKey.from_seed(b"store payout").address
 SHA = "ab" * 32
+
+Contact = namedtuple("Contact", ["written", "last_contact"])
+
+
+@defer.inlineCallbacks
+def record_contacts(store, contacts, min_gap, window):
+    """Record [(address, at, ip)] through ``record_pings``, the path every ping
+    takes, as pings that claim no key; {address: Contact(written, last_contact)}
+    for the farmers that exist."""
+    items = [(address, at, ip, None, True) for address, at, ip in contacts]
+    outcomes = yield store.record_pings(items, min_gap, window)
+    assert {outcome.outcome for outcome in outcomes.values()} <= {"ok"}, outcomes
+    return {item[0]: Contact(outcome.written, outcome.last_contact)
+            for item, outcome in outcomes.items() if outcome.written is not None}
 
 
 class StoreTestCase(unittest.TestCase):
@@ -52,7 +67,7 @@ class StoreTestCase(unittest.TestCase):
         return [tuple(r) for r in rows]
 
     def ping(self, address, at, ip=None, min_gap=60):
-        return self.store.record_contacts([(address, at, ip)], min_gap, WINDOW)
+        return record_contacts(self.store, [(address, at, ip)], min_gap, WINDOW)
 
 
 class RegisterTests(StoreTestCase):
@@ -91,6 +106,23 @@ class RegisterTests(StoreTestCase):
 
 
 class RecordContactsTests(StoreTestCase):
+    """The contact rules (throttle, last IP, uptime credit) of the SQL function
+    ``record_contacts``, through ``record_pings``, the path pings take; the update
+    functions (height, bandwidth, audits) call it too (``UpdateTests``)."""
+
+    @defer.inlineCallbacks
+    def test_the_sql_function(self):
+        """record_contacts itself: one row (btc_addr, written, last_contact) per
+        known farmer, with the throttle applied per farmer."""
+        yield self.register_all(ALICE, BOB)
+        rows = yield self.db.run_query(
+            "SELECT btc_addr, written, last_contact FROM record_contacts("
+            "%s::text[], %s::float8[], %s::text[], %s, %s)",
+            ([ALICE, BOB, NOBODY], [T + 60, T + 59, T + 60], [None, None, None], 60, WINDOW))
+        self.assertEqual(sorted(tuple(row) for row in rows),
+                         sorted([(ALICE, True, T + 60), (BOB, False, T)]))
+        credited = yield self.uptime_rows()
+        self.assertEqual(credited, [(ALICE, datetime.date(2023, 11, 15), 60.0)])
 
     @defer.inlineCallbacks
     def test_throttle(self):
@@ -110,28 +142,28 @@ class RecordContactsTests(StoreTestCase):
     @defer.inlineCallbacks
     def test_unknown_farmers_are_absent(self):
         yield self.register_all(ALICE)
-        result = yield self.store.record_contacts(
-            [(NOBODY, T + 100, None), (ALICE, T + 100, None)], 60, WINDOW)
+        result = yield record_contacts(
+            self.store, [(NOBODY, T + 100, None), (ALICE, T + 100, None)], 60, WINDOW)
         self.assertEqual(result, {ALICE: (True, T + 100)})
 
     @defer.inlineCallbacks
     def test_empty_batch(self):
-        result = yield self.store.record_contacts([], 60, WINDOW)
+        result = yield record_contacts(self.store, [], 60, WINDOW)
         self.assertEqual(result, {})
 
     @defer.inlineCallbacks
     def test_many_farmers_in_one_batch(self):
         yield self.register_all(ALICE, BOB)
-        result = yield self.store.record_contacts(
-            [(ALICE, T + 100, None), (BOB, T + 30, None)], 60, WINDOW)
+        result = yield record_contacts(
+            self.store, [(ALICE, T + 100, None), (BOB, T + 30, None)], 60, WINDOW)
         self.assertEqual(result, {ALICE: (True, T + 100), BOB: (False, T)})
 
     @defer.inlineCallbacks
     def test_duplicates_in_one_batch_keep_the_latest(self):
         """Two pings of one farmer in one batch: no error, the latest time and its IP win."""
         yield self.register_all(ALICE)
-        result = yield self.store.record_contacts(
-            [(ALICE, T + 100, "10.0.0.9"), (ALICE, T + 200, "10.0.0.10"),
+        result = yield record_contacts(
+            self.store, [(ALICE, T + 100, "10.0.0.9"), (ALICE, T + 200, "10.0.0.10"),
              (ALICE, T + 150, "10.0.0.20")], 60, WINDOW)
         self.assertEqual(result, {ALICE: (True, T + 200)})
         seen = yield self.farmer_column(ALICE, "last_seen")

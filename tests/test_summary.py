@@ -18,6 +18,7 @@ from dataserv.storage.store import FarmerStore
 from dataserv.registry.summary import Summariser
 from dataserv.web.snapshot import SnapshotRenderer
 from tests import pg
+from tests.test_store import record_contacts
 
 T = calendar.timegm((2023, 11, 15, 12, 0, 0))
 INTERVAL = 5.0
@@ -45,6 +46,10 @@ class DatabaseSummaryTests(unittest.TestCase):
         for address, height, seen in farmers:
             yield self.store.register(address, address, seen, None)
             yield self.store.set_height(address, height, seen, None, WINDOW)
+
+    def contacts(self, *contacts):
+        """Record (address, at, ip) contacts as pings do, at most one a minute."""
+        return record_contacts(self.store, contacts, 60, WINDOW)
 
     def add_three_online(self):
         # 16384 shards of 128 MiB: exactly 2 TiB between the three of them.
@@ -97,7 +102,7 @@ class DatabaseSummaryTests(unittest.TestCase):
     def test_uptime_in_the_json(self):
         """The listed uptime comes from the credited seconds, not a constant."""
         yield self.add_farmers((ALICE, 1, T - 3600))
-        yield self.store.record_contacts([(ALICE, T - 600, None)], 60, WINDOW)
+        yield self.contacts((ALICE, T - 600, None))
         snap = yield self.pass_at(T)
         # Registered an hour ago, online for the 15 minutes after that and for the
         # last 10: 25 of 60 minutes.
@@ -111,7 +116,7 @@ class DatabaseSummaryTests(unittest.TestCase):
 
         yield self.add_farmers((ALICE, 1, T - 3 * 86400))
         for at in range(int(T - 2 * 86400), int(T + 86400), 600):
-            yield self.store.record_contacts([(ALICE, at, None)], 60, WINDOW)
+            yield self.contacts((ALICE, at, None))
             if at % 43200 == 0 or at == int(T - 2 * 86400):
                 snap = yield self.pass_at(at)
                 record = yield self.store.farmer(ALICE)
@@ -144,12 +149,12 @@ class DatabaseSummaryTests(unittest.TestCase):
         farmers with new contacts are read again, and their listed uptime moves."""
         yield self.add_farmers((ALICE, 1, T - 3 * 86400), (BOB, 1, T - 3 * 86400))
         for at in range(int(T - 86400), int(T - 3600), 600):
-            yield self.store.record_contacts([(ALICE, at, None), (BOB, at, None)], 60, WINDOW)
-        yield self.store.record_contacts([(ALICE, T - 60, None), (BOB, T - 60, None)], 60, WINDOW)
+            yield self.contacts((ALICE, at, None), (BOB, at, None))
+        yield self.contacts((ALICE, T - 60, None), (BOB, T - 60, None))
         uptimes = []
         for at in (T, T + 300, T + 600, T + 900):
             if at > T:
-                yield self.store.record_contacts([(ALICE, at - 10, None)], 60, WINDOW)
+                yield self.contacts((ALICE, at - 10, None))
             snap = yield self.pass_at(at)
             yield self.assertListedUptimesExact(snap, at)
             uptimes.append({f["btc_addr"]: f["uptime"]
@@ -162,16 +167,16 @@ class DatabaseSummaryTests(unittest.TestCase):
         is listed with its earlier days summed anew."""
         yield self.add_farmers((ALICE, 1, T - 3 * 86400), (BOB, 1, T - 3 * 86400))
         for at in range(int(T - 2 * 86400), int(T - 3600), 600):
-            yield self.store.record_contacts([(ALICE, at, None), (BOB, at, None)], 60, WINDOW)
-        yield self.store.record_contacts([(ALICE, T - 60, None), (BOB, T - 60, None)], 60, WINDOW)
+            yield self.contacts((ALICE, at, None), (BOB, at, None))
+        yield self.contacts((ALICE, T - 60, None), (BOB, T - 60, None))
         yield self.pass_at(T)
         # ALICE keeps pinging into the next day; BOB is away until its afternoon.
         next_noon = T + 86400
         for at in range(int(T), int(next_noon + 3600), 600):
-            yield self.store.record_contacts([(ALICE, at, None)], 60, WINDOW)
+            yield self.contacts((ALICE, at, None))
             if at % 21600 == 0:
                 yield self.pass_at(at)
-        yield self.store.record_contacts([(BOB, next_noon + 3600, None)], 60, WINDOW)
+        yield self.contacts((BOB, next_noon + 3600, None))
         snap = yield self.pass_at(next_noon + 3600)
         self.assertEqual(len(json.loads(bytes(snap.online_json))["farmers"]), 2)
         yield self.assertListedUptimesExact(snap, next_noon + 3600)
@@ -184,10 +189,10 @@ class DatabaseSummaryTests(unittest.TestCase):
         midnight = T + 12 * 3600
         yield self.add_farmers((ALICE, 1, T - 86400))
         for at in range(int(T - 86400), int(midnight), 600):
-            yield self.store.record_contacts([(ALICE, at, None)], 60, WINDOW)
-        yield self.store.record_contacts([(ALICE, midnight - 300, None)], 60, WINDOW)
+            yield self.contacts((ALICE, at, None))
+        yield self.contacts((ALICE, midnight - 300, None))
         yield self.pass_at(midnight)
-        yield self.store.record_contacts([(ALICE, midnight + 300, None)], 60, WINDOW)
+        yield self.contacts((ALICE, midnight + 300, None))
         yield self.pass_at(midnight + 330)
         at = midnight + WINDOW + 60
         snap = yield self.pass_at(at)
@@ -221,12 +226,12 @@ class DatabaseSummaryTests(unittest.TestCase):
         comes online afterwards gets its own sum when first seen."""
         yield self.add_farmers((ALICE, 1, T - 3 * 86400), (BOB, 1, T - 3 * 86400))
         for at in range(int(T - 2 * 86400), int(T - 86400), 300):
-            yield self.store.record_contacts([(ALICE, at, None), (BOB, at, None)], 60, WINDOW)
-        yield self.store.record_contacts([(ALICE, T - 60, None)], 60, WINDOW)
+            yield self.contacts((ALICE, at, None), (BOB, at, None))
+        yield self.contacts((ALICE, T - 60, None))
         first = yield self.pass_at(T)
         self.assertEqual([f["btc_addr"] for f in json.loads(bytes(first.online_json))["farmers"]],
                          [ALICE])
-        yield self.store.record_contacts([(BOB, T + 600, None)], 60, WINDOW)
+        yield self.contacts((BOB, T + 600, None))
         later = yield self.pass_at(T + 600)
         listed = {f["btc_addr"]: f["uptime"] for f in json.loads(bytes(later.online_json))["farmers"]}
         # Both were online the whole of the day before yesterday: a third of 3 days.

@@ -269,6 +269,25 @@ def _parse_date(text: str) -> int:
         raise AuthenticationFailed("unparseable Date header") from None
 
 
+def _check_window(date_timestamp: int, now: float, auth_timeout: float) -> None:
+    """Raise `AuthenticationFailed` unless the Date lies within `auth_timeout`
+    seconds of the server clock (the same window for legacy and v2 requests)."""
+    # Whole seconds, absolute value: a client slightly ahead of the
+    # server gives a small negative skew, not a huge positive one.
+    skew = int(now) - date_timestamp
+    if abs(skew) >= auth_timeout:
+        raise AuthenticationFailed("Date outside the accepted window", skew=skew)
+
+
+def _expected_hash160(address: str) -> bytes:
+    """The hash160 a signature must recover for the farmer id `address`, or
+    `AuthenticationFailed` when it is not a farmer id."""
+    try:
+        return farmer_id_hash160(address)
+    except InvalidAddress:
+        raise AuthenticationFailed("invalid farmer address") from None
+
+
 def _parse_signature(text: str) -> Tuple[bytes, int, bool]:
     """Decode a base64 compact signature into (r || s, recid, compressed).
 
@@ -393,13 +412,6 @@ class Verifier:
         return v2.verify(self, self.server_address, self.auth_timeout, address, method,
                          target, date_header, authorization, body, now)
 
-    def _check_window(self, date_timestamp: int, now: float) -> None:
-        # Whole seconds, absolute value: a client slightly ahead of the
-        # server gives a small negative skew, not a huge positive one.
-        skew = int(now) - date_timestamp
-        if abs(skew) >= self.auth_timeout:
-            raise AuthenticationFailed("Date outside the accepted window", skew=skew)
-
     def verify(
         self,
         address: str,
@@ -428,19 +440,16 @@ class Verifier:
         if date_timestamp is not None:
             # Identical headers were verified before; only the clock can
             # have made them invalid since.
-            self._check_window(date_timestamp, now)
+            _check_window(date_timestamp, now, self.auth_timeout)
             cache.move_to_end(key)
             self.cache_hits += 1
             return
 
-        try:
-            expected = farmer_id_hash160(address)
-        except InvalidAddress:
-            raise AuthenticationFailed("invalid farmer address") from None
+        expected = _expected_hash160(address)
         date_timestamp = _parse_date(date_text)
         # The window is checked before the expensive recovery so stale or
         # replayed headers are cheap to turn away.
-        self._check_window(date_timestamp, now)
+        _check_window(date_timestamp, now, self.auth_timeout)
         digest = message_digest(self._prefix + date_text)
         self.recoveries += 1
         if _recovered_hash160(self.backend, digest, signature_text) != expected:

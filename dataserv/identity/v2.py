@@ -16,10 +16,11 @@ can never be read as a legacy one (nor a legacy one as v2).
 import hashlib
 import re
 
-from dataserv.identity.addresses import InvalidAddress, farmer_id_hash160
 from dataserv.identity.auth import (
     AuthenticationFailed,
     RecoveryBackend,
+    _check_window,
+    _expected_hash160,
     _header_text,
     _parse_date,
     _recovered_hash160,
@@ -85,14 +86,8 @@ def verify(backend: RecoveryBackend, server_address: str, auth_timeout: float, a
     """
     nonce, signature = parse_authorization(authorization)
     date_text = _header_text(date_header, _MAX_DATE_LENGTH, "Date")
-    try:
-        expected = farmer_id_hash160(address)
-    except InvalidAddress:
-        raise AuthenticationFailed("invalid farmer address") from None
-    date_timestamp = _parse_date(date_text)
-    skew = int(now) - date_timestamp
-    if abs(skew) >= auth_timeout:
-        raise AuthenticationFailed("Date outside the accepted window", skew=skew)
+    expected = _expected_hash160(address)
+    _check_window(_parse_date(date_text), now, auth_timeout)
     signed = message(server_address, _text(method, 16, "method"),
                      _text(target, _MAX_TARGET_LENGTH, "request target"), date_text, nonce,
                      hashlib.sha256(body or b"").hexdigest())

@@ -106,11 +106,6 @@ def _claimed(outcome: Any) -> None:
         raise ClaimRefused(outcome)
 
 
-# What recording one farmer's contact did: whether it was written, and the
-# farmer's last_seen as stored afterwards.
-Contact = namedtuple("Contact", ["written", "last_contact"])
-
-
 class FarmerStore:
     """The farmers' tables in PostgreSQL, through a :class:`dataserv.storage.database.Database`."""
 
@@ -162,30 +157,6 @@ class FarmerStore:
             + " FROM farmers WHERE btc_addr = %(address)s",
             {"address": address, "now": now, "rate": rate})
         return FarmerRecord(*rows[0]) if rows else None
-
-    @defer.inlineCallbacks
-    def record_contacts(self, contacts: Any, min_gap: Any, window: Any) -> Any:
-        """Record [(address, at, ip)] in one statement and one commit.
-
-        Returns {address: Contact(written, last_contact)} for the farmers that
-        exist; a contact is written when it comes ``min_gap`` or more after the
-        previous one, and last_contact is the farmer's last_seen as now stored.
-        """
-        addresses, ats, ips = zip(*contacts) if contacts else ((), (), ())
-        params = (list(addresses), list(ats), list(ips), min_gap, window)
-        for attempt in range(RETRIES):
-            try:
-                rows = yield self._query(
-                    "record_contacts",
-                    "SELECT btc_addr, written, last_contact FROM record_contacts("
-                    "%s::text[], %s::float8[], %s::text[], %s, %s)", params)
-            except DatabaseConflict:
-                # Locks are taken in id order, so this should not happen; if PostgreSQL
-                # still picks us as a deadlock victim, the statement is safe to repeat.
-                if attempt == RETRIES - 1:
-                    raise
-                continue
-            return {address: Contact(written, at) for address, written, at in rows}
 
     @defer.inlineCallbacks
     def record_pings(self, items: list, min_gap: float, window: float) -> Any:
