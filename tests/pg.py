@@ -46,9 +46,10 @@ def dsn():
 
 
 @defer.inlineCallbacks
-def open_database(testcase, pool_size=2, clean=True):
-    """A started, migrated Database on the real reactor, stopped at test cleanup."""
-    db = Database(reactor, dsn(), pool_size=pool_size)
+def open_database(testcase, pool_size=2, clean=True, name=None, dsn_text=None):
+    """A started, migrated Database on the real reactor, stopped at test cleanup
+    (``name``: the daemon name its connections carry; ``dsn_text``: another DSN)."""
+    db = Database(reactor, dsn_text or dsn(), pool_size=pool_size, name=name)
     db.startService()
     testcase.addCleanup(db.stopService)
     yield db.when_ready()

@@ -689,9 +689,10 @@ class ReplayAcrossDaemonsTests(unittest.TestCase):
         # The field client's pattern: one pair on two routes within a second.
         claimed = claims()
         self.assertEqual((yield get(first, ping, pair))[0], 200)
-        # The ping is throttled (the registration was the farmer's last contact), so
-        # its key is claimed in the database a moment after its answer (README,
-        # Security); from then on the other daemon refuses its repeat too.
+        # The ping is throttled (the registration was the farmer's last contact). The
+        # first daemon may not have seen the second yet (it looks once a second) and
+        # then, alone, claims the key a moment after its answer (README, Security):
+        # the other daemon refuses the repeat once the key is in the database.
         yield eventually(lambda: claims() > claimed, 10, "the throttled ping's claim")
         self.assertEqual((yield get(first, height, pair))[0], 200)
         replayed = (401, b"Ping Failed: Invalid authentication headers.", b"replayed request")

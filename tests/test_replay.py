@@ -44,8 +44,8 @@ class Base(APITestCase):
         return rows[0][0]
 
     def claimed_behind(self, server=None):
-        """Write the replay keys of throttled pings now (they go a moment after their
-        answer) and wait for it."""
+        """Write the replay keys of throttled pings now (a daemon alone on its
+        database claims them a moment after their answer) and wait for it."""
         return (server or self.server).farmers.throttled_claims.drain()
 
     @defer.inlineCallbacks
@@ -82,60 +82,17 @@ class LegacyReplayTests(Base):
 
     @defer.inlineCallbacks
     def test_throttled_ping_repeat_refused_on_another_daemon(self):
-        # The ping writes nothing (throttled in memory) and is answered before the
-        # database is asked; its key is claimed there THROTTLED_CLAIMS_SECONDS later.
+        # The ping writes nothing (throttled in memory) yet its key is claimed.
         self.serve(max_ping=20)
         yield self.registered(ALICE)
-        claims = yield self.claims()
         self.clock.advance(5)
         headers = self.signed(ALICE)
         self.assertAnswer((yield self.ping(ALICE, headers)), 200, PING_OK)
         self.assertEqual(self.server.farmers.contacts_submitted, 0)
-        self.assertEqual((yield self.claims()), claims)
-        self.clock.advance(rules.THROTTLED_CLAIMS_SECONDS)
-        yield self.claimed_behind()
-        self.assertEqual((yield self.claims()), claims + 1)
         other = self.other()
         self.clock.advance(16)  # past max-ping, within the Date window: it would be written
         reply = yield self.get("/api/ping/" + ALICE.address, headers, server=other)
         self.assertRefused(reply, PING_UNAUTHENTICATED)
-        self.assertEqual((yield self.last_seen(ALICE)), self.t0)
-
-    @defer.inlineCallbacks
-    def test_throttled_ping_is_answered_while_the_database_is_down(self):
-        # It writes nothing, so it needs no database (as before replay keys); its key
-        # waits in memory and is claimed once the database answers again.
-        self.serve(max_ping=20)
-        yield self.registered(ALICE)
-        claims = yield self.claims()
-        store = self.server.store
-        real = store.record_pings
-        store.record_pings = lambda *a, **k: defer.fail(DatabaseUnavailable("down"))
-        self.clock.advance(5)
-        headers = self.signed(ALICE)
-        self.assertAnswer((yield self.ping(ALICE, headers)), 200, PING_OK)
-        self.assertRefused((yield self.ping(ALICE, headers)), PING_UNAUTHENTICATED)
-        self.clock.advance(rules.THROTTLED_CLAIMS_SECONDS)
-        self.assertEqual(len(self.server.farmers.throttled_claims), 1)
-        store.record_pings = real
-        yield self.claimed_behind()
-        self.assertEqual((yield self.claims()), claims + 1)
-
-    @defer.inlineCallbacks
-    def test_throttled_repeat_of_a_request_taken_elsewhere_is_counted(self):
-        # The window the write-behind leaves: another daemon took the request first,
-        # this one throttled its repeat (which writes nothing) before asking.
-        self.serve(max_ping=20)
-        yield self.registered(ALICE)
-        self.clock.advance(5)
-        headers = self.signed(ALICE)
-        other = self.other()
-        reply = yield self.get("/api/ping/" + ALICE.address, headers, server=other)
-        self.assertAnswer(reply, 200, PING_OK)
-        self.assertAnswer((yield self.ping(ALICE, headers)), 200, PING_OK)
-        self.assertEqual(self.server.farmers.late_replays, 0)
-        yield self.claimed_behind()
-        self.assertEqual(self.server.farmers.late_replays, 1)
         self.assertEqual((yield self.last_seen(ALICE)), self.t0)
 
     @defer.inlineCallbacks
@@ -249,6 +206,99 @@ class LegacyReplayTests(Base):
         self.assertEqual((yield self.claims()), 0)
 
 
+class AloneTests(Base):
+    """A daemon alone on its database (registry.peers.PeerWatch says so) answers a
+    throttled ping at once and claims its key a moment later."""
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        yield super().setUp()
+        self.serve(max_ping=20)
+        self.server.farmers.alone = True
+
+    @defer.inlineCallbacks
+    def test_throttled_ping_is_answered_before_its_claim(self):
+        yield self.registered(ALICE)
+        claims = yield self.claims()
+        self.clock.advance(5)
+        headers = self.signed(ALICE)
+        batches = self.server.farmers.pings.batches
+        self.assertAnswer((yield self.ping(ALICE, headers)), 200, PING_OK)
+        self.assertEqual(self.server.farmers.pings.batches, batches)
+        self.assertEqual((yield self.claims()), claims)
+        # Its repeat is refused here from memory.
+        self.assertRefused((yield self.ping(ALICE, headers)), PING_UNAUTHENTICATED)
+        self.clock.advance(rules.THROTTLED_CLAIMS_SECONDS)
+        yield self.claimed_behind()
+        self.assertEqual((yield self.claims()), claims + 1)
+        self.assertEqual((yield self.last_seen(ALICE)), self.t0)
+
+    @defer.inlineCallbacks
+    def test_throttled_ping_is_answered_while_the_database_is_down(self):
+        # It writes nothing, so it needs no database; its key waits in memory and
+        # is claimed once the database answers again.
+        yield self.registered(ALICE)
+        claims = yield self.claims()
+        store = self.server.store
+        real = store.record_pings
+        store.record_pings = lambda *a, **k: defer.fail(DatabaseUnavailable("down"))
+        self.clock.advance(5)
+        headers = self.signed(ALICE)
+        self.assertAnswer((yield self.ping(ALICE, headers)), 200, PING_OK)
+        self.assertRefused((yield self.ping(ALICE, headers)), PING_UNAUTHENTICATED)
+        self.clock.advance(rules.THROTTLED_CLAIMS_SECONDS)
+        self.assertEqual(len(self.server.farmers.throttled_claims), 1)
+        store.record_pings = real
+        yield self.claimed_behind()
+        self.assertEqual((yield self.claims()), claims + 1)
+
+    @defer.inlineCallbacks
+    def test_a_repeat_of_a_request_taken_elsewhere_is_counted(self):
+        # What "alone" rules out: were another daemon to take a request first, a
+        # throttled repeat here would be answered (writing nothing) and only
+        # counted once its claim met the other's.
+        yield self.registered(ALICE)
+        self.clock.advance(5)
+        headers = self.signed(ALICE)
+        other = self.other()
+        reply = yield self.get("/api/ping/" + ALICE.address, headers, server=other)
+        self.assertAnswer(reply, 200, PING_OK)
+        self.assertAnswer((yield self.ping(ALICE, headers)), 200, PING_OK)
+        self.assertEqual(self.server.farmers.late_replays, 0)
+        yield self.claimed_behind()
+        self.assertEqual(self.server.farmers.late_replays, 1)
+        self.assertEqual((yield self.last_seen(ALICE)), self.t0)
+
+    @defer.inlineCallbacks
+    def test_the_claim_still_meets_a_v2_mark(self):
+        # A legacy ping throttled here after the farmer used v2 (as only another
+        # daemon could have made happen) is refused once its claim meets the mark.
+        yield self.registered(ALICE)
+        other = self.other()
+        self.clock.advance(10)
+        path = "/api/ping/" + ALICE.address
+        self.assertAnswer((yield self.get(path, self.v2(ALICE, path), server=other)),
+                          200, PING_OK)
+        self.clock.advance(1)
+        self.assertAnswer((yield self.ping(ALICE)), 200, PING_OK)
+        yield self.claimed_behind()
+        self.clock.advance(1)
+        self.assertRefused((yield self.ping(ALICE)), PING_UNAUTHENTICATED, DOWNGRADE)
+        self.assertEqual((yield self.last_seen(ALICE)), self.t0)
+
+    @defer.inlineCallbacks
+    def test_not_alone_claims_before_answering(self):
+        # The same throttled ping with another daemon on the database: claimed in
+        # the group commit, before its answer.
+        self.server.farmers.alone = False
+        yield self.registered(ALICE)
+        claims = yield self.claims()
+        self.clock.advance(5)
+        self.assertAnswer((yield self.ping(ALICE)), 200, PING_OK)
+        self.assertEqual((yield self.claims()), claims + 1)
+        self.assertEqual(len(self.server.farmers.throttled_claims), 0)
+
+
 class V2Tests(Base):
 
     @defer.inlineCallbacks
@@ -283,7 +333,6 @@ class V2Tests(Base):
             headers = self.v2(ALICE, path)
             self.assertAnswer((yield self.get(path, headers)), 200, PING_OK)
             self.assertRefused((yield self.get(path, headers)), PING_UNAUTHENTICATED)
-            yield self.claimed_behind()
             self.assertRefused((yield self.get(path, headers, server=other)),
                                PING_UNAUTHENTICATED)
             malleable = {**headers, b"Authorization": malleated(headers[b"Authorization"])}
@@ -338,9 +387,7 @@ class DowngradeTests(Base):
     @defer.inlineCallbacks
     def test_throttled_legacy_ping_refused_after_v2_elsewhere(self):
         # This daemon throttles the farmer in memory (it wrote its last contact) and
-        # has not seen it use v2: a throttled ping (which writes nothing) is answered
-        # before the database is asked; the key's claim then meets farmers.v2_since
-        # and the farmer's legacy headers are refused here from then on.
+        # has not seen it use v2: the key-only claim still meets farmers.v2_since.
         yield self.registered(ALICE)
         other = self.other()
         self.clock.advance(10)
@@ -349,13 +396,9 @@ class DowngradeTests(Base):
                           200, PING_OK)
         self.clock.advance(1)
         submitted = self.server.farmers.contacts_submitted
-        self.assertAnswer((yield self.ping(ALICE)), 200, PING_OK)
-        yield self.claimed_behind()
-        self.assertIn(ALICE.address, self.server.farmers.v2_farmers)
-        self.clock.advance(1)
         self.assertRefused((yield self.ping(ALICE)), PING_UNAUTHENTICATED, DOWNGRADE)
         self.assertEqual(self.server.farmers.contacts_submitted, submitted)
-        self.assertEqual((yield self.last_seen(ALICE)), self.t0)
+        self.assertIn(ALICE.address, self.server.farmers.v2_farmers)
 
     @defer.inlineCallbacks
     def test_other_farmers_keep_legacy(self):

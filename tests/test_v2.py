@@ -212,5 +212,19 @@ class ReplayCacheTests(SynchronousTestCase):
         self.assertTrue(cache.claim(b"c", 70))   # "old" expired at 60 and goes
         self.assertEqual(len(cache), 3)
         self.assertFalse(cache.claim(b"a", 70))
+        self.assertEqual(cache.forgot, 0)
         self.assertTrue(cache.claim(b"d", 71))   # full of live keys: starts again
         self.assertEqual(len(cache), 1)
+        self.assertEqual(cache.forgot, 1)
+
+    def test_remember_a_key_accepted_elsewhere(self):
+        cache = replay.ReplayCache(60)
+        cache.remember(b"k", 130)
+        self.assertFalse(cache.claim(b"k", 100))
+        self.assertTrue(cache.claim(b"k", 130))
+
+    def test_remember_keeps_the_later_expiry(self):
+        cache = replay.ReplayCache(60)
+        cache.claim(b"k", 100)  # kept until 160
+        cache.remember(b"k", 120)
+        self.assertFalse(cache.claim(b"k", 150))

@@ -26,6 +26,7 @@ from dataserv.identity.auth import Verifier
 from dataserv.storage.database import Database
 from dataserv.storage.embedded import EmbeddedPostgres
 from dataserv.registry.farmers import Farmers
+from dataserv.registry.peers import PeerWatch
 from dataserv.daemon.listening import EndpointListener, ReusePortService
 from dataserv.web.metrics import Metrics, RequestStats
 from dataserv.web.snapshot import SnapshotRenderer
@@ -499,6 +500,8 @@ class Dataserv(service.MultiService):
         self.store = FarmerStore(self.database, reactor)
         self.verifier = Verifier(settings.address, settings.auth_timeout)
         self.farmers = Farmers(self.store, self.verifier, settings, reactor)
+        PeerWatch(self.store, self.farmers, self.database.daemon_name, reactor,
+                  when_ready=self.database.when_ready).setServiceParent(self)
         self.summariser = Summariser(
             self.store, settings, reactor, SnapshotRenderer(settings),
             when_ready=self.database.when_ready, **summariser_hooks(reactor))

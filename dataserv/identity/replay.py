@@ -51,6 +51,7 @@ class ReplayCache:
         self.window = window
         self.limit = limit
         self._keys: Dict[bytes, float] = {}
+        self.forgot = 0  # times keys still in their window were dropped (cache full)
 
     def claim(self, key: bytes, now: float) -> bool:
         """Remember key; False when it is already known (a replay)."""
@@ -61,8 +62,18 @@ class ReplayCache:
             self._keys = {k: e for k, e in self._keys.items() if now < e}
             if len(self._keys) >= self.limit:
                 self._keys.clear()
+                self.forgot += 1
         self._keys[key] = now + self.window
         return True
+
+    def remember(self, key: bytes, expires: float) -> None:
+        """Know a key accepted elsewhere (another daemon, or this one before a restart)
+        until ``expires``."""
+        if expires > self._keys.get(key, float("-inf")):
+            if len(self._keys) >= self.limit:
+                self._keys.clear()
+                self.forgot += 1
+            self._keys[key] = expires
 
     def release(self, key: bytes) -> None:
         """Forget a key whose request was never carried out (e.g. the database was down)."""

@@ -178,8 +178,8 @@ class Request:
     body: bytes = b""      # the request body (v2 signs its SHA-256)
 
 
-# How soon after its answer a throttled ping's replay key is claimed in the database
-# (seconds): the one moment in which another daemon could still take its repeat.
+# How soon after its answer the replay key of a ping throttled by a daemon alone on
+# its database is claimed there (seconds).
 THROTTLED_CLAIMS_SECONDS = 0.05
 
 
@@ -265,6 +265,9 @@ class Farmers:
             keep=lambda item: item[3].expires > clock.seconds(),
             what="replay keys of throttled pings")
         self.late_replays = 0  # throttled pings found (afterwards) to repeat a request
+        # Whether no other daemon shares the database (set by registry.peers.PeerWatch;
+        # until it knows, throttled pings claim their keys before their answer).
+        self.alone = False
         self.timings = store.timings  # the store's transactions, for /metrics
         self.recent = RecentContacts(settings.max_ping)
         limited = not settings.no_limits
@@ -415,18 +418,21 @@ class Farmers:
         """Keep-alive; one sooner than --max-ping after the last contact writes nothing."""
         address = self._farmer_id(farmer_id)
         claim = self._authenticate(address, request, "ping")
-        if self.recent.throttled(address, request.now):
-            # Too soon: nothing is written, and the answer does not wait for the
-            # database. This daemon refuses the ping's repeat from now on (its key is
-            # claimed in memory); every other daemon does once the key is claimed in
-            # the database, within THROTTLED_CLAIMS_SECONDS (see README, Security).
+        throttled = self.recent.throttled(address, request.now)
+        if throttled and (claim is None or self.alone):
+            # Too soon: nothing is written. Alone on the database (PeerWatch), this
+            # daemon's cache knows every key the database does, so the answer does
+            # not wait: the key is claimed in the database a moment later.
             if claim is not None:
                 self.throttled_claims.add((address, request.now, request.ip, claim, False))
                 if claim.v2:  # throttled: the farmer is known
                     self.v2_farmers.add(address)
             return
-        item = (address, request.now, request.ip, claim, True)
-        self.contacts_submitted += 1
+        # With other daemons on the database a throttled ping writes no contact, but
+        # its key is claimed in the group commit before the answer, so that a repeat
+        # of a request another daemon took is refused here too.
+        item = (address, request.now, request.ip, claim, not throttled)
+        self.contacts_submitted += not throttled
         # As _claimed, inline: this is the hottest path (one generator less per ping).
         try:
             outcomes = yield self.pings.submit(item)
@@ -438,6 +444,10 @@ class Farmers:
             if outcome.outcome == "downgrade":
                 self.v2_farmers.add(address)
             raise Unauthenticated(reason=_REFUSALS[outcome.outcome])
+        if throttled:  # throttled in memory: the farmer is known
+            if claim is not None and claim.v2:
+                self.v2_farmers.add(address)
+            return
         if outcome.last_contact is None:
             raise FarmerNotFound()
         if claim is not None and claim.v2:

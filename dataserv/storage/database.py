@@ -19,7 +19,9 @@ deadline, whichever comes first.
 import collections
 import functools
 import math
-from typing import Any, Callable
+import os
+import socket
+from typing import Any, Callable, Optional
 
 import psycopg2
 import psycopg2.extensions
@@ -37,7 +39,7 @@ from dataserv.storage.failures import (
     startup_problem, unavailable)
 
 __all__ = ["Database", "DatabaseConflict", "DatabaseUnavailable", "Pool", "StartupError",
-           "connection_params", "shielded"]
+           "connection_params", "daemon_name", "shielded"]
 
 DEFAULT_TIMEOUT = 5.0
 # /health asks the database at most this often (seconds).
@@ -65,12 +67,17 @@ def backoff(initial: float = 0.1, maximum: float = 1.0) -> Any:
         delay = min(delay * 2, maximum)
 
 
-def connection_params(dsn: str, timeout: float) -> dict:
-    """libpq parameters for ``dsn`` with the deadlines added.
+def connection_params(dsn: str, timeout: float, name: Optional[str] = None) -> dict:
+    """libpq parameters for ``dsn`` with the deadlines added, and ``name`` in the
+    application_name (after the operator's own, if the DSN sets one): how daemons
+    sharing the database see each other in pg_stat_activity.
 
     Raises psycopg2.ProgrammingError when the DSN or URL is malformed.
     """
     params = psycopg2.extensions.parse_dsn(dsn)
+    if name:
+        own = params.get("application_name")
+        params["application_name"] = "%s %s" % (own, name) if own else name
     milliseconds = max(1, int(timeout * 1000))
     options = params.get("options", "")
     params["options"] = (options + " -c statement_timeout=%d" % milliseconds).strip()
@@ -82,6 +89,15 @@ def connection_params(dsn: str, timeout: float) -> dict:
     params.setdefault("keepalives_count", "3")
     params.setdefault("tcp_user_timeout", str(milliseconds))
     return params
+
+
+# Every daemon's connections carry "dataserv/<host>/<pid>" in their application_name.
+NAME_PREFIX = "dataserv/"
+
+
+def daemon_name() -> str:
+    """This process's name among the daemons sharing a database."""
+    return "%s%s/%d" % (NAME_PREFIX, socket.gethostname(), os.getpid())
 
 
 def shielded(d: defer.Deferred) -> defer.Deferred:
@@ -454,8 +470,10 @@ class Database(service.Service):
     def __init__(self, clock: Any, dsn: Any, pool_size: Any = 4, retry_backoff: Any = backoff,
                  schema_dir: Any = None, timeout: Any = DEFAULT_TIMEOUT, on_fatal: Any = None,
                  setting: Any = "--database",
-                 connector: Any = link_connector) -> None:
+                 connector: Any = link_connector, name: Optional[str] = None) -> None:
         self.clock = clock
+        # This process's connections in pg_stat_activity (see connection_params).
+        self.daemon_name = name or daemon_name()
         self._dsn = dsn
         self.pool_size = pool_size
         self.timeout = timeout
@@ -567,7 +585,7 @@ class Database(service.Service):
             self._fatal("embedded PostgreSQL did not start: %s" % (" ".join(str(e).split()),))
             return
         try:
-            params = connection_params(dsn, self.timeout)
+            params = connection_params(dsn, self.timeout, self.daemon_name)
         except psycopg2.Error as e:
             self._fatal(startup_problem(e, self.setting)
                         or "%s: %s" % (self.setting, first_line(e)))

@@ -11,6 +11,7 @@ from typing import Any, Optional
 
 from twisted.internet import defer
 
+from dataserv.storage.database import NAME_PREFIX
 from dataserv.storage.failures import DatabaseConflict
 
 # {height}: the stored credited height, or the credited_height(...) expression.
@@ -364,6 +365,26 @@ class FarmerStore:
             "prune_uptime",
             "WITH gone AS (DELETE FROM uptime_days WHERE day < %s RETURNING 1)"
             " SELECT count(*) FROM gone", (before_day,))
+
+    @defer.inlineCallbacks
+    def unexpired_claims(self, now: float) -> Any:
+        """[(key, expires)] of every replay key that can still pass the Date check."""
+        rows = yield self._query(
+            "unexpired_claims", "SELECT key, expires FROM request_claims WHERE expires >= %s",
+            (now,))
+        return [(bytes(key), expires) for key, expires in rows]
+
+    @defer.inlineCallbacks
+    def other_daemons(self, own_name: str) -> Any:
+        """How many other daemons are connected to this database (by the name each
+        puts in its connections' application_name; see storage.database)."""
+        rows = yield self._query(
+            "other_daemons",
+            "SELECT count(DISTINCT substring(application_name FROM %(pattern)s))"
+            " FROM pg_stat_activity"
+            " WHERE substring(application_name FROM %(pattern)s) <> %(own)s",
+            {"pattern": "(" + NAME_PREFIX + r"\S+)$", "own": own_name})
+        return rows[0][0]
 
     def prune_request_claims(self, now: float) -> Any:
         """Drop replay keys that can no longer pass the Date check."""
