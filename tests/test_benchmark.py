@@ -165,3 +165,32 @@ class OptionTests(SynchronousTestCase):
             daemon = run.Daemon("dbname=x", 5999, tmp, "--max-ping", "0")
             daemon.log.close()
         self.assertIn("--no-limits", started[0])
+
+
+class BuildComparisonTests(SynchronousTestCase):
+    """benchmarks.ab runs builds older than --no-limits through a wrapper without it."""
+
+    def fake_twistd(self, help_text):
+        import os
+        import tempfile
+        directory = tempfile.mkdtemp()
+        path = os.path.join(directory, "twistd")
+        with open(path, "w") as f:
+            f.write('#!/bin/sh\nif [ "$2" = --help ]; then echo "%s"; exit 0; fi\n'
+                    'printf "%%s\\n" "$@"\n' % help_text)
+        os.chmod(path, 0o755)
+        return directory, path
+
+    def test_a_build_that_knows_the_flag_runs_as_it_is(self):
+        from benchmarks import ab
+        directory, twistd = self.fake_twistd("--no-limits  testing only")
+        self.assertEqual(ab.wrapper(twistd, directory), twistd)
+
+    def test_an_older_build_gets_every_flag_but_no_limits(self):
+        import subprocess
+        from benchmarks import ab
+        directory, twistd = self.fake_twistd("--max-ping")
+        wrapped = ab.wrapper(twistd, directory)
+        out = subprocess.run([wrapped, "-n", "dataserv", "--no-limits", "--listen", "tcp:1"],
+                             capture_output=True, text=True).stdout
+        self.assertEqual(out.split(), ["-n", "dataserv", "--listen", "tcp:1"])

@@ -410,6 +410,52 @@ class IdleTimeoutTests(ChannelTestCase):
         self.assertTrue(connection.closed)
 
 
+class OneTimerTests(ChannelTestCase):
+    """The three deadlines share one timer per connection."""
+
+    def counted(self, site):
+        made = []
+        real = self.clock.callLater
+
+        def callLater(*args, **kwargs):  # noqa: N802
+            made.append(args[0])
+            return real(*args, **kwargs)
+
+        self.clock.callLater = callLater
+        return made
+
+    def test_a_connection_with_one_request_makes_one_timer(self):
+        site = self.site(head_timeout=10, idle_timeout=15, send_timeout=60)
+        made = self.counted(site)
+        connection = self.connect(site)
+        connection.send(GET)
+        self.assertStatus(connection.written(), 200)
+        connection.lose()
+        self.assertEqual(made, [10])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_idle_is_counted_from_the_last_response(self):
+        connection = self.connect(self.site(head_timeout=10, idle_timeout=15))
+        connection.send(GET)
+        self.clock.advance(14)
+        connection.send(GET)
+        self.clock.advance(14)
+        self.assertFalse(connection.closed)
+        self.assertEqual(connection.written().count(b"HTTP/1.1 200 "), 2)
+        self.clock.advance(1)
+        self.assertTrue(connection.closed)
+
+    def test_a_sooner_deadline_than_the_timer_gets_a_timer_of_its_own(self):
+        # Idle 100 s, then a request whose head must arrive within 10 s.
+        connection = self.connect(self.site(head_timeout=10, idle_timeout=100))
+        connection.send(GET)
+        self.clock.advance(50)
+        connection.send(b"GET / HTTP/1.1\r\n")
+        self.clock.advance(10)
+        self.assertStatus(connection.written().split(b"HTTP/1.1 200 ")[-1]
+                          .split(b"\r\n\r\nok")[-1], 408)
+
+
 class HostTests(ChannelTestCase):
     """HTTP/1.1 requires Host."""
 

@@ -3,6 +3,7 @@
 import atexit
 import io
 import ipaddress
+import math
 import os
 import signal
 import sys
@@ -41,6 +42,8 @@ log = Logger()
 
 # How long a refused client has to read its answer before the connection is cut.
 REFUSED_GRACE = 2.0
+# What a connection is doing, for its one timer (see _Channel).
+_IDLE, _RECEIVING, _SENDING = "idle", "receiving", "sending"
 
 
 @dataclass(frozen=True)
@@ -97,11 +100,20 @@ class _Channel(http.HTTPChannel):
     (head and body) must arrive within ``head_timeout`` of its first byte. While a
     response is written Twisted has no timeout at all: a client that reads nothing
     keeps the response (and the snapshot it belongs to) alive, so each response
-    must be taken within ``send_timeout``.
+    must be taken within ``send_timeout``. Between requests (and before the first)
+    a connection may stay idle ``idle_timeout`` seconds, counted from its last byte
+    received or its last response; this replaces Twisted's idle timer.
+
+    All three deadlines share one timer per connection. A phase change only notes
+    its deadline; the timer is remade only for a deadline sooner than the one it is
+    set for, and when it fires it looks at the phase and waits on if the deadline
+    has moved. A connection that carries one request (as the field clients' do)
+    makes one timer in all instead of a handful made and cancelled.
     """
 
     transport: Any
     _networkProducer: Any
+    site: Any
 
     limits = ConnectionLimits()
     limit_key = None
@@ -111,31 +123,75 @@ class _Channel(http.HTTPChannel):
         self._refused = False
         self._receiving = False   # from a request's first byte until its last
         self._body_bytes = 0
-        # One timer of each kind per connection, moved on (reset) for each request
-        # rather than made and cancelled every time: when one fires, it looks at
-        # what the connection is doing and does nothing if all is well.
-        self._request_call = None
-        self._send_call = None
-        self._grace_call = None
+        self._phase = _IDLE
+        self._due = math.inf       # when the current phase's deadline passes
+        self._send_due = math.inf  # when the last response must have been taken
+        self._timer: Any = None
+        self._timer_at = math.inf
+        self._grace_call: Any = None
 
-    def _deadline(self, call: Any, seconds: Any, expired: Any) -> Any:
-        if call is not None and call.active():
-            call.reset(seconds)
-            return call
-        return self.callLater(seconds, expired)
+    def _now(self) -> float:
+        seconds: float = self.site.reactor.seconds()
+        return seconds
+
+    def _enter(self, phase: str, seconds: float, now: float) -> None:
+        """Start a phase that goes wrong ``seconds`` from now (0: never)."""
+        self._phase = phase
+        self._due = now + seconds if seconds else math.inf
+        if self._due < self._timer_at:
+            self._arm(self._due, now)
+
+    def _arm(self, at: float, now: float) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        self._timer_at = at
+        if at != math.inf:
+            self._timer = self.callLater(max(0.0, at - now), self._tick)
+
+    def _tick(self) -> None:
+        self._timer = None
+        self._timer_at = math.inf
+        now = self._now()
+        if self._send_due <= now:
+            self._send_due = math.inf
+            if _unsent(self.transport):
+                self._send_expired()
+                return
+        if now < self._due:
+            self._arm(min(self._due, self._send_due), now)
+        elif self._phase == _RECEIVING:
+            self._request_expired()
+        elif self._phase == _SENDING:
+            if self._handlingRequest or _unsent(self.transport):
+                self._send_expired()
+        else:
+            self.timeoutConnection()  # Twisted's idle close (and abort if ignored)
+
+    def connectionMade(self) -> None:  # noqa: N802 (Twisted's name)
+        super().connectionMade()
+        now = self._now()
+        self._phase = _IDLE
+        self._due = now + self.limits.idle_timeout if self.limits.idle_timeout else math.inf
+        # Nearly every connection starts a request at once: a first timer no later
+        # than that request's deadline spares remaking it then.
+        head = now + self.limits.head_timeout if self.limits.head_timeout else math.inf
+        self._arm(min(self._due, head), now)
 
     # -- the request ---------------------------------------------------------
 
     def dataReceived(self, data: Any) -> None:  # noqa: N802 (Twisted's name)
         if not self._receiving and not self._handlingRequest:
             self._receiving = True
-            if self.limits.head_timeout:
-                self._request_call = self._deadline(
-                    self._request_call, self.limits.head_timeout, self._request_expired)
+            now = self._now()
+            self._enter(_RECEIVING, self.limits.head_timeout or self.limits.idle_timeout,
+                        now)
+        elif self._receiving and not self.limits.head_timeout and self.limits.idle_timeout:
+            # No request deadline: as Twisted's idle timer, each byte restarts it.
+            self._due = self._now() + self.limits.idle_timeout
         super().dataReceived(data)
 
     def _request_expired(self) -> None:
-        self._request_call = None
         if self._receiving and not self._refused:
             self._log.info("request not complete in {seconds} s: {peer}",
                            seconds=self.limits.head_timeout,
@@ -174,20 +230,24 @@ class _Channel(http.HTTPChannel):
         if self._refused:
             return
         self._receiving = False
-        if self.limits.send_timeout:
-            self._send_call = self._deadline(
-                self._send_call, self.limits.send_timeout, self._send_expired)
+        self._enter(_SENDING, self.limits.send_timeout, self._now())
         super().allContentReceived()
 
     # -- the response --------------------------------------------------------
 
+    def requestDone(self, request: Any) -> None:  # noqa: N802 (Twisted's name)
+        # Idle from now on, before Twisted resumes reading (which may start the next
+        # request at once); the response must still be taken by its deadline.
+        if self._phase == _SENDING:
+            self._send_due = self._due
+        self._enter(_IDLE, self.limits.idle_timeout, self._now())
+        super().requestDone(request)
+
     def _send_expired(self) -> None:
-        self._send_call = None
-        if self._handlingRequest or _unsent(self.transport):
-            self._log.info("response not taken in {seconds} s: {peer}",
-                           seconds=self.limits.send_timeout,
-                           peer=str(self.transport.getPeer()))
-            self.transport.abortConnection()
+        self._log.info("response not taken in {seconds} s: {peer}",
+                       seconds=self.limits.send_timeout,
+                       peer=str(self.transport.getPeer()))
+        self.transport.abortConnection()
 
     # -- refusals ------------------------------------------------------------
 
@@ -219,9 +279,11 @@ class _Channel(http.HTTPChannel):
         self._grace_call = self.callLater(REFUSED_GRACE, self.transport.abortConnection)
 
     def connectionLost(self, reason: Any) -> None:  # type: ignore[override]  # noqa: N802
-        for call in (self._request_call, self._send_call, self._grace_call):
+        for call in (self._timer, self._grace_call):
             if call is not None and call.active():
                 call.cancel()
+        self._timer = None
+        self._timer_at = -math.inf  # nothing arms it again
         if self.factory is not None:
             self.factory.connection_closed(self)
         super().connectionLost(reason)
@@ -254,7 +316,8 @@ class Site(server.Site):
     def __init__(self, resource: Any, requests: Any = None, limits: Any = None,
                  trusted_proxies: Any = (), **kwargs: Any) -> None:
         self.limits = limits or ConnectionLimits()
-        kwargs.setdefault("timeout", self.limits.idle_timeout or None)
+        # The channels keep the idle timeout themselves, with their other deadlines.
+        kwargs["timeout"] = None
         super().__init__(resource, **kwargs)
         self.requests = requests if requests is not None else RequestStats()
         self._flushing: Any = None
