@@ -152,7 +152,9 @@ class OptionTests(SynchronousTestCase):
         bench.args = argparse.Namespace(only=None)
         self.assertEqual([s for s in run.Bench.STEPS if bench.wanted(s)], list(run.Bench.STEPS))
 
-    def test_daemon_runs_without_limits(self):
+    def test_daemon_passes_its_flags_as_given(self):
+        # Bench.daemon decides about --no-limits (DaemonFlagTests): a daemon started
+        # with its limits on (a limits scenario, the hostile suite) must have them.
         started = []
 
         class Popen:
@@ -164,7 +166,8 @@ class OptionTests(SynchronousTestCase):
         with tempfile.TemporaryDirectory() as tmp:
             daemon = run.Daemon("dbname=x", 5999, tmp, "--max-ping", "0")
             daemon.log.close()
-        self.assertIn("--no-limits", started[0])
+        self.assertNotIn("--no-limits", started[0])
+        self.assertEqual(started[0][-2:], ["--max-ping", "0"])
 
 
 class BuildComparisonTests(SynchronousTestCase):
