@@ -361,3 +361,52 @@ class FarmCommandTests(ProofsTestCase):
         yield self.rounds.run_round()
         status = yield self.farmer(ALICE)
         self.assertGreater(status["verified_bytes"], plot_rules.plot_bytes(plots.K))
+
+
+class MetricsTests(ProofsTestCase):
+
+    def scraped(self):
+        from tests.test_metrics import samples
+
+        found = samples(self.server.metrics.exposition().decode())
+        return {(name, labels[0][1]): value for (name, labels), value in found.items()
+                if name in ("dataserv_proofs_total", "dataserv_challenge_answers_total",
+                            "dataserv_plot_changes_total")}
+
+    @defer.inlineCallbacks
+    def test_answers_and_proofs_by_outcome(self):
+        """Every answer and every proof received is counted once under its outcome;
+        a plot registered again is not a new plot."""
+        provers = self.provers(ALICE)
+        yield self.register(ALICE)
+        yield self.register(ALICE, SEEDS[:1])
+        yield self.rounds.run_round()
+        answers = self.answer_body((yield self.fetch(ALICE)), provers)
+        with_proofs = [a for a in answers if a["proofs"]]
+        with_proofs[0]["proofs"] = with_proofs[0]["proofs"] * 2  # one duplicate each
+        duplicates = len(with_proofs[0]["proofs"]) // 2
+        answers[1]["proofs"].append(os.urandom(8 * plots.K).hex())
+        sent = sum(len(a["proofs"]) for a in answers)
+        outcomes = yield self.answer(ALICE, answers)
+        valid = sum(o["valid_proofs"] for o in outcomes)
+        again = yield self.answer(ALICE, answers[:3])
+        self.assertEqual({o["outcome"] for o in again}, {"repeated"})
+        self.clock.advance(60)
+        yield self.rounds.run_round()
+        late = self.answer_body((yield self.fetch(ALICE)), provers)[:2]
+        self.clock.advance(31)
+        yield self.answer(ALICE, late)
+        found = self.scraped()
+        self.assertEqual(found, {
+            ("dataserv_plot_changes_total", "registered"): 2,
+            ("dataserv_challenge_answers_total", "counted"): 32,
+            ("dataserv_challenge_answers_total", "repeated"): 3,
+            ("dataserv_challenge_answers_total", "late"): 2,
+            ("dataserv_proofs_total", "valid"): valid,
+            ("dataserv_proofs_total", "invalid"): 1,
+            ("dataserv_proofs_total", "duplicate"): duplicates,
+            ("dataserv_proofs_total", "repeated"): sum(len(a["proofs"]) for a in answers[:3]),
+            ("dataserv_proofs_total", "late"): sum(len(a["proofs"]) for a in late),
+        })
+        self.assertEqual(valid + 1 + duplicates, sent)
+        self.assertGreater(valid, 10)

@@ -148,20 +148,37 @@ def parse_answers(body: bytes) -> List[Tuple[bytes, bytes, List[bytes]]]:
     return parsed
 
 
+class _NoMetrics:
+    """Counts nothing (a Proofs built without the daemon's metrics)."""
+
+    def proof_checked(self, outcome: str, count: int = 1) -> None:
+        """Ignore proofs."""
+
+    def challenge_answered(self, outcome: str) -> None:
+        """Ignore answers."""
+
+    def plot_changed(self, change: str) -> None:
+        """Ignore plot changes."""
+
+
 class Proofs:
     """Plot registration, challenges, answers and scores.
 
     ``farmers`` is the registry's :class:`dataserv.registry.farmers.Farmers` (its
     ``identify`` checks the id and the signature); ``in_thread(f, *args)`` runs the
-    proof checks (the daemon's thread pool; at once by default).
+    proof checks (the daemon's thread pool; at once by default); ``metrics`` (the
+    daemon's :class:`dataserv.web.metrics.Metrics`) is told what became of every
+    answer and proof and of every plot registered.
     """
 
     def __init__(self, store: Any, farmers: Any, settings: Any,
-                 in_thread: Optional[Callable[..., "defer.Deferred[Any]"]] = None) -> None:
+                 in_thread: Optional[Callable[..., "defer.Deferred[Any]"]] = None,
+                 metrics: Any = None) -> None:
         self.store = store
         self.farmers = farmers
         self.settings = settings
         self._in_thread = in_thread or defer.maybeDeferred
+        self.metrics = metrics if metrics is not None else _NoMetrics()
 
     def _check_k(self, k: int) -> None:
         smallest = self.settings.min_k
@@ -182,6 +199,8 @@ class Proofs:
             raise FarmerNotFound()
         if outcome == "conflict":
             raise PlotConflict()
+        if outcome == "registered":
+            self.metrics.plot_changed("registered")
         return RegisteredPlot(plot_id, k, outcome == "registered")
 
     @outages_as_unavailable
@@ -243,7 +262,25 @@ class Proofs:
                 outcomes[target.challenge] = AnswerOutcome(target.challenge, "counted", n)
             else:  # another answer to it was written meanwhile
                 outcomes[target.challenge] = AnswerOutcome(target.challenge, "repeated")
+        self._count(answers, outcomes)
         return [outcomes[challenge] for _, challenge, _ in answers]
+
+    def _count(self, answers: List[Tuple[bytes, bytes, List[bytes]]],
+               outcomes: Dict[bytes, AnswerOutcome]) -> None:
+        """Tell the metrics what became of each answer and of every proof in it: a
+        counted answer's distinct proofs are valid or invalid, the copies duplicate;
+        an answer that did not count has its proofs counted under its outcome."""
+        metrics = self.metrics
+        for _, challenge, proofs in answers:
+            outcome = outcomes[challenge]
+            metrics.challenge_answered(outcome.outcome)
+            if outcome.outcome != "counted":
+                metrics.proof_checked(outcome.outcome, len(proofs))
+                continue
+            distinct = len(set(proofs))
+            metrics.proof_checked("valid", outcome.valid)
+            metrics.proof_checked("invalid", distinct - outcome.valid)
+            metrics.proof_checked("duplicate", len(proofs) - distinct)
 
     @outages_as_unavailable
     def plot_scores(self, farmer_row: int, now: float) -> Any:
