@@ -410,3 +410,118 @@ class MetricsTests(ProofsTestCase):
         })
         self.assertEqual(valid + 1 + duplicates, sent)
         self.assertGreater(valid, 10)
+
+
+class RemovePlotTests(ProofsTestCase):
+
+    def remove(self, key, plot_id, headers=None, farmer=None):
+        return self.send(key, "/api/proofs/%s/plots/%s" % (farmer or key.nodeid, plot_id),
+                         method="DELETE", headers=headers)
+
+    @defer.inlineCallbacks
+    def test_a_removed_plot_stops_counting_at_once(self):
+        """The farmer's plots and verified bytes drop by the plot's at once; it is
+        not challenged again and its open challenges cannot be answered; nothing else
+        of the farmer changes."""
+        provers = self.provers(ALICE)
+        gone, kept = yield self.register(ALICE)
+        yield self.call(ALICE, "/api/height/%s/7" % ALICE.address)
+        yield self.play_rounds(ALICE, provers)
+        before = yield self.farmer(ALICE)
+        self.assertEqual(before["plots"], 2)
+        kept_bytes = [s["verified_bytes"] for s in before["plot_scores"]
+                      if s["plot_id"] == kept]
+        self.assertGreater(kept_bytes[0], 0)
+        self.assertGreater(before["verified_bytes"], kept_bytes[0])
+        open_challenges = yield self.fetch(ALICE)
+        code, headers, body = yield self.remove(ALICE, gone)
+        self.assertEqual((code, headers.getRawHeaders(b"Content-Type")),
+                         (200, [b"application/json"]))
+        self.assertEqual(json.loads(body), {"plot_id": gone, "removed": True, "plots": 1,
+                                            "verified_bytes": kept_bytes[0]})
+        after = yield self.farmer(ALICE)
+        self.assertEqual((after["plots"], after["verified_bytes"]), (1, kept_bytes[0]))
+        self.assertEqual([s["plot_id"] for s in after["plot_scores"]], [kept])
+        unchanged = ("plots", "verified_bytes", "plot_scores")
+        self.assertEqual({k: v for k, v in after.items() if k not in unchanged},
+                         {k: v for k, v in before.items() if k not in unchanged})
+        # Its open challenges are gone with it.
+        stale = [a for a in self.answer_body(open_challenges, provers) if a["plot_id"] == gone]
+        self.assertTrue(stale)
+        code, _, body = yield self.send(
+            ALICE, "/api/proofs/%s/answers" % ALICE.nodeid,
+            json.dumps({"answers": stale[:1]}).encode(), "POST")
+        self.assertEqual((code, body), (404, b"Unknown plot."))
+        # The next rounds draw for the kept plot only, and score it alone.
+        self.clock.advance(60)
+        yield self.rounds.run_round()
+        drawn = yield self.fetch(ALICE)
+        self.assertEqual({c["plot_id"] for c in drawn}, {kept})
+        self.clock.advance(60)
+        yield self.rounds.run_round()
+        later = yield self.farmer(ALICE)
+        self.assertEqual(later["plots"], 1)
+        self.assertEqual(later["verified_bytes"], later["plot_scores"][0]["verified_bytes"])
+        self.assertEqual(self.server.metrics.plot_changes, {"registered": 2, "removed": 1})
+
+    @defer.inlineCallbacks
+    def test_removal_refusals(self):
+        alice = yield self.register(ALICE, SEEDS[:1])
+        bob = yield self.register(BOB, SEEDS[:1])
+        refusals = [
+            (self.remove(ALICE, alice[0], farmer="nonsense"), 400, b"Invalid nodeid."),
+            (self.remove(ALICE, "zz" * 32), 400, b"Invalid plot id: expected hex digits."),
+            (self.remove(ALICE, "ab" * 31), 400, b"Invalid plot id: expected 32 bytes."),
+            (self.remove(ALICE, alice[0], headers={}), 401, b"Invalid authentication headers."),
+            (self.remove(ALICE, alice[0], headers=headers_for(ALICE, self.settings.address,
+                                                              self.date())),
+             401, b"Invalid authentication headers."),
+            (self.remove(ALICE, bob[0]), 404, b"Unknown plot."),
+            (self.remove(FarmerKey.from_seed(b"test_proofs carol"), alice[0]), 404,
+             b"Farmer not found."),
+        ]
+        for request, status, text in refusals:
+            code, headers, body = yield request
+            self.assertEqual((code, body), (status, text))
+            self.assertEqual(headers.getRawHeaders(b"Content-Type"), [PLAIN])
+        code, _, _ = yield self.remove(ALICE, alice[0])
+        self.assertEqual(code, 200)
+        code, _, body = yield self.remove(ALICE, alice[0])
+        self.assertEqual((code, body), (404, b"Unknown plot."))
+        self.assertEqual((yield self.farmer(BOB))["plots"], 0)  # not scored yet
+        yield self.rounds.run_round()
+        self.assertEqual((yield self.farmer(BOB))["plots"], 1)
+        # The seed may be registered again: a new plot, scored afresh.
+        again = yield self.register(ALICE, SEEDS[:1])
+        self.assertEqual(again, alice)
+
+    @defer.inlineCallbacks
+    def test_a_round_that_tallied_before_the_removal_does_not_undo_it(self):
+        store = ProofStore(self.db, self.clock)
+        gone, _ = yield self.register(ALICE)
+        yield self.rounds.run_round()
+        now = self.clock.seconds()
+        tallies = yield store.all_tallies(now, now - 600, 60, 30)
+        self.assertEqual(len(tallies), 2)
+        code, _, _ = yield self.remove(ALICE, gone)
+        self.assertEqual(code, 200)
+        from dataserv.proofs.scoring import farmer_totals
+
+        stale = farmer_totals(tallies)
+        yield store.write_farmer_totals(stale)
+        self.assertEqual((yield self.farmer(ALICE))["plots"], 1)
+
+    @defer.inlineCallbacks
+    def test_the_client_removes_a_plot_by_id_or_file(self):
+        provers = self.provers(ALICE)
+        first, second = yield self.register(ALICE)
+        client = FarmerClient("http://dataserv.test", ALICE, self.settings.address,
+                              http=self.server.http)
+        path = provers[first].prover.get_filename()
+        reply = yield pumped([self.server.http], client.remove_plot(path))
+        self.assertEqual((reply.status, reply.json()["plot_id"]), (200, first))
+        reply = yield pumped([self.server.http], client.remove_plot(second))
+        self.assertEqual((reply.status, reply.json()["plots"]), (200, 0))
+        reply = yield pumped([self.server.http], client.remove_plot(second))
+        self.assertEqual((reply.status, reply.text), (404, "Unknown plot."))
+        self.failureResultOf(client.remove_plot("/plots/not-a-plot"), ValueError)

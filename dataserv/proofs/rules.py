@@ -72,6 +72,15 @@ class RegisteredPlot:
 
 
 @dataclass(frozen=True)
+class RemovedPlot:
+    """A plot removed, and the farmer's plots and verified bytes without it."""
+
+    plot_id: bytes
+    plots: int
+    verified_bytes: int
+
+
+@dataclass(frozen=True)
 class AnswerOutcome:
     """What became of one answered challenge: "counted" (with the valid proofs
     among those sent), "late", "unfetched" or "repeated"."""
@@ -148,6 +157,11 @@ def parse_answers(body: bytes) -> List[Tuple[bytes, bytes, List[bytes]]]:
     return parsed
 
 
+def _one_farmers_totals(tallies: List[Tuple[int, int, int, int]]) -> Tuple[int, int]:
+    """(plots, verified bytes) from the tallies of one farmer's plots; (0, 0) for none."""
+    return next(iter(scoring.farmer_totals(tallies).values()), (0, 0))
+
+
 class _NoMetrics:
     """Counts nothing (a Proofs built without the daemon's metrics)."""
 
@@ -202,6 +216,26 @@ class Proofs:
         if outcome == "registered":
             self.metrics.plot_changed("registered")
         return RegisteredPlot(plot_id, k, outcome == "registered")
+
+    @outages_as_unavailable
+    def remove_plot(self, farmer_id: str, plot_id_hex: str, request: Any) -> Any:
+        """Remove one of the farmer's plots: a :class:`RemovedPlot`. From then on it
+        is not challenged, its open challenges are gone, and the farmer's ``plots``
+        and ``verified_bytes`` no longer count it; nothing else of the farmer
+        changes. The same seed may be registered again (its score starts afresh)."""
+        self.farmers.farmer_id(farmer_id)
+        plot_id = _hex(plot_id_hex, "plot id", 32)
+        address = yield self.farmers.identify(farmer_id, request, "remove_plot")
+        settings, now = self.settings, request.now
+        outcome = yield self.store.remove_plot(
+            address, plot_id, now, now - settings.score_window, settings.challenge_interval,
+            settings.proof_window, _one_farmers_totals)
+        if outcome == "unknown":
+            raise FarmerNotFound()
+        if outcome == "not found":
+            raise UnknownPlot()
+        self.metrics.plot_changed("removed")
+        return RemovedPlot(plot_id, *outcome)
 
     @outages_as_unavailable
     def challenges(self, farmer_id: str, request: Any) -> Any:

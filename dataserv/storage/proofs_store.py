@@ -68,6 +68,43 @@ class ProofStore:
 
         return self._interaction("register_plot", interaction)
 
+    def remove_plot(self, address: str, plot_id: bytes, now: float, since: float,
+                    interval: float, window: float,
+                    totals_of: Callable[[List[Tuple[int, int, int, int]]], Tuple[int, int]]
+                    ) -> "defer.Deferred[Any]":
+        """Delete one of the farmer's plots with its challenges, and write the farmer's
+        plots and verified bytes without it, in one transaction: (plots, verified
+        bytes) as written, "unknown" (no such farmer) or "not found" (not one of its
+        plots). ``totals_of`` turns the remaining plots' tallies, rows (farmer id, k,
+        found, settled) over the challenges issued after ``since``, into the pair."""
+        @defer.inlineCallbacks
+        def interaction(cursor: Any) -> Any:
+            yield cursor.execute(
+                "SELECT id FROM farmers WHERE btc_addr = %s FOR UPDATE", (address,))
+            found = cursor.fetchall()
+            if not found:
+                return "unknown"
+            farmer = found[0][0]
+            yield cursor.execute(
+                "DELETE FROM plots WHERE plot_id = %s AND farmer_id = %s RETURNING id",
+                (plot_id, farmer))
+            if not cursor.rowcount:
+                return "not found"
+            yield cursor.execute(
+                "SELECT p.farmer_id, p.k, " + TALLY + " FROM plots p"
+                " LEFT JOIN challenges c ON c.plot = p.id AND c.issued_at > %(since)s"
+                " WHERE p.farmer_id = %(farmer)s GROUP BY p.id",
+                {"now": now, "since": since, "interval": interval, "window": window,
+                 "farmer": farmer})
+            plots, verified = totals_of([(f, k, int(found), settled)
+                                         for f, k, found, settled, _ in cursor.fetchall()])
+            yield cursor.execute(
+                "UPDATE farmers SET plots = %s, verified_bytes = %s WHERE id = %s",
+                (plots, verified, farmer))
+            return plots, verified
+
+        return self._interaction("remove_plot", interaction)
+
     # -- challenges ---------------------------------------------------------
 
     def draw_round(self, now: float, per_plot: int, interval: float,
@@ -212,7 +249,9 @@ class ProofStore:
 
     def write_farmer_totals(self, totals: Dict[int, Tuple[int, int]]) -> "defer.Deferred[Any]":
         """Set {farmer id: (plots, verified bytes)}; rows that did not change are not
-        written."""
+        written, nor those of a farmer whose plots are no longer as many as the
+        totals say (a plot was removed or registered since they were tallied: the
+        removal wrote its own totals, and the next round writes the new ones)."""
         ids = sorted(totals)
         return self._query(
             "write_farmer_totals",
@@ -220,5 +259,6 @@ class ProofStore:
             " FROM unnest(%s::bigint[], %s::int[], %s::bigint[]) AS u(id, plots, verified)"
             " WHERE f.id = u.id"
             "   AND (f.plots, f.verified_bytes) IS DISTINCT FROM (u.plots, u.verified)"
+            "   AND u.plots = (SELECT count(*) FROM plots p WHERE p.farmer_id = f.id)"
             " RETURNING 1) SELECT count(*) FROM changed",
             (ids, [totals[i][0] for i in ids], [totals[i][1] for i in ids]))

@@ -10,7 +10,7 @@ Other parts report through the :class:`Metrics` object they are given:
 ``metrics.database_error(kind)`` when an answer is a 503 because of the database,
 ``metrics.proof_checked(outcome, n)`` for the proofs of each answered challenge,
 ``metrics.challenge_answered(outcome)`` for each answered challenge and
-``metrics.plot_changed(change)`` when a plot is registered. The challenge
+``metrics.plot_changed(change)`` when a plot is registered or removed. The challenge
 rounds keep their own figures (:class:`dataserv.proofs.rounds.ChallengeRounds`),
 exported by :meth:`Metrics.watch_rounds`.
 """
@@ -167,7 +167,7 @@ class DaemonCollector:
             answers.add_metric([outcome], n)
         yield answers
         plots = CounterMetricFamily(
-            "dataserv_plot_changes", "Plots registered through this daemon.",
+            "dataserv_plot_changes", "Plots registered or removed through this daemon.",
             labels=["change"])
         for change, n in sorted(self.metrics.plot_changes.items()):
             plots.add_metric([change], n)
@@ -321,7 +321,7 @@ class Metrics:
         self.answers[outcome] += 1
 
     def plot_changed(self, change: str) -> None:
-        """A plot was ``registered``."""
+        """A plot was ``registered`` or ``removed``."""
         self.plot_changes[change] += 1
 
     def exposition(self) -> bytes:
