@@ -525,3 +525,44 @@ class RemovePlotTests(ProofsTestCase):
         reply = yield pumped([self.server.http], client.remove_plot(second))
         self.assertEqual((reply.status, reply.text), (404, "Unknown plot."))
         self.failureResultOf(client.remove_plot("/plots/not-a-plot"), ValueError)
+
+
+class MaxPlotsTests(ProofsTestCase):
+
+    def plot(self, key, seed, k=plots.K):
+        return self.send(key, "/api/proofs/%s/plots" % key.nodeid,
+                         json.dumps({"seed": seed.hex(), "k": k}).encode(), "POST")
+
+    @defer.inlineCallbacks
+    def test_a_farmer_may_have_at_most_max_plots(self):
+        self.serve(max_plots=2, **SETTINGS)
+        seeds = [bytes([i]) * 32 for i in range(10, 14)]
+        ids = yield self.register(ALICE, seeds[:2])
+        code, headers, body = yield self.plot(ALICE, seeds[2])
+        self.assertEqual((code, body),
+                         (403, b"Too many plots: at most 2 per farmer; remove one first."))
+        self.assertEqual(headers.getRawHeaders(b"Content-Type"), [PLAIN])
+        self.assertEqual(self.server.metrics.refusals, {"max_plots": 1})
+        # A plot registered already is answered as before, at the limit too.
+        code, _, body = yield self.plot(ALICE, seeds[0])
+        self.assertEqual((code, json.loads(body)["new"]), (200, False))
+        # Per farmer: another farmer has a limit of its own.
+        yield self.register(BOB, seeds[2:4])
+        # A removal makes room.
+        code, _, _ = yield self.send(ALICE, "/api/proofs/%s/plots/%s" % (ALICE.nodeid, ids[0]),
+                                     method="DELETE")
+        self.assertEqual(code, 200)
+        code, _, body = yield self.plot(ALICE, seeds[2])
+        self.assertEqual((code, json.loads(body)["new"]), (200, True))
+        code, _, _ = yield self.plot(ALICE, seeds[3])
+        self.assertEqual(code, 403)
+
+    @defer.inlineCallbacks
+    def test_no_limits_switches_it_off(self):
+        self.serve(max_plots=1, no_limits=True, **SETTINGS)
+        yield self.register(ALICE, [bytes([i]) * 32 for i in range(20, 23)])
+
+    @defer.inlineCallbacks
+    def test_zero_is_no_limit(self):
+        self.serve(max_plots=0, **SETTINGS)
+        yield self.register(ALICE, [bytes([i]) * 32 for i in range(30, 33)])

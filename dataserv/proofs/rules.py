@@ -54,6 +54,14 @@ class PlotConflict(Rejected):
     """The plot is registered already, with another k."""
 
 
+class TooManyPlots(Rejected):
+    """The farmer has --max-plots plots registered already."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(limit)
+        self.limit = limit
+
+
 class UnknownPlot(Rejected):
     """A plot id that is not one of the farmer's plots."""
 
@@ -202,17 +210,22 @@ class Proofs:
     @outages_as_unavailable
     def register_plot(self, farmer_id: str, body: bytes, request: Any) -> Any:
         """Register the plot ``seed`` of size k of the farmer; a :class:`RegisteredPlot`.
-        Registering the same plot again is harmless (``new`` is then False)."""
+        Registering the same plot again is harmless (``new`` is then False), also at
+        the limit; a new plot beyond --max-plots (unless --no-limits) is refused."""
         self.farmers.farmer_id(farmer_id)
         seed, k = parse_plot(body)
         address = yield self.farmers.identify(farmer_id, request, "plots")
         self._check_k(k)
         plot_id = plots.plot_id(bytes.fromhex(address_to_nodeid(address)), seed)
-        outcome = yield self.store.register_plot(address, plot_id, seed, k, request.now)
+        limit = 0 if self.settings.no_limits else self.settings.max_plots
+        outcome = yield self.store.register_plot(address, plot_id, seed, k, request.now,
+                                                 limit)
         if outcome == "unknown":
             raise FarmerNotFound()
         if outcome == "conflict":
             raise PlotConflict()
+        if outcome == "full":
+            raise TooManyPlots(limit)
         if outcome == "registered":
             self.metrics.plot_changed("registered")
         return RegisteredPlot(plot_id, k, outcome == "registered")

@@ -48,21 +48,36 @@ class ProofStore:
     # -- plots --------------------------------------------------------------
 
     def register_plot(self, address: str, plot_id: bytes, seed: bytes, k: int,
-                      now: float) -> "defer.Deferred[str]":
+                      now: float, max_plots: int = 0) -> "defer.Deferred[str]":
         """Add a plot: "registered", "again" (the same plot was registered before),
-        "conflict" (registered with another k) or "unknown" (no such farmer)."""
+        "conflict" (registered with another k), "full" (the farmer has ``max_plots``
+        plots already; 0 = no limit) or "unknown" (no such farmer). The farmer's row
+        is locked, so daemons sharing the database never let it past the limit."""
         @defer.inlineCallbacks
         def interaction(cursor: Any) -> Any:
-            yield cursor.execute("SELECT id FROM farmers WHERE btc_addr = %s", (address,))
+            yield cursor.execute(
+                "SELECT id FROM farmers WHERE btc_addr = %s FOR UPDATE", (address,))
             found = cursor.fetchall()
             if not found:
                 return "unknown"
+            farmer = found[0][0]
+            # After the lock: a statement of its own sees every plot committed before.
+            yield cursor.execute(
+                "SELECT (SELECT k FROM plots WHERE plot_id = %s),"
+                " (SELECT count(*) FROM plots WHERE farmer_id = %s)", (plot_id, farmer))
+            existing_k, plots = cursor.fetchall()[0]
+            if existing_k is not None:
+                return "again" if existing_k == k else "conflict"
+            if max_plots and plots >= max_plots:
+                return "full"
             yield cursor.execute(
                 "INSERT INTO plots (plot_id, farmer_id, seed, k, registered_at)"
                 " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (plot_id) DO NOTHING RETURNING id",
-                (plot_id, found[0][0], seed, k, now))
+                (plot_id, farmer, seed, k, now))
             if cursor.rowcount:
                 return "registered"
+            # Not reached while the farmer's row is locked (a plot id is one nodeid's);
+            # answered rather than raised all the same.
             yield cursor.execute("SELECT k FROM plots WHERE plot_id = %s", (plot_id,))
             return "again" if cursor.fetchall()[0][0] == k else "conflict"
 

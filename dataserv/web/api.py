@@ -79,6 +79,8 @@ for _route in ("plot", "remove_plot", "challenges", "answers"):
 ERRORS.update({
     ("plot", proof_rules.KOutOfRange): (400, _BAD_K, PLAIN),
     ("plot", proof_rules.PlotConflict): (409, "Plot already registered with another k.", PLAIN),
+    ("plot", proof_rules.TooManyPlots): (
+        403, "Too many plots: at most {limit} per farmer; remove one first.", PLAIN),
     ("remove_plot", proof_rules.UnknownPlot): (404, "Unknown plot.", PLAIN),
     ("answers", proof_rules.UnknownPlot): (404, "Unknown plot.", PLAIN),
     ("answers", proof_rules.UnknownChallenge): (404, "Unknown challenge.", PLAIN),
@@ -232,6 +234,9 @@ class API:
                         body = body.format(reason=error.reason)
                     if isinstance(error, proof_rules.KOutOfRange):
                         body = body.format(smallest=error.smallest, largest=error.largest)
+                    if isinstance(error, proof_rules.TooManyPlots):
+                        body = body.format(limit=error.limit)
+                        self.metrics.refused("max_plots")
                     if isinstance(error, rules.TooMany):
                         self.metrics.refused(route)  # audit, bandwidth or register
                         request.setHeader(b"Retry-After", b"%d" % error.retry_after)

@@ -232,7 +232,8 @@ ROUTES: List[Tuple[str, Dict[str, Any]]] = [
     _request_bound("/api/proofs/{farmer_id}/plots", "post", "register_plot",
                    "Register a plot (its id is worked out from the farmer and the seed).",
                    _json("RegisteredPlot", "the plot"),
-                   [("409", _text("the seed is registered with another k"))],
+                   [("403", _text("the farmer has --max-plots plots already")),
+                    ("409", _text("the seed is registered with another k"))],
                    {"type": "object", "required": ["seed", "k"], "properties": {
                        "seed": {"type": "string", "description": "32 bytes, hex"},
                        "k": {"type": "integer"}}}),
