@@ -45,9 +45,7 @@ def build_proofs(plots, challenges):
     from dataserv.client.plotting import Prover, create_plot
 
     items = []
-    # chiapos prints its phases on stdout: send them to stderr, keep stdout for JSON.
-    saved = os.dup(1)
-    os.dup2(2, 1)
+    # create_plot keeps chiapos' own output off stdout, which stays for the JSON.
     with tempfile.TemporaryDirectory(prefix="dataserv-bench-plots-") as directory:
         for i in range(plots):
             started = time.time()
@@ -57,8 +55,6 @@ def build_proofs(plots, challenges):
             for _ in range(challenges):
                 challenge = os.urandom(32)
                 items.append((prover.plot_id, K, challenge, prover.proofs(challenge)))
-    sys.stdout.flush()
-    os.dup2(saved, 1)
     return items
 
 

@@ -65,7 +65,8 @@ def _check(what: str, reply: Any) -> Any:
 def make_plots(nodeid: bytes, k: int, directory: str, count: int,
                in_thread: Callable[..., Any], out: Any = sys.stderr,
                random_bytes: Callable[[int], bytes] = os.urandom) -> Any:
-    """Build ``count`` plots of size k for the farmer in directory; their paths."""
+    """Build ``count`` plots of size k for the farmer in directory; their paths.
+    Progress goes to ``out`` (chiapos' own output never reaches stdout)."""
     paths = []
     for i in range(count):
         seed = random_bytes(32)
