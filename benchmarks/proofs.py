@@ -13,11 +13,19 @@
    Twisted HTTP server in this process (a route that answers like a throttled ping,
    without the database) and a client in another process measuring sequential
    requests on a kept-alive connection.
+4. ``--daemon``: the same question asked of the real daemon (``twistd dataserv`` on a
+   throwaway PostgreSQL): a farmer with real k=21 plots answers prepared challenges
+   (their rows written straight into the database, fetched) at a round's pace for
+   10,000 plots, over signed HTTP as the client does, while another farmer's signed
+   v2 pings are timed, ``--ping-rate`` a second; idle first, then busy, ``--runs``
+   times. ``--without-proofs`` sends the same answers with no proofs (the requests'
+   own cost, nothing to verify).
 """
 
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -45,9 +53,7 @@ def build_proofs(plots, challenges):
     from dataserv.client.plotting import Prover, create_plot
 
     items = []
-    # chiapos prints its phases on stdout: send them to stderr, keep stdout for JSON.
-    saved = os.dup(1)
-    os.dup2(2, 1)
+    # create_plot keeps chiapos' own output off stdout, which stays for the JSON.
     with tempfile.TemporaryDirectory(prefix="dataserv-bench-plots-") as directory:
         for i in range(plots):
             started = time.time()
@@ -57,8 +63,6 @@ def build_proofs(plots, challenges):
             for _ in range(challenges):
                 challenge = os.urandom(32)
                 items.append((prover.plot_id, K, challenge, prover.proofs(challenge)))
-    sys.stdout.flush()
-    os.dup2(saved, 1)
     return items
 
 
@@ -149,6 +153,242 @@ def subprocess_latency(items, seconds, pace):
     return json.loads(out.splitlines()[-1])
 
 
+# -- the real daemon ------------------------------------------------------------
+
+PINGER = r'''
+import http.client, json, sys, time
+from dataserv.identity.signing import FarmerKey, v2_headers_for
+port, seconds, server, seed = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3], sys.argv[4]
+rate = float(sys.argv[5])  # pings a second; 0 = one after the other, flat out
+key = FarmerKey.from_seed(seed.encode())
+path = "/api/ping/" + key.nodeid
+c = http.client.HTTPConnection("127.0.0.1", port)
+lat, codes = [], {}
+start = time.monotonic()
+end = start + seconds
+while time.monotonic() < end:
+    if rate:
+        time.sleep(max(0.0, start + len(lat) / rate - time.monotonic()))
+    headers = {k.decode(): v.decode()
+               for k, v in v2_headers_for(key, server, "GET", path).items()}
+    t = time.perf_counter()
+    c.request("GET", path, headers=headers)
+    r = c.getresponse()
+    r.read()
+    lat.append(time.perf_counter() - t)
+    codes[r.status] = codes.get(r.status, 0) + 1
+lat.sort()
+print(json.dumps({"pings": len(lat), "p50_ms": lat[len(lat) // 2] * 1e3,
+                  "p99_ms": lat[int(len(lat) * 0.99)] * 1e3, "codes": codes}))
+'''
+
+ANSWERER = r'''
+import http.client, json, pickle, sys, time
+from dataserv.identity.signing import FarmerKey, v2_headers_for
+port, server, seed, items_path = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+pace, seconds, with_proofs = float(sys.argv[5]), float(sys.argv[6]), sys.argv[7] == "1"
+key = FarmerKey.from_seed(seed.encode())
+with open(items_path, "rb") as f:
+    items = pickle.load(f)
+path = "/api/proofs/%s/answers" % key.nodeid
+c = http.client.HTTPConnection("127.0.0.1", port)
+done = {"requests": 0, "answers": 0, "proofs_sent": 0, "counted": 0, "valid_proofs": 0,
+        "codes": {}}
+start = time.monotonic()
+for n, i in enumerate(range(0, len(items), 32)):
+    if time.monotonic() - start > seconds:
+        break
+    batch = items[i:i + 32]
+    body = json.dumps({"answers": [
+        {"plot_id": p.hex(), "challenge": ch.hex(),
+         "proofs": [x.hex() for x in proofs] if with_proofs else []}
+        for p, ch, proofs in batch]}).encode()
+    headers = {k.decode(): v.decode()
+               for k, v in v2_headers_for(key, server, "POST", path, body).items()}
+    headers["Content-Type"] = "application/json"
+    c.request("POST", path, body=body, headers=headers)
+    r = c.getresponse()
+    data = r.read()
+    done["requests"] += 1
+    done["codes"][r.status] = done["codes"].get(r.status, 0) + 1
+    done["answers"] += len(batch)
+    done["proofs_sent"] += sum(len(p) for _, _, p in batch)
+    if r.status == 200:
+        out = json.loads(data)
+        done["counted"] += out["counted"]
+        done["valid_proofs"] += out["valid_proofs"]
+    if pace > 0:
+        time.sleep(max(0.0, start + (n + 1) * pace - time.monotonic()))
+done["seconds"] = time.monotonic() - start
+print(json.dumps(done))
+'''
+
+FARMER_SEED = "benchmarks.proofs farmer"
+PINGER_SEED = "benchmarks.proofs pinger"
+
+
+def daemon_items(plots, challenges, cache):
+    """[(plot_id, challenge, [proof])] from ``plots`` real k=K plots of the benchmark
+    farmer, ``challenges`` random challenges each, and the plots' seeds; kept in
+    ``cache`` (a directory) between runs, since the look-ups take minutes."""
+    import pickle
+
+    from dataserv.client.plotting import Prover, create_plot, plot_name
+    from dataserv.identity.signing import FarmerKey
+
+    nodeid = bytes.fromhex(FarmerKey.from_seed(FARMER_SEED.encode()).nodeid)
+    os.makedirs(cache, exist_ok=True)
+    path = os.path.join(cache, "items-k%d-%d-%d.pickle" % (K, plots, challenges))
+    if os.path.exists(path):
+        with open(path, "rb") as f:
+            return pickle.load(f)
+    seeds, items = [], []
+    for i in range(plots):
+        seed = bytes([i + 1]) * 32
+        seeds.append(seed)
+        started = time.time()
+        plot = os.path.join(cache, plot_name(K, seed))
+        if not os.path.exists(plot):
+            create_plot(cache, nodeid, K, seed)
+            print("plot %d: %.1f s" % (i + 1, time.time() - started), file=sys.stderr)
+        prover = Prover(plot)
+        for _ in range(challenges):
+            challenge = os.urandom(32)
+            items.append((prover.plot_id, challenge, prover.proofs(challenge)))
+    # Interleave the plots, as a farmer's answers would be.
+    items.sort(key=lambda item: item[1])
+    with open(path, "wb") as f:
+        pickle.dump((seeds, items), f)
+    return seeds, items
+
+
+def _signed(url, key, server, method, path, value=None):
+    """One v2-signed request from the benchmark process; (status, body)."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    from dataserv.identity.signing import v2_headers_for
+
+    body = json.dumps(value).encode() if value is not None else b""
+    headers = {k.decode(): v.decode()
+               for k, v in v2_headers_for(key, server, method, path, body).items()}
+    if value is not None:
+        headers["Content-Type"] = "application/json"
+    parts = urlsplit(url)
+    c = http.client.HTTPConnection(parts.hostname, parts.port)
+    c.request(method, path, body=body or None, headers=headers)
+    r = c.getresponse()
+    return r.status, r.read()
+
+
+def daemon_latency(args):
+    """Ping latency of the real daemon (twistd, PostgreSQL) idle and while it checks
+    a round's proofs (paced over the interval), ``args.runs`` times; every run's
+    figures."""
+    from benchmarks import seed as seeding
+    from benchmarks.run import Daemon, free_port
+    from dataserv.identity.signing import FarmerKey
+    from dataserv.storage.pgcluster import Cluster
+
+    seeds, items = daemon_items(args.plots, args.challenges, args.cache)
+    tmp = tempfile.mkdtemp(prefix="dataserv-bench-proofs-")
+    os.chmod(tmp, 0o755)
+    items_path = os.path.join(tmp, "items.pickle")
+    import pickle
+
+    with open(items_path, "wb") as f:
+        pickle.dump(items, f)
+    cluster = Cluster(os.path.join(tmp, "pg-data"), durable=not args.no_fsync)
+    dsn = cluster.start()
+    daemon = None
+    runs = []
+    try:
+        daemon = Daemon(dsn, free_port(), tmp, "--min-k", str(K), "--proof-window", "3600",
+                        *args.flags)
+        daemon.wait_ready()
+        server = json.loads(__import__("urllib.request").request.urlopen(
+            daemon.url + "/api/address").read())["address"]
+        farmer = FarmerKey.from_seed(FARMER_SEED.encode())
+        pinger = FarmerKey.from_seed(PINGER_SEED.encode())
+        for key in (farmer, pinger):
+            status, body = _signed(daemon.url, key, server, "GET",
+                                   "/api/register/" + key.address)
+            assert status == 200, body
+        for s in seeds:
+            status, body = _signed(daemon.url, farmer, server, "POST",
+                                   "/api/proofs/%s/plots" % farmer.nodeid,
+                                   {"seed": s.hex(), "k": K})
+            assert status == 200, body
+        conn = seeding.connect(dsn)
+        for statement in args.setup_sql:
+            with conn.cursor() as cur:
+                cur.execute(statement)
+        pace = args.interval * 32 / (args.farm_plots * args.per_round)
+
+        def pings(seconds):
+            out = subprocess.check_output([sys.executable, "-c", PINGER, str(daemon.port),
+                                           str(seconds), server, PINGER_SEED,
+                                           str(args.ping_rate)])
+            return json.loads(out)
+
+        for run in range(args.runs):
+            # Fresh rows for the prepared challenges, fetched just now.
+            with conn.cursor() as cur:
+                cur.execute("DELETE FROM challenges")
+                now = time.time()
+                cur.execute(
+                    "INSERT INTO challenges (plot, challenge, issued_at, fetched_at)"
+                    " SELECT p.id, u.c, %s, %s FROM unnest(%s::bytea[], %s::bytea[])"
+                    " AS u(pid, c) JOIN plots p ON p.plot_id = u.pid",
+                    (now, now, [i[0] for i in items], [i[1] for i in items]))
+                cur.execute("ANALYZE challenges")
+            idle = pings(args.seconds)
+            answerer = subprocess.Popen(
+                [sys.executable, "-c", ANSWERER, str(daemon.port), server, FARMER_SEED,
+                 items_path, str(pace), str(args.seconds + 1),
+                 "0" if args.without_proofs else "1"], stdout=subprocess.PIPE)
+            time.sleep(0.5)
+            busy = pings(args.seconds)
+            answered = json.loads(answerer.communicate()[0])
+            runs.append({"idle": idle, "busy": busy, "answered": answered})
+            print("run %d: idle p99 %.3f ms, busy p99 %.3f ms, %d proofs valid" % (
+                run + 1, idle["p99_ms"], busy["p99_ms"], answered["valid_proofs"]),
+                file=sys.stderr)
+        conn.close()
+    finally:
+        if daemon is not None:
+            daemon.stop()
+        cluster.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return runs
+
+
+def summarise(runs):
+    """Medians over the runs."""
+    import statistics
+
+    def median(path):
+        values = [run[path[0]][path[1]] for run in runs]
+        return round(statistics.median(values), 3)
+
+    figures = {name: median(path) for name, path in (
+        ("idle_p50_ms", ("idle", "p50_ms")), ("idle_p99_ms", ("idle", "p99_ms")),
+        ("busy_p50_ms", ("busy", "p50_ms")), ("busy_p99_ms", ("busy", "p99_ms")),
+        ("valid_proofs_per_run", ("answered", "valid_proofs")),
+        ("answers_per_run", ("answered", "answers")))}
+    figures["p99_increase_pct"] = round(
+        100 * (figures["busy_p99_ms"] / figures["idle_p99_ms"] - 1), 1)
+    # Each run's busy p99 over its own idle p99 (measured just before): the machine
+    # is shared, and its load drifts between runs more than within one.
+    figures["median_run_p99_increase_pct"] = round(100 * (statistics.median(
+        r["busy"]["p99_ms"] / r["idle"]["p99_ms"] for r in runs) - 1), 1)
+    figures["runs"] = [{"idle_p99_ms": round(r["idle"]["p99_ms"], 3),
+                        "busy_p99_ms": round(r["busy"]["p99_ms"], 3),
+                        "valid_proofs": r["answered"]["valid_proofs"],
+                        "codes": r["answered"]["codes"]} for r in runs]
+    return figures
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--plots", type=int, default=3)
@@ -157,7 +397,30 @@ def main(argv=None):
     parser.add_argument("--per-round", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--interval", type=float, default=60.0)
+    parser.add_argument("--daemon", action="store_true",
+                        help="measure ping latency on the real daemon and PostgreSQL "
+                             "while it checks a round's proofs, paced (--plots real "
+                             "plots, --challenges each; --runs runs)")
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--without-proofs", action="store_true",
+                        help="with --daemon: the same answers with no proofs in them (a "
+                             "control: the requests' cost without the verification)")
+    parser.add_argument("--cache", default=os.path.join(tempfile.gettempdir(),
+                                                        "dataserv-bench-proofs-cache"))
+    parser.add_argument("--ping-rate", type=float, default=200.0,
+                        help="with --daemon: pings a second (0 = flat out, one after "
+                             "the other)")
+    parser.add_argument("--no-fsync", action="store_true",
+                        help="with --daemon: PostgreSQL without fsync or synchronous "
+                             "commit (to tell disk waits from CPU)")
+    parser.add_argument("--setup-sql", action="append", default=[],
+                        help="with --daemon: SQL run once the daemon is up (experiments)")
+    parser.add_argument("--flag", dest="flags", action="append", default=[],
+                        help="a daemon flag (repeat), e.g. --flag=--pool-size=8")
     args = parser.parse_args(argv)
+    if args.daemon:
+        print(json.dumps(summarise(daemon_latency(args)), indent=1))
+        return
     items = build_proofs(args.plots, args.challenges)
     proofs = sum(len(p) for _, _, _, p in items)
     per_item = proofs / len(items)

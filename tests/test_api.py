@@ -24,6 +24,7 @@ from twisted.web.client import readBody
 from twisted.web.http_headers import Headers
 
 from dataserv.web.api import API
+from dataserv.web.metrics import Metrics
 from dataserv.identity.auth import Verifier
 from dataserv.client.farmer import Reply
 from dataserv.daemon.config import Settings
@@ -137,8 +138,11 @@ class Server:
         self.farmers = Farmers(self.store, self.verifier, settings, clock)
         self.summariser = Summariser(self.store, settings, clock, SnapshotRenderer(settings),
                                      pause=lambda: defer.succeed(None))
-        self.proofs = Proofs(ProofStore(db, clock), self.farmers, settings)
-        self.api = API(self.farmers, self.summariser, db, settings, clock, proofs=self.proofs)
+        self.metrics = Metrics()
+        self.proofs = Proofs(ProofStore(db, clock), self.farmers, settings,
+                             metrics=self.metrics)
+        self.api = API(self.farmers, self.summariser, db, settings, clock,
+                       metrics=self.metrics, proofs=self.proofs)
         resource = self.api.resource()
         # treq asks for gzip and decodes it; the raw agent shows the bytes as sent.
         self.http = StubTreq(resource)

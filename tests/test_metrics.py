@@ -261,3 +261,84 @@ class WiringTests(SynchronousTestCase):
         response = self.successResultOf(http.get("http://dataserv/api/ping/" + ADDRESS))
         self.assertEqual(response.code, 503)
         self.assertEqual(api.metrics.database_errors, {"unavailable": 1})
+
+
+class _RoundStore:
+    """A proof store whose scoring takes ``seconds`` on the clock; ``fail`` makes the
+    next round fail."""
+
+    def __init__(self, clock, seconds):
+        self.clock, self.seconds, self.fail = clock, seconds, False
+
+    def all_tallies(self, now, since, interval, window):
+        self.clock.advance(self.seconds)
+        if self.fail:
+            from dataserv.storage.database import DatabaseUnavailable
+
+            return defer.fail(DatabaseUnavailable("down"))
+        # Two plots of farmer 1 (one complete, one half), one of farmer 2 (nothing).
+        return defer.succeed([(1, 29, 8, 8), (1, 29, 4, 8), (2, 30, 0, 8)])
+
+    def write_farmer_totals(self, totals):
+        return defer.succeed(None)
+
+    def draw_round(self, now, per_plot, interval, random_bytes):
+        return defer.succeed(3 * per_plot)
+
+    def prune_challenges(self, before):
+        return defer.succeed(None)
+
+
+class RoundsCollectorTests(SynchronousTestCase):
+    """The challenge rounds: how many, how long, and what the last one scored."""
+
+    def test_rounds_figures(self):
+        from dataserv.daemon.config import Settings
+        from dataserv.proofs.plots import plot_bytes
+        from dataserv.proofs.rounds import ChallengeRounds
+
+        clock = task.Clock()
+        store = _RoundStore(clock, 0.3)
+        rounds = ChallengeRounds(store, Settings(challenges_per_round=4), clock)
+        m = metrics.Metrics()
+        m.watch()
+        m.watch_rounds(rounds)
+        found = samples(m.exposition().decode())
+        self.assertEqual(found[("dataserv_challenge_rounds_total", ())], 0)
+        self.assertEqual(found[("dataserv_challenge_round_duration_seconds_count", ())], 0)
+        self.assertNotIn(("dataserv_plots", ()), found)
+        self.assertNotIn(("dataserv_verified_bytes", ()), found)
+        rounds.run_round()
+        store.seconds = 40.0
+        rounds.run_round()
+        store.fail, store.seconds = True, 0.01
+        rounds.run_round()
+        self.flushLoggedErrors()
+        found = samples(m.exposition().decode())
+        expected = {
+            ("dataserv_challenge_rounds_total", ()): 2,
+            ("dataserv_challenge_round_failures_total", ()): 1,
+            ("dataserv_challenge_round_duration_seconds_count", ()): 3,
+            ("dataserv_challenge_round_duration_seconds_bucket", (("le", "0.05"),)): 1,
+            ("dataserv_challenge_round_duration_seconds_bucket", (("le", "0.5"),)): 2,
+            ("dataserv_challenge_round_duration_seconds_bucket", (("le", "30.0"),)): 2,
+            ("dataserv_challenge_round_duration_seconds_bucket", (("le", "60.0"),)): 3,
+            ("dataserv_challenge_round_duration_seconds_bucket", (("le", "+Inf"),)): 3,
+            ("dataserv_plots", ()): 3,
+            ("dataserv_verified_bytes", ()): plot_bytes(29) + plot_bytes(29) // 2,
+            ("dataserv_challenges_drawn", ()): 12,
+        }
+        self.assertEqual({k: found.get(k) for k in expected}, expected)
+        self.assertAlmostEqual(
+            found[("dataserv_challenge_round_duration_seconds_sum", ())], 40.31)
+
+    def test_plot_changes_and_answers(self):
+        m = metrics.Metrics()
+        m.watch()
+        m.plot_changed("registered")
+        m.challenge_answered("late")
+        m.proof_checked("late", 2)
+        found = samples(m.exposition().decode())
+        self.assertEqual(found[("dataserv_plot_changes_total", (("change", "registered"),))], 1)
+        self.assertEqual(found[("dataserv_challenge_answers_total", (("outcome", "late"),))], 1)
+        self.assertEqual(found[("dataserv_proofs_total", (("outcome", "late"),))], 2)

@@ -54,6 +54,7 @@ EXPECTED = {
     "proof-window": (30.0, "20", 20.0),
     "score-window": (3600.0, "600", 600.0),
     "min-k": (29, "32", 32),
+    "max-plots": (1000, "50", 50),
 }
 
 BOOLEAN_FLAGS = [o.name for o in config.OPTIONS if o.flag]

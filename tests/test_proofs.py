@@ -361,3 +361,208 @@ class FarmCommandTests(ProofsTestCase):
         yield self.rounds.run_round()
         status = yield self.farmer(ALICE)
         self.assertGreater(status["verified_bytes"], plot_rules.plot_bytes(plots.K))
+
+
+class MetricsTests(ProofsTestCase):
+
+    def scraped(self):
+        from tests.test_metrics import samples
+
+        found = samples(self.server.metrics.exposition().decode())
+        return {(name, labels[0][1]): value for (name, labels), value in found.items()
+                if name in ("dataserv_proofs_total", "dataserv_challenge_answers_total",
+                            "dataserv_plot_changes_total")}
+
+    @defer.inlineCallbacks
+    def test_answers_and_proofs_by_outcome(self):
+        """Every answer and every proof received is counted once under its outcome;
+        a plot registered again is not a new plot."""
+        provers = self.provers(ALICE)
+        yield self.register(ALICE)
+        yield self.register(ALICE, SEEDS[:1])
+        yield self.rounds.run_round()
+        answers = self.answer_body((yield self.fetch(ALICE)), provers)
+        with_proofs = [a for a in answers if a["proofs"]]
+        with_proofs[0]["proofs"] = with_proofs[0]["proofs"] * 2  # one duplicate each
+        duplicates = len(with_proofs[0]["proofs"]) // 2
+        answers[1]["proofs"].append(os.urandom(8 * plots.K).hex())
+        sent = sum(len(a["proofs"]) for a in answers)
+        outcomes = yield self.answer(ALICE, answers)
+        valid = sum(o["valid_proofs"] for o in outcomes)
+        again = yield self.answer(ALICE, answers[:3])
+        self.assertEqual({o["outcome"] for o in again}, {"repeated"})
+        self.clock.advance(60)
+        yield self.rounds.run_round()
+        late = self.answer_body((yield self.fetch(ALICE)), provers)[:2]
+        self.clock.advance(31)
+        yield self.answer(ALICE, late)
+        found = self.scraped()
+        self.assertEqual(found, {
+            ("dataserv_plot_changes_total", "registered"): 2,
+            ("dataserv_challenge_answers_total", "counted"): 32,
+            ("dataserv_challenge_answers_total", "repeated"): 3,
+            ("dataserv_challenge_answers_total", "late"): 2,
+            ("dataserv_proofs_total", "valid"): valid,
+            ("dataserv_proofs_total", "invalid"): 1,
+            ("dataserv_proofs_total", "duplicate"): duplicates,
+            ("dataserv_proofs_total", "repeated"): sum(len(a["proofs"]) for a in answers[:3]),
+            ("dataserv_proofs_total", "late"): sum(len(a["proofs"]) for a in late),
+        })
+        self.assertEqual(valid + 1 + duplicates, sent)
+        self.assertGreater(valid, 10)
+
+
+class RemovePlotTests(ProofsTestCase):
+
+    def remove(self, key, plot_id, headers=None, farmer=None):
+        return self.send(key, "/api/proofs/%s/plots/%s" % (farmer or key.nodeid, plot_id),
+                         method="DELETE", headers=headers)
+
+    @defer.inlineCallbacks
+    def test_a_removed_plot_stops_counting_at_once(self):
+        """The farmer's plots and verified bytes drop by the plot's at once; it is
+        not challenged again and its open challenges cannot be answered; nothing else
+        of the farmer changes."""
+        provers = self.provers(ALICE)
+        gone, kept = yield self.register(ALICE)
+        yield self.call(ALICE, "/api/height/%s/7" % ALICE.address)
+        yield self.play_rounds(ALICE, provers)
+        before = yield self.farmer(ALICE)
+        self.assertEqual(before["plots"], 2)
+        kept_bytes = [s["verified_bytes"] for s in before["plot_scores"]
+                      if s["plot_id"] == kept]
+        self.assertGreater(kept_bytes[0], 0)
+        self.assertGreater(before["verified_bytes"], kept_bytes[0])
+        open_challenges = yield self.fetch(ALICE)
+        code, headers, body = yield self.remove(ALICE, gone)
+        self.assertEqual((code, headers.getRawHeaders(b"Content-Type")),
+                         (200, [b"application/json"]))
+        self.assertEqual(json.loads(body), {"plot_id": gone, "removed": True, "plots": 1,
+                                            "verified_bytes": kept_bytes[0]})
+        after = yield self.farmer(ALICE)
+        self.assertEqual((after["plots"], after["verified_bytes"]), (1, kept_bytes[0]))
+        self.assertEqual([s["plot_id"] for s in after["plot_scores"]], [kept])
+        unchanged = ("plots", "verified_bytes", "plot_scores")
+        self.assertEqual({k: v for k, v in after.items() if k not in unchanged},
+                         {k: v for k, v in before.items() if k not in unchanged})
+        # Its open challenges are gone with it.
+        stale = [a for a in self.answer_body(open_challenges, provers) if a["plot_id"] == gone]
+        self.assertTrue(stale)
+        code, _, body = yield self.send(
+            ALICE, "/api/proofs/%s/answers" % ALICE.nodeid,
+            json.dumps({"answers": stale[:1]}).encode(), "POST")
+        self.assertEqual((code, body), (404, b"Unknown plot."))
+        # The next rounds draw for the kept plot only, and score it alone.
+        self.clock.advance(60)
+        yield self.rounds.run_round()
+        drawn = yield self.fetch(ALICE)
+        self.assertEqual({c["plot_id"] for c in drawn}, {kept})
+        self.clock.advance(60)
+        yield self.rounds.run_round()
+        later = yield self.farmer(ALICE)
+        self.assertEqual(later["plots"], 1)
+        self.assertEqual(later["verified_bytes"], later["plot_scores"][0]["verified_bytes"])
+        self.assertEqual(self.server.metrics.plot_changes, {"registered": 2, "removed": 1})
+
+    @defer.inlineCallbacks
+    def test_removal_refusals(self):
+        alice = yield self.register(ALICE, SEEDS[:1])
+        bob = yield self.register(BOB, SEEDS[:1])
+        refusals = [
+            (self.remove(ALICE, alice[0], farmer="nonsense"), 400, b"Invalid nodeid."),
+            (self.remove(ALICE, "zz" * 32), 400, b"Invalid plot id: expected hex digits."),
+            (self.remove(ALICE, "ab" * 31), 400, b"Invalid plot id: expected 32 bytes."),
+            (self.remove(ALICE, alice[0], headers={}), 401, b"Invalid authentication headers."),
+            (self.remove(ALICE, alice[0], headers=headers_for(ALICE, self.settings.address,
+                                                              self.date())),
+             401, b"Invalid authentication headers."),
+            (self.remove(ALICE, bob[0]), 404, b"Unknown plot."),
+            (self.remove(FarmerKey.from_seed(b"test_proofs carol"), alice[0]), 404,
+             b"Farmer not found."),
+        ]
+        for request, status, text in refusals:
+            code, headers, body = yield request
+            self.assertEqual((code, body), (status, text))
+            self.assertEqual(headers.getRawHeaders(b"Content-Type"), [PLAIN])
+        code, _, _ = yield self.remove(ALICE, alice[0])
+        self.assertEqual(code, 200)
+        code, _, body = yield self.remove(ALICE, alice[0])
+        self.assertEqual((code, body), (404, b"Unknown plot."))
+        self.assertEqual((yield self.farmer(BOB))["plots"], 0)  # not scored yet
+        yield self.rounds.run_round()
+        self.assertEqual((yield self.farmer(BOB))["plots"], 1)
+        # The seed may be registered again: a new plot, scored afresh.
+        again = yield self.register(ALICE, SEEDS[:1])
+        self.assertEqual(again, alice)
+
+    @defer.inlineCallbacks
+    def test_a_round_that_tallied_before_the_removal_does_not_undo_it(self):
+        store = ProofStore(self.db, self.clock)
+        gone, _ = yield self.register(ALICE)
+        yield self.rounds.run_round()
+        now = self.clock.seconds()
+        tallies = yield store.all_tallies(now, now - 600, 60, 30)
+        self.assertEqual(len(tallies), 2)
+        code, _, _ = yield self.remove(ALICE, gone)
+        self.assertEqual(code, 200)
+        from dataserv.proofs.scoring import farmer_totals
+
+        stale = farmer_totals(tallies)
+        yield store.write_farmer_totals(stale)
+        self.assertEqual((yield self.farmer(ALICE))["plots"], 1)
+
+    @defer.inlineCallbacks
+    def test_the_client_removes_a_plot_by_id_or_file(self):
+        provers = self.provers(ALICE)
+        first, second = yield self.register(ALICE)
+        client = FarmerClient("http://dataserv.test", ALICE, self.settings.address,
+                              http=self.server.http)
+        path = provers[first].prover.get_filename()
+        reply = yield pumped([self.server.http], client.remove_plot(path))
+        self.assertEqual((reply.status, reply.json()["plot_id"]), (200, first))
+        reply = yield pumped([self.server.http], client.remove_plot(second))
+        self.assertEqual((reply.status, reply.json()["plots"]), (200, 0))
+        reply = yield pumped([self.server.http], client.remove_plot(second))
+        self.assertEqual((reply.status, reply.text), (404, "Unknown plot."))
+        self.failureResultOf(client.remove_plot("/plots/not-a-plot"), ValueError)
+
+
+class MaxPlotsTests(ProofsTestCase):
+
+    def plot(self, key, seed, k=plots.K):
+        return self.send(key, "/api/proofs/%s/plots" % key.nodeid,
+                         json.dumps({"seed": seed.hex(), "k": k}).encode(), "POST")
+
+    @defer.inlineCallbacks
+    def test_a_farmer_may_have_at_most_max_plots(self):
+        self.serve(max_plots=2, **SETTINGS)
+        seeds = [bytes([i]) * 32 for i in range(10, 14)]
+        ids = yield self.register(ALICE, seeds[:2])
+        code, headers, body = yield self.plot(ALICE, seeds[2])
+        self.assertEqual((code, body),
+                         (403, b"Too many plots: at most 2 per farmer; remove one first."))
+        self.assertEqual(headers.getRawHeaders(b"Content-Type"), [PLAIN])
+        self.assertEqual(self.server.metrics.refusals, {"max_plots": 1})
+        # A plot registered already is answered as before, at the limit too.
+        code, _, body = yield self.plot(ALICE, seeds[0])
+        self.assertEqual((code, json.loads(body)["new"]), (200, False))
+        # Per farmer: another farmer has a limit of its own.
+        yield self.register(BOB, seeds[2:4])
+        # A removal makes room.
+        code, _, _ = yield self.send(ALICE, "/api/proofs/%s/plots/%s" % (ALICE.nodeid, ids[0]),
+                                     method="DELETE")
+        self.assertEqual(code, 200)
+        code, _, body = yield self.plot(ALICE, seeds[2])
+        self.assertEqual((code, json.loads(body)["new"]), (200, True))
+        code, _, _ = yield self.plot(ALICE, seeds[3])
+        self.assertEqual(code, 403)
+
+    @defer.inlineCallbacks
+    def test_no_limits_switches_it_off(self):
+        self.serve(max_plots=1, no_limits=True, **SETTINGS)
+        yield self.register(ALICE, [bytes([i]) * 32 for i in range(20, 23)])
+
+    @defer.inlineCallbacks
+    def test_zero_is_no_limit(self):
+        self.serve(max_plots=0, **SETTINGS)
+        yield self.register(ALICE, [bytes([i]) * 32 for i in range(30, 33)])

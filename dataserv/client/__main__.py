@@ -19,6 +19,8 @@ commands: address, register [PAYOUT], ping, height N, bandwidth UP DOWN,
           testing: a farmer that has used DATASERV-V2 is refused legacy headers
           plot --k K --dir DIR [--count N]  (build proof-of-space plots),
           farm --dir DIR  (register the plots, answer challenges until stopped)
+          remove-plot PLOT_ID|PLOT_FILE  (stop farming a plot: the server no
+          longer challenges or counts it; the file is left alone)
 options: --seed TEXT  the farmer key's seed (default: dataserv-client)
          -h, --help   show this and exit"""
 

@@ -7,6 +7,7 @@ Used by the tests, the benchmark and by hand::
 """
 
 import json
+import os
 from dataclasses import dataclass
 from typing import Any, Dict, Generator, List, Optional, Protocol, Union
 from urllib.parse import urlsplit
@@ -30,6 +31,9 @@ class HTTPClient(Protocol):
 
     def post(self, url: str, data: Any = None, *, headers: Any = None) -> "Deferred[Any]":
         """Send a POST request; the Deferred fires with a treq response."""
+
+    def delete(self, url: str, *, headers: Any = None) -> "Deferred[Any]":
+        """Send a DELETE request; the Deferred fires with a treq response."""
 
 
 @dataclass(frozen=True)
@@ -133,6 +137,27 @@ class FarmerClient:
         """POST /api/proofs/<nodeid>/plots: register the plot ``seed`` (bytes) of size k."""
         return self._post("/api/proofs/%s/plots" % self.key.nodeid,
                           {"seed": seed.hex(), "k": k})
+
+    @defer.inlineCallbacks
+    def remove_plot(self, plot: str) -> _Steps:
+        """DELETE /api/proofs/<nodeid>/plots/<plot id>: stop farming a plot. ``plot``
+        is its id (64 hex digits) or the path of its file (``dataserv-k<k>-<seed>.plot``,
+        whose id is worked out from the name and this farmer's nodeid)."""
+        from dataserv.client.plotting import parse_plot_name
+        from dataserv.proofs.plots import plot_id
+
+        try:
+            raw = bytes.fromhex(plot)
+        except ValueError:
+            raw = b""
+        if len(raw) != 32:
+            _, seed = parse_plot_name(os.path.basename(plot))
+            raw = plot_id(bytes.fromhex(self.key.nodeid), seed)
+        path = "/api/proofs/%s/plots/%s" % (self.key.nodeid, raw.hex())
+        headers = yield self.signed_headers(path, "DELETE")
+        response = yield self.http.delete(self.url + path, headers=headers)
+        body = yield response.content()
+        return Reply(response.code, response.headers, body)
 
     def challenges(self) -> "Deferred[Reply]":
         """GET /api/proofs/<nodeid>/challenges (signed; starts each one's window)."""

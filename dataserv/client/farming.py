@@ -2,13 +2,21 @@
 
 Plotting and look-ups block (CPU and disk); they run through ``in_thread`` (the
 reactor's thread pool from the command line), never on the reactor thread.
+
+``farm`` backs off when the server asks it to or cannot be reached: after a 503 or
+429 it waits the answer's Retry-After (at most MAX_RETRY_AFTER seconds), after a
+connection error (or any other failure of a step) an exponential back-off from
+BACKOFF_BASE seconds, doubling up to BACKOFF_CAP, each wait drawn between half and
+all of it (jitter, so farmers cut off together do not come back together); a step
+that succeeds brings it back to every ``every`` seconds.
 """
 
 import os
+import random
 import sys
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Optional
 
-from twisted.internet import defer, task
+from twisted.internet import defer
 from twisted.logger import Logger
 
 from dataserv.client.plotting import Prover, create_plot, list_plots
@@ -16,13 +24,49 @@ from dataserv.client.plotting import Prover, create_plot, list_plots
 log = Logger()
 # Answers per request: the server takes at most 32 (and 64 KiB).
 BATCH = 32
+# Seconds: the longest Retry-After obeyed, the first back-off and its cap.
+MAX_RETRY_AFTER = 300.0
+BACKOFF_BASE = 2.0
+BACKOFF_CAP = 300.0
+# Statuses that say "come back later".
+BUSY = (429, 503)
+
+
+class ServerBusy(Exception):
+    """The server answered 503 or 429; ``retry_after`` is its Retry-After in seconds
+    (None when it sent none that could be read)."""
+
+    def __init__(self, what: str, status: int, retry_after: Optional[float]) -> None:
+        super().__init__("%s: %d, retry after %s s" % (what, status, retry_after))
+        self.retry_after = retry_after
+
+
+def retry_after(reply: Any) -> Optional[float]:
+    """A reply's Retry-After in seconds (the delay form), or None."""
+    headers = getattr(reply, "headers", None)
+    values = headers.getRawHeaders(b"Retry-After") if headers is not None else None
+    if not values:
+        return None
+    try:
+        seconds = float(values[0])
+    except ValueError:
+        return None
+    return seconds if seconds >= 0 else None
+
+
+def _check(what: str, reply: Any) -> Any:
+    """The reply, unless it is a 503 or 429 (ServerBusy)."""
+    if reply.status in BUSY:
+        raise ServerBusy(what, reply.status, retry_after(reply))
+    return reply
 
 
 @defer.inlineCallbacks
 def make_plots(nodeid: bytes, k: int, directory: str, count: int,
                in_thread: Callable[..., Any], out: Any = sys.stderr,
                random_bytes: Callable[[int], bytes] = os.urandom) -> Any:
-    """Build ``count`` plots of size k for the farmer in directory; their paths."""
+    """Build ``count`` plots of size k for the farmer in directory; their paths.
+    Progress goes to ``out`` (chiapos' own output never reaches stdout)."""
     paths = []
     for i in range(count):
         seed = random_bytes(32)
@@ -37,37 +81,45 @@ def make_plots(nodeid: bytes, k: int, directory: str, count: int,
 
 class Farm:
     """Registers the plots in a directory, then fetches and answers challenges every
-    ``every`` seconds until stopped."""
+    ``every`` seconds until stopped, backing off as the module says (``jitter()``
+    draws the jitter, from [0, 1))."""
 
     def __init__(self, client: Any, directory: str, clock: Any,
                  in_thread: Callable[..., Any], every: float = 10.0,
-                 out: Any = sys.stderr) -> None:
+                 out: Any = sys.stderr, jitter: Callable[[], float] = random.random) -> None:
         self.client = client
         self.directory = directory
         self.clock = clock
         self.in_thread = in_thread
         self.every = every
         self.out = out
+        self.jitter = jitter
         self.provers: Dict[str, Prover] = {}
         self.counted = 0
-        self._loop: Any = None
+        self.registered = False
+        self.failures = 0  # connection errors in a row
+        self._call: Any = None
+        self._done: Optional[defer.Deferred] = None
+
+    def _say(self, text: str) -> None:
+        print(text, file=self.out, flush=True)
 
     @defer.inlineCallbacks
     def register(self) -> Any:
-        """Register every plot in the directory; returns how many the server took."""
+        """Register every plot in the directory; returns how many the server took.
+        Raises ServerBusy on a 503 or 429 (registering again is harmless)."""
         found = yield self.in_thread(list_plots, self.directory)
         for path, k, seed in found:
-            reply = yield self.client.register_plot(seed, k)
+            reply = _check("register plot", (yield self.client.register_plot(seed, k)))
             if reply.status != 200:
-                print("plot %s refused: %d %s" % (path, reply.status, reply.text),
-                      file=self.out, flush=True)
+                self._say("plot %s refused: %d %s" % (path, reply.status, reply.text))
                 continue
             prover = yield self.in_thread(Prover, path)
             if prover.plot_id.hex() != reply.json()["plot_id"]:
-                print("plot %s was made for another farmer; skipped" % path, file=self.out)
+                self._say("plot %s was made for another farmer; skipped" % path)
                 continue
             self.provers[prover.plot_id.hex()] = prover
-        print("farming %d plot(s)" % len(self.provers), file=self.out, flush=True)
+        self._say("farming %d plot(s)" % len(self.provers))
         return len(self.provers)
 
     def _look_up(self, challenges: List[dict]) -> List[dict]:
@@ -83,37 +135,70 @@ class Farm:
 
     @defer.inlineCallbacks
     def answer_once(self) -> Any:
-        """Fetch the open challenges and answer them; how many answers counted."""
-        reply = yield self.client.challenges()
+        """Fetch the open challenges and answer them; how many answers counted.
+        Raises ServerBusy on a 503 or 429."""
+        reply = _check("challenges", (yield self.client.challenges()))
         if reply.status != 200:
-            print("challenges: %d %s" % (reply.status, reply.text), file=self.out)
+            self._say("challenges: %d %s" % (reply.status, reply.text))
             return 0
         answers = yield self.in_thread(self._look_up, reply.json()["challenges"])
         counted = 0
         for start in range(0, len(answers), BATCH):
-            result = yield self.client.answers(answers[start:start + BATCH])
+            result = _check("answers",
+                            (yield self.client.answers(answers[start:start + BATCH])))
             if result.status == 200:
                 counted += result.json()["counted"]
             else:
-                print("answers: %d %s" % (result.status, result.text), file=self.out)
+                self._say("answers: %d %s" % (result.status, result.text))
         self.counted += counted
         if answers:
-            print("answered %d challenge(s), %d counted" % (len(answers), counted),
-                  file=self.out, flush=True)
+            self._say("answered %d challenge(s), %d counted" % (len(answers), counted))
         return counted
 
     @defer.inlineCallbacks
-    def _tick(self) -> Any:
+    def step(self) -> Any:
+        """Register (until that has gone through once), ping, answer; the seconds to
+        wait before the next step."""
         try:
-            yield self.client.ping()
+            if not self.registered:
+                yield self.register()
+                self.registered = True
+            reply = _check("ping", (yield self.client.ping()))
+            if reply.status != 200:
+                self._say("ping: %d %s" % (reply.status, reply.text))
             yield self.answer_once()
+        except ServerBusy as e:
+            wait = self.every if e.retry_after is None else e.retry_after
+            wait = min(max(wait, 1.0), MAX_RETRY_AFTER)
+            self._say("server busy (%s); next try in %.0f s" % (e, wait))
+            return wait
         except Exception as e:  # keep farming through a server that is away
-            print("error: %s" % (e,), file=self.out, flush=True)
+            self.failures += 1
+            ceiling = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (self.failures - 1))
+            wait = ceiling * (0.5 + 0.5 * self.jitter())
+            self._say("error: %s; next try in %.1f s" % (e, wait))
+            return wait
+        self.failures = 0
+        return self.every
 
-    @defer.inlineCallbacks
-    def run(self) -> Any:
-        """Register, then answer every ``every`` seconds (the Deferred of the loop)."""
-        yield self.register()
-        self._loop = task.LoopingCall(self._tick)
-        self._loop.clock = self.clock
-        yield self._loop.start(self.every, now=True)
+    def _next(self, wait: float) -> None:
+        if self._done is not None and not self._done.called:
+            self._call = self.clock.callLater(wait, self._run_step)
+
+    def _run_step(self) -> None:
+        self._call = None
+        self.step().addCallback(self._next)
+
+    def run(self) -> "defer.Deferred[None]":
+        """Farm until :meth:`stop`; a Deferred that fires then."""
+        self._done = defer.Deferred()
+        self._run_step()
+        return self._done
+
+    def stop(self) -> None:
+        """Stop after the step under way (no further step is scheduled)."""
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+        if self._done is not None and not self._done.called:
+            self._done.callback(None)

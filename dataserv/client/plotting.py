@@ -2,10 +2,21 @@
 
 Everything here blocks (plotting takes minutes, a look-up reads the disk): the
 client calls it off the reactor thread.
+
+chiapos' plotter prints its phases and tables on the process's standard output
+(file descriptor 1, from C++). :func:`create_plot` takes them off it: while it plots,
+fd 1 is a temporary file (kept only to show its end if plotting fails), and fd 1 is
+put back afterwards, on error too. Anything else written on stdout meanwhile would
+go there as well; the client prints its own lines on stderr.
 """
 
+import contextlib
+import ctypes
 import os
-from typing import List, Tuple
+import sys
+import tempfile
+import threading
+from typing import IO, Iterator, List, Tuple
 
 from chiapos import DiskPlotter, DiskProver
 
@@ -16,6 +27,10 @@ from dataserv.proofs.plots import plot_id
 BUFFER_MB = 2000
 BUCKETS = 128
 SUFFIX = ".plot"
+# What is shown of chiapos' output when plotting fails.
+TAIL_BYTES = 2000
+# One plot at a time may own fd 1.
+_fd1 = threading.Lock()
 
 
 def stripe_size(k: int) -> int:
@@ -39,14 +54,48 @@ def parse_plot_name(name: str) -> Tuple[int, bytes]:
     return int(k_text), seed
 
 
+def _flush_c_stdio() -> None:
+    """Write out what C code left in its stdout buffer (a file is fully buffered)."""
+    ctypes.CDLL(None).fflush(None)
+
+
+@contextlib.contextmanager
+def stdout_to(target: IO[bytes]) -> Iterator[None]:
+    """While the block runs, what anything writes on fd 1 goes to the file
+    ``target``, not to standard output; fd 1 is restored when the block ends, also
+    when it raises. (A file, not a pipe: chiapos keeps the GIL while it plots, so no
+    Python thread could drain a pipe meanwhile.)"""
+    with _fd1:
+        sys.stdout.flush()
+        saved = os.dup(1)
+        try:
+            os.dup2(target.fileno(), 1)
+            yield
+        finally:
+            _flush_c_stdio()
+            sys.stdout.flush()
+            os.dup2(saved, 1)
+            os.close(saved)
+
+
 def create_plot(directory: str, nodeid: bytes, k: int, seed: bytes, threads: int = 2) -> str:
     """Build the plot ``seed`` of size k for the farmer ``nodeid`` in directory; its path.
-    Temporary files go to the same directory."""
+    Temporary files go to the same directory. chiapos' own output is kept off
+    stdout; when plotting fails, its last lines are written on stderr."""
     os.makedirs(directory, exist_ok=True)
     name = plot_name(k, seed)
-    DiskPlotter().create_plot_disk(
-        directory, directory, directory, name, k, seed, plot_id(nodeid, seed), BUFFER_MB,
-        BUCKETS, stripe_size(k), threads, False)
+    with tempfile.TemporaryFile() as said:
+        try:
+            with stdout_to(said):
+                DiskPlotter().create_plot_disk(
+                    directory, directory, directory, name, k, seed, plot_id(nodeid, seed),
+                    BUFFER_MB, BUCKETS, stripe_size(k), threads, False)
+        except BaseException:
+            size = said.seek(0, os.SEEK_END)
+            said.seek(max(0, size - TAIL_BYTES))
+            tail = said.read().decode("utf-8", "replace").strip()
+            sys.stderr.write("chiapos: %s%s\n" % ("..." if size > TAIL_BYTES else "", tail))
+            raise
     return os.path.join(directory, name)
 
 

@@ -234,6 +234,9 @@ OPTIONS = (
     Option("min-k", "29", lambda v: _integer(v, 18, 50),
            "smallest plot size (chiapos k) accepted: a plot must take far longer than "
            "--proof-window to build, even with a fast plotter"),
+    Option("max-plots", "1000", lambda v: _integer(v, 0),
+           "plots one farmer may have registered; more are refused with 403 (0 = no "
+           "limit)"),
     Option("skip-authentication", False, _flag,
            "accept requests without signatures (testing only; warns on every start)", flag=True),
     Option("max-fill-rate", "1073741824", lambda v: _integer(v, 0),
@@ -294,6 +297,7 @@ class Settings:
     proof_window: float = _DEFAULTS["proof_window"]
     score_window: float = _DEFAULTS["score_window"]
     min_k: int = _DEFAULTS["min_k"]
+    max_plots: int = _DEFAULTS["max_plots"]
     skip_authentication: bool = _DEFAULTS["skip_authentication"]
     max_fill_rate: int = _DEFAULTS["max_fill_rate"]
     audit_limit: int = _DEFAULTS["audit_limit"]

@@ -573,15 +573,17 @@ class Dataserv(service.MultiService):
         # Proofs are checked in a pool of their own, at a lowered priority (see
         # proofs/verification.py): chiapos releases the GIL, so two threads use both cores.
         self.verify_pool = ThreadPool(minthreads=0, maxthreads=2, name="proofs")
+        self.metrics = Metrics()
         self.proofs = Proofs(
             self.proof_store, self.farmers, settings,
             in_thread=lambda f, *args: threads.deferToThreadPool(
-                reactor, self.verify_pool, f, *args))
+                reactor, self.verify_pool, f, *args),
+            metrics=self.metrics)
         _PoolService(self.verify_pool).setServiceParent(self)
         self.rounds = ChallengeRounds(self.proof_store, settings, reactor,
                                       when_ready=self.database.when_ready)
         self.rounds.setServiceParent(self)
-        self.metrics = Metrics()
+        self.metrics.watch_rounds(self.rounds)
         self.api = API(self.farmers, self.summariser, self.database, settings, reactor,
                        metrics=self.metrics, proofs=self.proofs)
         self.site = Site(self.api.resource(), self.metrics.requests,

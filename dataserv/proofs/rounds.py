@@ -8,7 +8,8 @@ rows (the summariser publishes them), and drops challenges that left every windo
 """
 
 import secrets
-from typing import Any, Callable, Optional
+from bisect import bisect_left
+from typing import Any, Callable, Optional, Tuple
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -19,10 +20,18 @@ from dataserv.storage.database import DatabaseUnavailable
 
 
 class ChallengeRounds(PeriodicService):
-    """Draws a round of challenges and scores the plots every challenge interval."""
+    """Draws a round of challenges and scores the plots every challenge interval.
+
+    It keeps the figures /metrics reads: rounds done and failed, how long they took
+    (counts per bucket of DURATION_BUCKETS, the last one above them all, and the
+    sum), the challenges the last round drew, and (plots, verified bytes) over all
+    farmers as the last round scored them (None until one has).
+    """
 
     log = Logger()
     name = "challenges"
+    # Upper bounds (seconds) of the round duration buckets.
+    DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
     def __init__(self, store: Any, settings: Any, clock: Any,
                  when_ready: Optional[Callable[[], "defer.Deferred[Any]"]] = None,
@@ -35,6 +44,9 @@ class ChallengeRounds(PeriodicService):
         self.rounds = 0
         self.failures = 0
         self.last_drawn = 0
+        self.scored: Optional[Tuple[int, int]] = None
+        self.duration_counts = [0] * (len(self.DURATION_BUCKETS) + 1)
+        self.seconds_total = 0.0
 
     what = "challenge rounds"
 
@@ -66,6 +78,9 @@ class ChallengeRounds(PeriodicService):
         except Exception:
             self.failures += 1
             self.log.failure("challenge round failed")
+        seconds = max(0.0, self.clock.seconds() - now)
+        self.duration_counts[bisect_left(self.DURATION_BUCKETS, seconds)] += 1
+        self.seconds_total += seconds
 
     @defer.inlineCallbacks
     def score(self, now: float) -> Any:
@@ -74,4 +89,7 @@ class ChallengeRounds(PeriodicService):
         tallies = yield self.store.all_tallies(
             now, now - settings.score_window, settings.challenge_interval,
             settings.proof_window)
-        yield self.store.write_farmer_totals(farmer_totals(tallies))
+        totals = farmer_totals(tallies)
+        yield self.store.write_farmer_totals(totals)
+        self.scored = (sum(plots for plots, _ in totals.values()),
+                       sum(verified for _, verified in totals.values()))

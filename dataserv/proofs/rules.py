@@ -54,6 +54,14 @@ class PlotConflict(Rejected):
     """The plot is registered already, with another k."""
 
 
+class TooManyPlots(Rejected):
+    """The farmer has --max-plots plots registered already."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(limit)
+        self.limit = limit
+
+
 class UnknownPlot(Rejected):
     """A plot id that is not one of the farmer's plots."""
 
@@ -69,6 +77,15 @@ class RegisteredPlot:
     plot_id: bytes
     k: int
     new: bool
+
+
+@dataclass(frozen=True)
+class RemovedPlot:
+    """A plot removed, and the farmer's plots and verified bytes without it."""
+
+    plot_id: bytes
+    plots: int
+    verified_bytes: int
 
 
 @dataclass(frozen=True)
@@ -148,20 +165,42 @@ def parse_answers(body: bytes) -> List[Tuple[bytes, bytes, List[bytes]]]:
     return parsed
 
 
+def _one_farmers_totals(tallies: List[Tuple[int, int, int, int]]) -> Tuple[int, int]:
+    """(plots, verified bytes) from the tallies of one farmer's plots; (0, 0) for none."""
+    return next(iter(scoring.farmer_totals(tallies).values()), (0, 0))
+
+
+class _NoMetrics:
+    """Counts nothing (a Proofs built without the daemon's metrics)."""
+
+    def proof_checked(self, outcome: str, count: int = 1) -> None:
+        """Ignore proofs."""
+
+    def challenge_answered(self, outcome: str) -> None:
+        """Ignore answers."""
+
+    def plot_changed(self, change: str) -> None:
+        """Ignore plot changes."""
+
+
 class Proofs:
     """Plot registration, challenges, answers and scores.
 
     ``farmers`` is the registry's :class:`dataserv.registry.farmers.Farmers` (its
     ``identify`` checks the id and the signature); ``in_thread(f, *args)`` runs the
-    proof checks (the daemon's thread pool; at once by default).
+    proof checks (the daemon's thread pool; at once by default); ``metrics`` (the
+    daemon's :class:`dataserv.web.metrics.Metrics`) is told what became of every
+    answer and proof and of every plot registered.
     """
 
     def __init__(self, store: Any, farmers: Any, settings: Any,
-                 in_thread: Optional[Callable[..., "defer.Deferred[Any]"]] = None) -> None:
+                 in_thread: Optional[Callable[..., "defer.Deferred[Any]"]] = None,
+                 metrics: Any = None) -> None:
         self.store = store
         self.farmers = farmers
         self.settings = settings
         self._in_thread = in_thread or defer.maybeDeferred
+        self.metrics = metrics if metrics is not None else _NoMetrics()
 
     def _check_k(self, k: int) -> None:
         smallest = self.settings.min_k
@@ -171,18 +210,45 @@ class Proofs:
     @outages_as_unavailable
     def register_plot(self, farmer_id: str, body: bytes, request: Any) -> Any:
         """Register the plot ``seed`` of size k of the farmer; a :class:`RegisteredPlot`.
-        Registering the same plot again is harmless (``new`` is then False)."""
+        Registering the same plot again is harmless (``new`` is then False), also at
+        the limit; a new plot beyond --max-plots (unless --no-limits) is refused."""
         self.farmers.farmer_id(farmer_id)
         seed, k = parse_plot(body)
         address = yield self.farmers.identify(farmer_id, request, "plots")
         self._check_k(k)
         plot_id = plots.plot_id(bytes.fromhex(address_to_nodeid(address)), seed)
-        outcome = yield self.store.register_plot(address, plot_id, seed, k, request.now)
+        limit = 0 if self.settings.no_limits else self.settings.max_plots
+        outcome = yield self.store.register_plot(address, plot_id, seed, k, request.now,
+                                                 limit)
         if outcome == "unknown":
             raise FarmerNotFound()
         if outcome == "conflict":
             raise PlotConflict()
+        if outcome == "full":
+            raise TooManyPlots(limit)
+        if outcome == "registered":
+            self.metrics.plot_changed("registered")
         return RegisteredPlot(plot_id, k, outcome == "registered")
+
+    @outages_as_unavailable
+    def remove_plot(self, farmer_id: str, plot_id_hex: str, request: Any) -> Any:
+        """Remove one of the farmer's plots: a :class:`RemovedPlot`. From then on it
+        is not challenged, its open challenges are gone, and the farmer's ``plots``
+        and ``verified_bytes`` no longer count it; nothing else of the farmer
+        changes. The same seed may be registered again (its score starts afresh)."""
+        self.farmers.farmer_id(farmer_id)
+        plot_id = _hex(plot_id_hex, "plot id", 32)
+        address = yield self.farmers.identify(farmer_id, request, "remove_plot")
+        settings, now = self.settings, request.now
+        outcome = yield self.store.remove_plot(
+            address, plot_id, now, now - settings.score_window, settings.challenge_interval,
+            settings.proof_window, _one_farmers_totals)
+        if outcome == "unknown":
+            raise FarmerNotFound()
+        if outcome == "not found":
+            raise UnknownPlot()
+        self.metrics.plot_changed("removed")
+        return RemovedPlot(plot_id, *outcome)
 
     @outages_as_unavailable
     def challenges(self, farmer_id: str, request: Any) -> Any:
@@ -243,7 +309,25 @@ class Proofs:
                 outcomes[target.challenge] = AnswerOutcome(target.challenge, "counted", n)
             else:  # another answer to it was written meanwhile
                 outcomes[target.challenge] = AnswerOutcome(target.challenge, "repeated")
+        self._count(answers, outcomes)
         return [outcomes[challenge] for _, challenge, _ in answers]
+
+    def _count(self, answers: List[Tuple[bytes, bytes, List[bytes]]],
+               outcomes: Dict[bytes, AnswerOutcome]) -> None:
+        """Tell the metrics what became of each answer and of every proof in it: a
+        counted answer's distinct proofs are valid or invalid, the copies duplicate;
+        an answer that did not count has its proofs counted under its outcome."""
+        metrics = self.metrics
+        for _, challenge, proofs in answers:
+            outcome = outcomes[challenge]
+            metrics.challenge_answered(outcome.outcome)
+            if outcome.outcome != "counted":
+                metrics.proof_checked(outcome.outcome, len(proofs))
+                continue
+            distinct = len(set(proofs))
+            metrics.proof_checked("valid", outcome.valid)
+            metrics.proof_checked("invalid", distinct - outcome.valid)
+            metrics.proof_checked("duplicate", len(proofs) - distinct)
 
     @outages_as_unavailable
     def plot_scores(self, farmer_row: int, now: float) -> Any:

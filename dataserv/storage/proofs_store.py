@@ -48,25 +48,77 @@ class ProofStore:
     # -- plots --------------------------------------------------------------
 
     def register_plot(self, address: str, plot_id: bytes, seed: bytes, k: int,
-                      now: float) -> "defer.Deferred[str]":
+                      now: float, max_plots: int = 0) -> "defer.Deferred[str]":
         """Add a plot: "registered", "again" (the same plot was registered before),
-        "conflict" (registered with another k) or "unknown" (no such farmer)."""
+        "conflict" (registered with another k), "full" (the farmer has ``max_plots``
+        plots already; 0 = no limit) or "unknown" (no such farmer). The farmer's row
+        is locked, so daemons sharing the database never let it past the limit."""
         @defer.inlineCallbacks
         def interaction(cursor: Any) -> Any:
-            yield cursor.execute("SELECT id FROM farmers WHERE btc_addr = %s", (address,))
+            yield cursor.execute(
+                "SELECT id FROM farmers WHERE btc_addr = %s FOR UPDATE", (address,))
             found = cursor.fetchall()
             if not found:
                 return "unknown"
+            farmer = found[0][0]
+            # After the lock: a statement of its own sees every plot committed before.
+            yield cursor.execute(
+                "SELECT (SELECT k FROM plots WHERE plot_id = %s),"
+                " (SELECT count(*) FROM plots WHERE farmer_id = %s)", (plot_id, farmer))
+            existing_k, plots = cursor.fetchall()[0]
+            if existing_k is not None:
+                return "again" if existing_k == k else "conflict"
+            if max_plots and plots >= max_plots:
+                return "full"
             yield cursor.execute(
                 "INSERT INTO plots (plot_id, farmer_id, seed, k, registered_at)"
                 " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (plot_id) DO NOTHING RETURNING id",
-                (plot_id, found[0][0], seed, k, now))
+                (plot_id, farmer, seed, k, now))
             if cursor.rowcount:
                 return "registered"
+            # Not reached while the farmer's row is locked (a plot id is one nodeid's);
+            # answered rather than raised all the same.
             yield cursor.execute("SELECT k FROM plots WHERE plot_id = %s", (plot_id,))
             return "again" if cursor.fetchall()[0][0] == k else "conflict"
 
         return self._interaction("register_plot", interaction)
+
+    def remove_plot(self, address: str, plot_id: bytes, now: float, since: float,
+                    interval: float, window: float,
+                    totals_of: Callable[[List[Tuple[int, int, int, int]]], Tuple[int, int]]
+                    ) -> "defer.Deferred[Any]":
+        """Delete one of the farmer's plots with its challenges, and write the farmer's
+        plots and verified bytes without it, in one transaction: (plots, verified
+        bytes) as written, "unknown" (no such farmer) or "not found" (not one of its
+        plots). ``totals_of`` turns the remaining plots' tallies, rows (farmer id, k,
+        found, settled) over the challenges issued after ``since``, into the pair."""
+        @defer.inlineCallbacks
+        def interaction(cursor: Any) -> Any:
+            yield cursor.execute(
+                "SELECT id FROM farmers WHERE btc_addr = %s FOR UPDATE", (address,))
+            found = cursor.fetchall()
+            if not found:
+                return "unknown"
+            farmer = found[0][0]
+            yield cursor.execute(
+                "DELETE FROM plots WHERE plot_id = %s AND farmer_id = %s RETURNING id",
+                (plot_id, farmer))
+            if not cursor.rowcount:
+                return "not found"
+            yield cursor.execute(
+                "SELECT p.farmer_id, p.k, " + TALLY + " FROM plots p"
+                " LEFT JOIN challenges c ON c.plot = p.id AND c.issued_at > %(since)s"
+                " WHERE p.farmer_id = %(farmer)s GROUP BY p.id",
+                {"now": now, "since": since, "interval": interval, "window": window,
+                 "farmer": farmer})
+            plots, verified = totals_of([(f, k, int(found), settled)
+                                         for f, k, found, settled, _ in cursor.fetchall()])
+            yield cursor.execute(
+                "UPDATE farmers SET plots = %s, verified_bytes = %s WHERE id = %s",
+                (plots, verified, farmer))
+            return plots, verified
+
+        return self._interaction("remove_plot", interaction)
 
     # -- challenges ---------------------------------------------------------
 
@@ -212,7 +264,9 @@ class ProofStore:
 
     def write_farmer_totals(self, totals: Dict[int, Tuple[int, int]]) -> "defer.Deferred[Any]":
         """Set {farmer id: (plots, verified bytes)}; rows that did not change are not
-        written."""
+        written, nor those of a farmer whose plots are no longer as many as the
+        totals say (a plot was removed or registered since they were tallied: the
+        removal wrote its own totals, and the next round writes the new ones)."""
         ids = sorted(totals)
         return self._query(
             "write_farmer_totals",
@@ -220,5 +274,6 @@ class ProofStore:
             " FROM unnest(%s::bigint[], %s::int[], %s::bigint[]) AS u(id, plots, verified)"
             " WHERE f.id = u.id"
             "   AND (f.plots, f.verified_bytes) IS DISTINCT FROM (u.plots, u.verified)"
+            "   AND u.plots = (SELECT count(*) FROM plots p WHERE p.farmer_id = f.id)"
             " RETURNING 1) SELECT count(*) FROM changed",
             (ids, [totals[i][0] for i in ids], [totals[i][1] for i in ids]))

@@ -67,7 +67,7 @@ ERRORS: Dict[Tuple[str, type], Tuple[Any, ...]] = {
 }
 # The proof-of-space routes (web/proofs_api.py): text/plain, the third element.
 _BAD_K = "Invalid k: plots from k={smallest} to k={largest} are accepted."
-for _route in ("plot", "challenges", "answers"):
+for _route in ("plot", "remove_plot", "challenges", "answers"):
     ERRORS.update({
         (_route, rules.InvalidFarmerId): (400, "Invalid nodeid.", PLAIN),
         (_route, rules.Unauthenticated): (401, "Invalid authentication headers.", PLAIN),
@@ -79,6 +79,9 @@ for _route in ("plot", "challenges", "answers"):
 ERRORS.update({
     ("plot", proof_rules.KOutOfRange): (400, _BAD_K, PLAIN),
     ("plot", proof_rules.PlotConflict): (409, "Plot already registered with another k.", PLAIN),
+    ("plot", proof_rules.TooManyPlots): (
+        403, "Too many plots: at most {limit} per farmer; remove one first.", PLAIN),
+    ("remove_plot", proof_rules.UnknownPlot): (404, "Unknown plot.", PLAIN),
     ("answers", proof_rules.UnknownPlot): (404, "Unknown plot.", PLAIN),
     ("answers", proof_rules.UnknownChallenge): (404, "Unknown challenge.", PLAIN),
 })
@@ -231,6 +234,9 @@ class API:
                         body = body.format(reason=error.reason)
                     if isinstance(error, proof_rules.KOutOfRange):
                         body = body.format(smallest=error.smallest, largest=error.largest)
+                    if isinstance(error, proof_rules.TooManyPlots):
+                        body = body.format(limit=error.limit)
+                        self.metrics.refused("max_plots")
                     if isinstance(error, rules.TooMany):
                         self.metrics.refused(route)  # audit, bandwidth or register
                         request.setHeader(b"Retry-After", b"%d" % error.retry_after)
@@ -386,9 +392,9 @@ class API:
         d.addCallback(found)
         return self._answer("farmer", request, d, send)
 
-    @app.route("/api/proofs/", branch=True, methods=["GET", "POST"])
+    @app.route("/api/proofs/", branch=True, methods=["GET", "POST", "DELETE"])
     def proofs_routes(self, request: Any) -> Any:
-        """Proof of space: /api/proofs/<id>/plots, .../challenges, .../answers."""
+        """Proof of space: /api/proofs/<id>/plots[/<plot id>], .../challenges, .../answers."""
         if self.proofs_api is None:
             return self._text(request, 404, "Not found.", PLAIN)
         return self.proofs_api.resource()

@@ -8,7 +8,11 @@ other parts already keep, into metric families at scrape time.
 Other parts report through the :class:`Metrics` object they are given:
 ``metrics.refused(limit_name)`` when a limit turns a request away,
 ``metrics.database_error(kind)`` when an answer is a 503 because of the database,
-``metrics.proof_checked(outcome)`` for each proof verified or failed.
+``metrics.proof_checked(outcome, n)`` for the proofs of each answered challenge,
+``metrics.challenge_answered(outcome)`` for each answered challenge and
+``metrics.plot_changed(change)`` when a plot is registered or removed. The challenge
+rounds keep their own figures (:class:`dataserv.proofs.rounds.ChallengeRounds`),
+exported by :meth:`Metrics.watch_rounds`.
 """
 
 from bisect import bisect_left
@@ -148,10 +152,26 @@ class DaemonCollector:
             errors.add_metric([kind], n)
         yield errors
         proofs = CounterMetricFamily(
-            "dataserv_proofs", "Proofs of space checked, by outcome.", labels=["outcome"])
+            "dataserv_proofs",
+            "Proofs of space received, by outcome: valid, invalid, duplicate (sent twice"
+            " in one answer), or not checked: late, repeated, unfetched.",
+            labels=["outcome"])
         for outcome, n in sorted(self.metrics.proofs.items()):
             proofs.add_metric([outcome], n)
         yield proofs
+        answers = CounterMetricFamily(
+            "dataserv_challenge_answers",
+            "Answered challenges, by outcome: counted, late, repeated, unfetched.",
+            labels=["outcome"])
+        for outcome, n in sorted(self.metrics.answers.items()):
+            answers.add_metric([outcome], n)
+        yield answers
+        plots = CounterMetricFamily(
+            "dataserv_plot_changes", "Plots registered or removed through this daemon.",
+            labels=["change"])
+        for change, n in sorted(self.metrics.plot_changes.items()):
+            plots.add_metric([change], n)
+        yield plots
 
     def _farmers(self) -> Iterator[Metric]:
         timings = self.farmers.timings
@@ -234,6 +254,39 @@ class DaemonCollector:
                                     value=verified)
 
 
+class RoundsCollector:
+    """Reads the challenge rounds' figures when Prometheus scrapes."""
+
+    def __init__(self, rounds: Any) -> None:
+        self.rounds = rounds
+
+    def collect(self) -> Iterator[Metric]:
+        """The rounds' families; the gauges once a round has scored."""
+        rounds = self.rounds
+        yield CounterMetricFamily("dataserv_challenge_rounds",
+                                  "Challenge rounds that finished.", value=rounds.rounds)
+        yield CounterMetricFamily("dataserv_challenge_round_failures",
+                                  "Challenge rounds that failed.", value=rounds.failures)
+        duration = HistogramMetricFamily(
+            "dataserv_challenge_round_duration_seconds",
+            "Time a challenge round took (scoring, drawing, pruning), failed ones too.")
+        duration.add_metric([], _cumulative(rounds.DURATION_BUCKETS, rounds.duration_counts),
+                            rounds.seconds_total)
+        yield duration
+        if rounds.scored is None:
+            return
+        plots, verified = rounds.scored
+        yield GaugeMetricFamily("dataserv_plots",
+                                "Registered plots, all farmers, at the last round.",
+                                value=plots)
+        yield GaugeMetricFamily(
+            "dataserv_verified_bytes",
+            "Bytes proved by every farmer's plots, at the last round (online or not).",
+            value=verified)
+        yield GaugeMetricFamily("dataserv_challenges_drawn",
+                                "Challenges drawn by the last round.", value=rounds.last_drawn)
+
+
 class Metrics:
     """One daemon's registry and the counters that other parts increment."""
 
@@ -243,11 +296,17 @@ class Metrics:
         self.refusals: Counter = Counter()
         self.database_errors: Counter = Counter()
         self.proofs: Counter = Counter()
+        self.answers: Counter = Counter()
+        self.plot_changes: Counter = Counter()
 
     def watch(self, farmers: Any = None, summariser: Any = None, database: Any = None,
               clock: Any = None) -> None:
         """Export the counters these parts keep (read at scrape time)."""
         self.registry.register(DaemonCollector(self, farmers, summariser, database, clock))
+
+    def watch_rounds(self, rounds: Any) -> None:
+        """Export the figures of a :class:`dataserv.proofs.rounds.ChallengeRounds`."""
+        self.registry.register(RoundsCollector(rounds))
 
     def refused(self, limit: str) -> None:
         """A limit named ``limit`` turned one request away."""
@@ -257,9 +316,18 @@ class Metrics:
         """One answer was a 503 because of the database (``kind``: unavailable, ...)."""
         self.database_errors[kind] += 1
 
-    def proof_checked(self, outcome: str) -> None:
-        """One proof of space was checked (``outcome``: verified, failed, late, ...)."""
-        self.proofs[outcome] += 1
+    def proof_checked(self, outcome: str, count: int = 1) -> None:
+        """``count`` proofs of space had ``outcome`` (valid, invalid, duplicate, late,
+        repeated, unfetched)."""
+        self.proofs[outcome] += count
+
+    def challenge_answered(self, outcome: str) -> None:
+        """One challenge was answered (``outcome``: counted, late, repeated, unfetched)."""
+        self.answers[outcome] += 1
+
+    def plot_changed(self, change: str) -> None:
+        """A plot was ``registered`` or ``removed``."""
+        self.plot_changes[change] += 1
 
     def exposition(self) -> bytes:
         """The registry in Prometheus' text format."""

@@ -23,6 +23,11 @@ _STRING = {"type": "string"}
 
 SCHEMAS: Dict[str, Any] = {
     "RegisteredPlot": {"type": "object", "required": ["plot_id", "k", "new"]},
+    "RemovedPlot": {"type": "object",
+                    "required": ["plot_id", "removed", "plots", "verified_bytes"],
+                    "properties": {"plot_id": _STRING, "removed": {"type": "boolean"},
+                                   "plots": {"type": "integer"},
+                                   "verified_bytes": {"type": "integer"}}},
     "Challenges": {"type": "object", "required": ["challenges"]},
     "Answers": {"type": "object", "required": ["answers"]},
     "Address": {"type": "object", "required": ["address"],
@@ -161,11 +166,14 @@ _PROOFS = ("proofs",)
 
 def _request_bound(path: str, method: str, operation_id: str, summary: str,
                    ok: Dict[str, Any], extra: Iterable[Tuple[str, Dict[str, Any]]] = (),
-                   body: Optional[Dict[str, Any]] = None) -> Tuple[str, Dict[str, Any]]:
-    """A proof-of-space route: DATASERV-V2 headers only, GET or POST with a JSON body."""
+                   body: Optional[Dict[str, Any]] = None,
+                   parameters: Iterable[Dict[str, Any]] = ()) -> Tuple[str, Dict[str, Any]]:
+    """A proof-of-space route: DATASERV-V2 headers only; GET, DELETE, or POST with a
+    JSON body."""
     _, item = get(path, operation_id, summary, ok,
                   SIGNED + (("413", _text("body over --max-body or the route's cap")),)
-                  + tuple(extra), [FARMER_ID], signed=True, tags=_PROOFS)
+                  + tuple(extra), [FARMER_ID] + list(parameters), signed=True,
+                  tags=_PROOFS)
     operation = item["get"]
     operation["security"] = [{"dataservV2": []}]
     if body is not None:
@@ -224,10 +232,15 @@ ROUTES: List[Tuple[str, Dict[str, Any]]] = [
     _request_bound("/api/proofs/{farmer_id}/plots", "post", "register_plot",
                    "Register a plot (its id is worked out from the farmer and the seed).",
                    _json("RegisteredPlot", "the plot"),
-                   [("409", _text("the seed is registered with another k"))],
+                   [("403", _text("the farmer has --max-plots plots already")),
+                    ("409", _text("the seed is registered with another k"))],
                    {"type": "object", "required": ["seed", "k"], "properties": {
                        "seed": {"type": "string", "description": "32 bytes, hex"},
                        "k": {"type": "integer"}}}),
+    _request_bound("/api/proofs/{farmer_id}/plots/{plot_id}", "delete", "remove_plot",
+                   "Remove one of the farmer's plots: no longer challenged nor counted.",
+                   _json("RemovedPlot", "the farmer's plots and verified bytes without it"),
+                   parameters=[path_parameter("plot_id", "the plot's id, 64 hex digits")]),
     _request_bound("/api/proofs/{farmer_id}/challenges", "get", "challenges",
                    "The farmer's open challenges; fetching starts each one's window.",
                    _json("Challenges", "open challenges")),

@@ -1,8 +1,9 @@
 """The proof-of-space routes, a Klein app of their own mounted at /api/proofs/.
 
-Three signed routes, all under ``/api/proofs/<id>/``:
+Four signed routes, all under ``/api/proofs/<id>/``:
 
 - ``POST plots``: register a plot (``{"seed": "<64 hex>", "k": <int>}``);
+- ``DELETE plots/<plot id>``: remove one (no body);
 - ``GET challenges``: the farmer's open challenges (the first fetch starts each one's
   proof window);
 - ``POST answers``: the proofs found (``{"answers": [{"plot_id", "challenge",
@@ -61,6 +62,14 @@ class ProofsAPI:
         d = self._call("plot", request, self.proofs.register_plot, farmer_id, _body(request))
         return self.api._answer("plot", request, d, lambda plot: self._json(request, {
             "plot_id": plot.plot_id.hex(), "k": plot.k, "new": plot.new}))
+
+    @app.route("/<farmer_id>/plots/<plot_id>", methods=["DELETE"])
+    def remove_plot(self, request: Any, farmer_id: str, plot_id: str) -> Any:
+        """Remove a plot; answers the farmer's plots and verified bytes without it."""
+        d = self._call("remove_plot", request, self.proofs.remove_plot, farmer_id, plot_id)
+        return self.api._answer("remove_plot", request, d, lambda removed: self._json(
+            request, {"plot_id": removed.plot_id.hex(), "removed": True,
+                      "plots": removed.plots, "verified_bytes": removed.verified_bytes}))
 
     @app.route("/<farmer_id>/challenges", methods=["GET"])
     def challenges(self, request: Any, farmer_id: str) -> Any:

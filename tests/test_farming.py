@@ -1,0 +1,142 @@
+"""The farm command's pace: every ``every`` seconds while the server answers, its
+Retry-After after a 503 or 429, an exponential back-off with jitter after connection
+errors. A scripted client on a Clock; no server, no sleeps."""
+
+import io
+import json
+import os
+
+from twisted.internet import defer, task
+from twisted.internet.error import ConnectionRefusedError
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.http_headers import Headers
+
+from dataserv.client import farming
+from dataserv.client.farmer import Reply
+
+OK = Reply(200, Headers(), b"Ping accepted.")
+NO_CHALLENGES = Reply(200, Headers(), json.dumps({"challenges": []}).encode())
+
+
+def busy(status, retry_after=None):
+    headers = Headers({b"Retry-After": [retry_after]} if retry_after is not None else {})
+    return Reply(status, headers, b"Service unavailable.")
+
+
+class ScriptedClient:
+    """Answers each call with the next item of its script (a Reply or an exception to
+    fail with), then with the default; notes when each call came."""
+
+    def __init__(self, clock, **scripts):
+        self.clock = clock
+        self.scripts = {name: list(items) for name, items in scripts.items()}
+        self.calls = []
+
+    def _next(self, name, default):
+        self.calls.append((name, self.clock.seconds()))
+        script = self.scripts.get(name)
+        item = script.pop(0) if script else default
+        if isinstance(item, Exception):
+            return defer.fail(item)
+        return defer.succeed(item)
+
+    def ping(self):
+        return self._next("ping", OK)
+
+    def challenges(self):
+        return self._next("challenges", NO_CHALLENGES)
+
+    def register_plot(self, seed, k):
+        return self._next("register_plot", Reply(200, Headers(), b"{}"))
+
+    def times(self, name):
+        return [t for n, t in self.calls if n == name]
+
+
+class FarmPaceTests(SynchronousTestCase):
+
+    def farm(self, jitter=lambda: 0.0, plots=0, **scripts):
+        directory = self.mktemp()
+        os.makedirs(directory)
+        for i in range(plots):
+            open(os.path.join(directory, "dataserv-k29-%064x.plot" % i), "w").close()
+        clock = task.Clock()
+        client = ScriptedClient(clock, **scripts)
+        out = io.StringIO()
+        farm = farming.Farm(client, directory, clock, defer.maybeDeferred, every=10,
+                            out=out, jitter=jitter)
+        done = farm.run()
+        self.addCleanup(farm.stop)
+        return farm, client, clock, done, out
+
+    def test_every_interval_while_the_server_answers(self):
+        farm, client, clock, done, _ = self.farm()
+        clock.pump([10] * 3)
+        self.assertEqual(client.times("ping"), [0, 10, 20, 30])
+        self.assertEqual(client.times("challenges"), [0, 10, 20, 30])
+        farm.stop()
+        self.assertIsNone(self.successResultOf(done))
+        clock.pump([10] * 3)
+        self.assertEqual(len(client.times("ping")), 4)
+
+    def test_retry_after_is_obeyed_within_bounds(self):
+        """503 and 429 wait their Retry-After, at least 1 s and at most
+        MAX_RETRY_AFTER; without one, the usual interval."""
+        _, client, clock, _, out = self.farm(ping=[
+            busy(503, b"7"), busy(429, b"100000"), busy(503, b"0"), busy(503),
+            busy(503, b"soon"), OK])
+        clock.pump([0.5] * 2000)
+        pings = client.times("ping")[:7]
+        self.assertEqual(pings, [0, 7, 7 + 300, 7 + 300 + 1, 7 + 300 + 1 + 10,
+                                 7 + 300 + 1 + 10 + 10, 7 + 300 + 1 + 10 + 10 + 10])
+        # Nothing else is asked of a busy server.
+        self.assertEqual(client.times("challenges")[0], pings[5])
+        self.assertIn("server busy (ping: 503, retry after 7.0 s); next try in 7 s",
+                      out.getvalue())
+
+    def test_busy_challenges_wait_too(self):
+        _, client, clock, _, _ = self.farm(challenges=[busy(429, b"42")])
+        clock.pump([1] * 60)
+        self.assertEqual(client.times("ping")[:3], [0, 42, 52])
+
+    def test_connection_errors_back_off_exponentially_with_a_cap(self):
+        refused = [ConnectionRefusedError("no")] * 11
+        _, client, clock, _, out = self.farm(jitter=lambda: 1.0, ping=refused)
+        clock.pump([1] * 3000)
+        pings = client.times("ping")
+        waits = [b - a for a, b in zip(pings, pings[1:])]
+        self.assertEqual(waits[:12], [2, 4, 8, 16, 32, 64, 128, 256, 300, 300, 300, 10])
+        self.assertIn("Connection was refused by other side: no.; next try in 2.0 s",
+                      out.getvalue())
+
+    def test_jitter_and_reset_after_a_success(self):
+        """Each wait is drawn between half and all of the back-off; a success starts
+        it afresh."""
+        draws = iter([0.0, 0.5, 0.0, 0.5])
+        error = ConnectionRefusedError("no")
+        _, client, clock, _, _ = self.farm(jitter=lambda: next(draws),
+                                           ping=[error, error, OK, error, error])
+        clock.pump([0.25] * 200)
+        pings = client.times("ping")
+        waits = [b - a for a, b in zip(pings, pings[1:])]
+        self.assertEqual(waits[:5], [1.0, 3.0, 10, 1.0, 3.0])
+
+    def test_registration_waits_and_is_tried_again(self):
+        """A busy server during registration: the plots are registered again after
+        the wait; a plot refused for good is skipped and farming goes on."""
+        refused = Reply(403, Headers(), b"Too many plots: at most 1 per farmer; remove one first.")
+        _, client, clock, _, out = self.farm(
+            plots=2, register_plot=[busy(503, b"7"), refused, refused])
+        clock.advance(7)
+        self.assertEqual(client.times("register_plot"), [0, 7, 7])
+        self.assertEqual(client.times("ping"), [7])
+        self.assertIn("farming 0 plot(s)", out.getvalue())
+        clock.advance(10)
+        self.assertEqual(client.times("register_plot"), [0, 7, 7])  # once is enough
+        self.assertEqual(client.times("ping"), [7, 17])
+
+    def test_retry_after_parsing(self):
+        self.assertEqual(farming.retry_after(busy(503, b"5")), 5.0)
+        self.assertIsNone(farming.retry_after(busy(503)))
+        self.assertIsNone(farming.retry_after(busy(503, b"-3")))
+        self.assertIsNone(farming.retry_after(busy(503, b"Fri, 04 Dec 2026 14:00:00 GMT")))
