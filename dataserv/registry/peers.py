@@ -14,6 +14,7 @@ from typing import Any, Callable
 from twisted.internet import defer
 
 from dataserv.registry.periodic import PeriodicService
+from dataserv.storage.failures import first_line
 
 # How often the daemon looks for others on its database (seconds).
 CHECK_SECONDS = 1.0
@@ -55,9 +56,7 @@ class PeerWatch(PeriodicService):
         except Exception as e:
             if not self._failing:
                 self._failing = True
-                self.log.warn("{what} failed: {why}", what=self.what,
-                              why=str(e).strip().splitlines()[0] if str(e).strip()
-                              else type(e).__name__)
+                self.log.warn("{what} failed: {why}", what=self.what, why=first_line(e))
             return
         self._failing = False
         # A cache that ever had to drop keys still in their window no longer knows

@@ -8,6 +8,8 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from dataserv.storage.failures import first_line
+
 
 # How often a write-behind queue tries again while its writes fail (seconds).
 RETRY_SECONDS = 1.0
@@ -69,10 +71,8 @@ class GroupCommit:
                     d.callback(result)
         if isinstance(result, defer.Failure) and not told:
             # Nobody is left to answer: say it once, briefly, rather than not at all.
-            why = str(result.value).strip().splitlines()
             self.log.warn("a batch of {count} writes failed after every caller had gone: "
-                          "{why}", count=len(batch),
-                          why=why[0] if why else type(result.value).__name__)
+                          "{why}", count=len(batch), why=first_line(result.value))
         self._next()
 
 
@@ -149,9 +149,8 @@ class WriteBehind:
         self._waiting[:0] = kept
         if not self._failing:
             self._failing = True
-            why = str(failure.value).strip().splitlines()
             self.log.warn("{count} {what} wait for the next write: {why}", count=len(kept),
-                          what=self._what, why=why[0] if why else type(failure.value).__name__)
+                          what=self._what, why=first_line(failure.value))
 
     def _next(self, result: Any) -> None:
         self._writing = None

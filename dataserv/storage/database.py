@@ -109,7 +109,7 @@ def shielded(d: defer.Deferred) -> defer.Deferred:
             out.callback(result)
         elif isinstance(result, Failure):
             Database.log.warn("a database call failed after its caller went away: {why}",
-                              why=first_line(result.value))  # type: ignore[arg-type]
+                              why=first_line(result.value))
         return None
 
     d.addBoth(relay)
@@ -356,7 +356,7 @@ class Pool:
         if isinstance(outcome, Failure):
             reason = reason_for(outcome.value)  # type: ignore[arg-type]
             if reason in CONNECTION_REASONS:
-                self._drop(slot, reason, first_line(outcome.value))  # type: ignore[arg-type]
+                self._drop(slot, reason, first_line(outcome.value))
         if isinstance(outcome, Failure):
             call.result.errback(outcome)
         else:

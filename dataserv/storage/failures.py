@@ -99,7 +99,7 @@ def unavailable(error: BaseException) -> "DatabaseUnavailable | None":
     return DatabaseConflict(reason) if reason == CONFLICT else DatabaseUnavailable(reason)
 
 
-def first_line(error: BaseException) -> str:
+def first_line(error: object) -> str:
     """The first line of an error's message, without libpq's "FATAL:  " prefixes."""
     text = str(error).strip() or type(error).__name__
     line = text.splitlines()[0].strip()
