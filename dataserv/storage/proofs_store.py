@@ -32,6 +32,15 @@ TALLY = ("coalesce(sum(c.proofs) FILTER (WHERE " + SETTLED + "), 0),"
          " count(c.id) FILTER (WHERE c.answered_at IS NOT NULL)")
 
 
+@defer.inlineCallbacks
+def _locked_farmer(cursor: Any, address: str) -> Any:
+    """The farmer's id with its row locked for the transaction, or None: plots are
+    added and removed under this lock, so daemons sharing the database agree."""
+    yield cursor.execute("SELECT id FROM farmers WHERE btc_addr = %s FOR UPDATE", (address,))
+    found = cursor.fetchall()
+    return found[0][0] if found else None
+
+
 class ProofStore:
     """The proof-of-space tables, through a :class:`dataserv.storage.database.Database`."""
 
@@ -55,12 +64,9 @@ class ProofStore:
         is locked, so daemons sharing the database never let it past the limit."""
         @defer.inlineCallbacks
         def interaction(cursor: Any) -> Any:
-            yield cursor.execute(
-                "SELECT id FROM farmers WHERE btc_addr = %s FOR UPDATE", (address,))
-            found = cursor.fetchall()
-            if not found:
+            farmer = yield _locked_farmer(cursor, address)
+            if farmer is None:
                 return "unknown"
-            farmer = found[0][0]
             # After the lock: a statement of its own sees every plot committed before.
             yield cursor.execute(
                 "SELECT (SELECT k FROM plots WHERE plot_id = %s),"
@@ -94,12 +100,9 @@ class ProofStore:
         found, settled) over the challenges issued after ``since``, into the pair."""
         @defer.inlineCallbacks
         def interaction(cursor: Any) -> Any:
-            yield cursor.execute(
-                "SELECT id FROM farmers WHERE btc_addr = %s FOR UPDATE", (address,))
-            found = cursor.fetchall()
-            if not found:
+            farmer = yield _locked_farmer(cursor, address)
+            if farmer is None:
                 return "unknown"
-            farmer = found[0][0]
             yield cursor.execute(
                 "DELETE FROM plots WHERE plot_id = %s AND farmer_id = %s RETURNING id",
                 (plot_id, farmer))
