@@ -219,12 +219,21 @@ class ReplayCacheTests(SynchronousTestCase):
 
     def test_remember_a_key_accepted_elsewhere(self):
         cache = replay.ReplayCache(60)
-        cache.remember(b"k", 130)
+        cache.remember(b"k", 130, 90)
         self.assertFalse(cache.claim(b"k", 100))
         self.assertTrue(cache.claim(b"k", 130))
 
     def test_remember_keeps_the_later_expiry(self):
         cache = replay.ReplayCache(60)
         cache.claim(b"k", 100)  # kept until 160
-        cache.remember(b"k", 120)
+        cache.remember(b"k", 120, 110)
         self.assertFalse(cache.claim(b"k", 150))
+
+    def test_remembering_into_a_full_cache_drops_the_expired_first(self):
+        cache = replay.ReplayCache(60, limit=2)
+        cache.claim(b"old", 0)    # kept until 60
+        cache.claim(b"live", 50)  # kept until 110
+        cache.remember(b"k", 130, 70)
+        self.assertEqual(len(cache), 2)
+        self.assertEqual(cache.forgot, 0)
+        self.assertFalse(cache.claim(b"live", 71))

@@ -58,22 +58,25 @@ class ReplayCache:
         expires = self._keys.get(key)
         if expires is not None and now < expires:
             return False
+        self._make_room(now)
+        self._keys[key] = now + self.window
+        return True
+
+    def remember(self, key: bytes, expires: float, now: float) -> None:
+        """Know a key accepted elsewhere (another daemon, or this one before a restart)
+        until ``expires``."""
+        if expires > self._keys.get(key, float("-inf")):
+            self._make_room(now)
+            self._keys[key] = expires
+
+    def _make_room(self, now: float) -> None:
+        """Expired keys go when the cache is full; if it is still full, everything
+        (counted in ``forgot``: keys still in their window were dropped)."""
         if len(self._keys) >= self.limit:
             self._keys = {k: e for k, e in self._keys.items() if now < e}
             if len(self._keys) >= self.limit:
                 self._keys.clear()
                 self.forgot += 1
-        self._keys[key] = now + self.window
-        return True
-
-    def remember(self, key: bytes, expires: float) -> None:
-        """Know a key accepted elsewhere (another daemon, or this one before a restart)
-        until ``expires``."""
-        if expires > self._keys.get(key, float("-inf")):
-            if len(self._keys) >= self.limit:
-                self._keys.clear()
-                self.forgot += 1
-            self._keys[key] = expires
 
     def release(self, key: bytes) -> None:
         """Forget a key whose request was never carried out (e.g. the database was down)."""

@@ -48,9 +48,10 @@ class PeerWatch(PeriodicService):
     def step(self) -> Any:
         try:
             if not self.loaded:
-                keys = yield self.store.unexpired_claims(self.clock.seconds())
+                now = self.clock.seconds()
+                keys = yield self.store.unexpired_claims(now)
                 for key, expires in keys:
-                    self.farmers.replays.remember(key, expires)
+                    self.farmers.replays.remember(key, expires, now)
                 self.loaded = True
             others = yield self.store.other_daemons(self.own_name)
         except Exception as e:
