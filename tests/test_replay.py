@@ -49,6 +49,17 @@ class Base(APITestCase):
         return (server or self.server).farmers.throttled_claims.drain()
 
     @defer.inlineCallbacks
+    def v2_ping_on_another_daemon(self, key):
+        """Register ``key`` here; 10 s later it pings another daemon with v2, and a
+        second passes: this daemon throttles it in memory and has not seen it use v2."""
+        yield self.registered(key)
+        path = "/api/ping/" + key.address
+        self.clock.advance(10)
+        self.assertAnswer((yield self.get(path, self.v2(key, path), server=self.other())),
+                          200, PING_OK)
+        self.clock.advance(1)
+
+    @defer.inlineCallbacks
     def v2_since(self, key):
         rows = yield self.db.run_query(
             "SELECT v2_since FROM farmers WHERE btc_addr = %s", (key.address,))
@@ -273,13 +284,7 @@ class AloneTests(Base):
     def test_the_claim_still_meets_a_v2_mark(self):
         # A legacy ping throttled here after the farmer used v2 (as only another
         # daemon could have made happen) is refused once its claim meets the mark.
-        yield self.registered(ALICE)
-        other = self.other()
-        self.clock.advance(10)
-        path = "/api/ping/" + ALICE.address
-        self.assertAnswer((yield self.get(path, self.v2(ALICE, path), server=other)),
-                          200, PING_OK)
-        self.clock.advance(1)
+        yield self.v2_ping_on_another_daemon(ALICE)
         self.assertAnswer((yield self.ping(ALICE)), 200, PING_OK)
         yield self.claimed_behind()
         self.clock.advance(1)
@@ -388,13 +393,7 @@ class DowngradeTests(Base):
     def test_throttled_legacy_ping_refused_after_v2_elsewhere(self):
         # This daemon throttles the farmer in memory (it wrote its last contact) and
         # has not seen it use v2: the key-only claim still meets farmers.v2_since.
-        yield self.registered(ALICE)
-        other = self.other()
-        self.clock.advance(10)
-        path = "/api/ping/" + ALICE.address
-        self.assertAnswer((yield self.get(path, self.v2(ALICE, path), server=other)),
-                          200, PING_OK)
-        self.clock.advance(1)
+        yield self.v2_ping_on_another_daemon(ALICE)
         submitted = self.server.farmers.contacts_submitted
         self.assertRefused((yield self.ping(ALICE)), PING_UNAUTHENTICATED, DOWNGRADE)
         self.assertEqual(self.server.farmers.contacts_submitted, submitted)
