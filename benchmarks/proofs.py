@@ -163,14 +163,20 @@ rate = float(sys.argv[5])  # pings a second; 0 = one after the other, flat out
 key = FarmerKey.from_seed(seed.encode())
 path = "/api/ping/" + key.nodeid
 c = http.client.HTTPConnection("127.0.0.1", port)
+# Signed before the clock starts (as the legacy benchmark presigns): the load
+# generator shares the machine's two cores with the daemon, and its signing would
+# otherwise be counted against the daemon's latency.
+wanted = int(rate * seconds) + 10 if rate else int(seconds * 3000)
+signed = [{k.decode(): v.decode()
+           for k, v in v2_headers_for(key, server, "GET", path).items()}
+          for _ in range(wanted)]
 lat, codes = [], {}
 start = time.monotonic()
 end = start + seconds
-while time.monotonic() < end:
+while time.monotonic() < end and len(lat) < wanted:
     if rate:
         time.sleep(max(0.0, start + len(lat) / rate - time.monotonic()))
-    headers = {k.decode(): v.decode()
-               for k, v in v2_headers_for(key, server, "GET", path).items()}
+    headers = signed[len(lat)]
     t = time.perf_counter()
     c.request("GET", path, headers=headers)
     r = c.getresponse()
@@ -194,10 +200,9 @@ path = "/api/proofs/%s/answers" % key.nodeid
 c = http.client.HTTPConnection("127.0.0.1", port)
 done = {"requests": 0, "answers": 0, "proofs_sent": 0, "counted": 0, "valid_proofs": 0,
         "codes": {}}
-start = time.monotonic()
-for n, i in enumerate(range(0, len(items), 32)):
-    if time.monotonic() - start > seconds:
-        break
+# Every request built and signed before the clock starts (see the pinger).
+requests = []
+for i in range(0, len(items), 32):
     batch = items[i:i + 32]
     body = json.dumps({"answers": [
         {"plot_id": p.hex(), "challenge": ch.hex(),
@@ -206,6 +211,13 @@ for n, i in enumerate(range(0, len(items), 32)):
     headers = {k.decode(): v.decode()
                for k, v in v2_headers_for(key, server, "POST", path, body).items()}
     headers["Content-Type"] = "application/json"
+    requests.append((batch, body, headers))
+print("ready", flush=True)
+sys.stdin.readline()  # go
+start = time.monotonic()
+for n, (batch, body, headers) in enumerate(requests):
+    if time.monotonic() - start > seconds:
+        break
     c.request("POST", path, body=body, headers=headers)
     r = c.getresponse()
     data = r.read()
@@ -220,7 +232,7 @@ for n, i in enumerate(range(0, len(items), 32)):
     if pace > 0:
         time.sleep(max(0.0, start + (n + 1) * pace - time.monotonic()))
 done["seconds"] = time.monotonic() - start
-print(json.dumps(done))
+sys.stdout.write(json.dumps(done) + "\n")
 '''
 
 FARMER_SEED = "benchmarks.proofs farmer"
@@ -325,11 +337,18 @@ def daemon_latency(args):
                 cur.execute(statement)
         pace = args.interval * 32 / (args.farm_plots * args.per_round)
 
+        from benchmarks.ab import postgres_cpu
+
         def pings(seconds):
-            out = subprocess.check_output([sys.executable, "-c", PINGER, str(daemon.port),
-                                           str(seconds), server, PINGER_SEED,
-                                           str(args.ping_rate)])
-            return json.loads(out)
+            """The pinger's figures, with the CPU the daemon and PostgreSQL used
+            meanwhile."""
+            cpu, pg = daemon.cpu_seconds(), postgres_cpu(cluster.pgdata)
+            out = json.loads(subprocess.check_output([
+                sys.executable, "-c", PINGER, str(daemon.port), str(seconds), server,
+                PINGER_SEED, str(args.ping_rate)]))
+            out["daemon_cpu_s"] = round(daemon.cpu_seconds() - cpu, 3)
+            out["postgres_cpu_s"] = round(postgres_cpu(cluster.pgdata) - pg, 3)
+            return out
 
         for run in range(args.runs):
             # Fresh rows for the prepared challenges, fetched just now.
@@ -345,15 +364,21 @@ def daemon_latency(args):
             idle = pings(args.seconds)
             answerer = subprocess.Popen(
                 [sys.executable, "-c", ANSWERER, str(daemon.port), server, FARMER_SEED,
-                 items_path, str(pace), str(args.seconds + 1),
-                 "0" if args.without_proofs else "1"], stdout=subprocess.PIPE)
+                 items_path, str(pace), str(args.seconds + 2),
+                 "0" if args.without_proofs else "1"],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            assert answerer.stdout.readline().strip() == "ready"
+            answerer.stdin.write("go\n")
+            answerer.stdin.flush()
             time.sleep(0.5)
             busy = pings(args.seconds)
             answered = json.loads(answerer.communicate()[0])
             runs.append({"idle": idle, "busy": busy, "answered": answered})
-            print("run %d: idle p99 %.3f ms, busy p99 %.3f ms, %d proofs valid" % (
-                run + 1, idle["p99_ms"], busy["p99_ms"], answered["valid_proofs"]),
-                file=sys.stderr)
+            print("run %d: idle p99 %.3f ms, busy p99 %.3f ms, %d proofs valid; CPU"
+                  " daemon %.2f -> %.2f s, PostgreSQL %.2f -> %.2f s" % (
+                      run + 1, idle["p99_ms"], busy["p99_ms"], answered["valid_proofs"],
+                      idle["daemon_cpu_s"], busy["daemon_cpu_s"], idle["postgres_cpu_s"],
+                      busy["postgres_cpu_s"]), file=sys.stderr)
         conn.close()
     finally:
         if daemon is not None:
@@ -382,6 +407,12 @@ def summarise(runs):
     # is shared, and its load drifts between runs more than within one.
     figures["median_run_p99_increase_pct"] = round(100 * (statistics.median(
         r["busy"]["p99_ms"] / r["idle"]["p99_ms"] for r in runs) - 1), 1)
+    # What the answers cost beyond the pings: the CPU used while they came, less the
+    # CPU of the idle phase just before (as long, the same pings), per request.
+    for who in ("daemon", "postgres"):
+        figures[who + "_ms_per_answer_request"] = round(statistics.median(
+            1e3 * (r["busy"][who + "_cpu_s"] - r["idle"][who + "_cpu_s"])
+            / max(1, r["answered"]["requests"]) for r in runs), 3)
     figures["runs"] = [{"idle_p99_ms": round(r["idle"]["p99_ms"], 3),
                         "busy_p99_ms": round(r["busy"]["p99_ms"], 3),
                         "valid_proofs": r["answered"]["valid_proofs"],
