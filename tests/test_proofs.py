@@ -19,7 +19,7 @@ from dataserv.proofs import plots as plot_rules
 from dataserv.proofs.rounds import ChallengeRounds
 from dataserv.storage.proofs_store import ProofStore
 from tests import plots
-from tests.test_api import APITestCase, pumped
+from tests.test_api import APITestCase, Server, pumped
 
 ALICE = FarmerKey.from_seed(b"test_proofs alice")
 BOB = FarmerKey.from_seed(b"test_proofs bob")
@@ -46,10 +46,11 @@ class ProofsTestCase(APITestCase):
         self.rounds = ChallengeRounds(ProofStore(self.db, self.clock), self.settings,
                                       self.clock, random_bytes=random.Random(14).randbytes)
 
-    def send(self, key, path, body=None, method="GET", headers=None):
+    def send(self, key, path, body=None, method="GET", headers=None, server=None):
         """A request signed with DATASERV-V2 headers (unless headers are given) with
-        an optional body: the proof routes take no legacy headers."""
-        server = self.server
+        an optional body: the proof routes take no legacy headers. ``server``: another
+        daemon than the test's own."""
+        server = server or self.server
         if headers is None:
             headers = v2_headers_for(key, self.settings.address, method, path, body or b"",
                                      date=self.date())
@@ -259,6 +260,66 @@ class WindowTests(ProofsTestCase):
                          sum(o["valid_proofs"] for o in first))
         answered = yield self.fetch(ALICE)  # the next round's; none of the answered ones
         self.assertFalse({c["challenge"] for c in answered} & {a["challenge"] for a in answers})
+
+    @defer.inlineCallbacks
+    def test_answer_request_repeated_on_another_daemon_is_refused(self):
+        answers = yield self.one_challenge()
+        path = "/api/proofs/%s/answers" % ALICE.nodeid
+        body = json.dumps({"answers": answers}).encode()
+        headers = v2_headers_for(ALICE, self.settings.address, "POST", path, body,
+                                 date=self.date())
+        code, _, first = yield self.send(ALICE, path, body, "POST", headers)
+        self.assertEqual(code, 200, first)
+        other = Server(self.db, self.clock, self.settings)
+        code, reply_headers, refused = yield self.send(ALICE, path, body, "POST", headers,
+                                                       server=other)
+        self.assertEqual((code, reply_headers.getRawHeaders(b"X-Auth-Error")),
+                         (401, [b"replayed request"]))
+        # Signed afresh, the same answers reach the other daemon: answered already.
+        code, _, again = yield self.send(ALICE, path, body, "POST", server=other)
+        self.assertEqual(code, 200, again)
+        self.assertEqual({o["outcome"] for o in json.loads(again)["answers"]}, {"repeated"})
+
+    @defer.inlineCallbacks
+    def test_answer_request_claims_in_its_look_up(self):
+        # Two statements an answer request: the claim rides on the look-up.
+        answers = yield self.one_challenge()
+        farmer_store, proof_store = self.server.store, self.server.proofs.store
+        before = dict(farmer_store.timings.counts), dict(proof_store.timings.counts)
+        outcomes = yield self.answer(ALICE, answers)
+        self.assertEqual({o["outcome"] for o in outcomes}, {"counted"})
+        self.assertEqual(farmer_store.timings.counts, before[0])
+        after = proof_store.timings.counts
+        self.assertEqual({name: after[name] - before[1].get(name, 0) for name in after
+                          if after[name] != before[1].get(name, 0)},
+                         {"answer_targets": 1, "record_answers": 1})
+
+    @defer.inlineCallbacks
+    def test_answers_are_found_through_the_challenges_index(self):
+        # Not by reading every challenge of the farmer's plots (40,000 rows a round
+        # for a farmer with 10,000 plots).
+        yield self.register(ALICE)
+        # A round of 2,500 plots x 4 challenges' worth of rows on ALICE's two plots.
+        yield self.db.run_operation(
+            "INSERT INTO challenges (plot, challenge, issued_at)"
+            " SELECT p.id, decode(md5(p.id || '-' || i) || md5(i || '-' || p.id), 'hex'), %s"
+            " FROM plots p, generate_series(1, 5000) AS i", (self.clock.seconds(),))
+        challenges = yield self.db.run_query("SELECT challenge FROM challenges LIMIT 32")
+        yield self.db.run_operation("ANALYZE challenges")
+        recorded = []
+
+        class Recording:
+            def run_query(_, sql, params=None):
+                recorded.append((sql, params))
+                return self.db.run_query(sql, params)
+
+        exists, targets = yield ProofStore(Recording(), self.clock).answer_targets(
+            ALICE.address, [bytes(c) for c, in challenges], None, self.clock.seconds())
+        self.assertEqual((exists, len(targets)), (True, 32))
+        plan = yield self.db.run_query("EXPLAIN " + recorded[0][0], recorded[0][1])
+        plan = "\n".join(line for line, in plan)
+        self.assertIn("challenges_challenge", plan)
+        self.assertNotIn("challenges_plot", plan)
 
     @defer.inlineCallbacks
     def test_another_farmers_challenge_is_unknown(self):

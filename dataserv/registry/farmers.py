@@ -9,7 +9,7 @@ this module; the API layer maps them to status codes and texts.
 import functools
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Generator, Optional, Set, TypeVar
+from typing import Any, Callable, Generator, Optional, Set, Tuple, TypeVar
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -298,17 +298,31 @@ class Farmers:
         syntax (InvalidFarmerId) and signature (Unauthenticated) are checked and the
         request is claimed (accepted once, across daemons), as every signed route
         does. Legacy headers are refused: routes that need this never took them."""
-        address = self._farmer_id(farmer_id)
-        claim = self._authenticate(address, request, route)
+        address, claim = self.signed(farmer_id, request, route)
         if claim is None:  # --skip-authentication
             return defer.succeed(address)
-        if not claim.v2:
+        # Whether the farmer exists is the route's business: no mark in memory here.
+        d = self.claimed(address, claim, self.store.claim(address, claim, request.now))
+        return d.addCallback(lambda _: address)
+
+    def signed(self, farmer_id: str, request: Request,
+               route: str) -> Tuple[str, Optional[Claim]]:
+        """identify's checks made in memory: (address, Claim for the database, or
+        None when authentication is off). The caller makes the claim in its first
+        statement and passes that statement's Deferred to :meth:`claimed`."""
+        address = self._farmer_id(farmer_id)
+        claim = self._authenticate(address, request, route)
+        if claim is not None and not claim.v2:
             self._unclaim(claim)
             raise Unauthenticated(reason=NEEDS_V2)
-        # Whether the farmer exists is the route's business: no mark in memory here.
-        d = self._claimed(address, claim, self.store.claim(address, claim, request.now),
-                          known=lambda _: False)
-        return d.addCallback(lambda _: address)
+        return address, claim
+
+    def claimed(self, address: str, claim: Optional[Claim], d: "defer.Deferred[Any]",
+                known: Callable[[Any], bool] = lambda _: False) -> "defer.Deferred[Any]":
+        """d's result, once the statement it stands for has had the request's claim
+        accepted (ClaimRefused becomes Unauthenticated; see _claimed). ``known(result)``
+        says whether the farmer exists, for the v2 mark in memory."""
+        return self._claimed(address, claim, d, known)
 
     def _farmer_id(self, text: Any) -> Any:
         try:

@@ -11,7 +11,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 
 from twisted.internet import defer
 
-from dataserv.storage.store import Timings
+from dataserv.storage.store import Timings, check_claim, claim_params
 
 OpenChallenge = namedtuple("OpenChallenge", ["plot_id", "k", "challenge", "fetched_at"])
 AnswerTarget = namedtuple("AnswerTarget", [
@@ -183,23 +183,36 @@ class ProofStore:
         return self._interaction("fetch_challenges", interaction)
 
     @defer.inlineCallbacks
-    def answer_targets(self, address: str, challenges: Sequence[bytes]) -> Any:
-        """(farmer exists, {challenge: AnswerTarget}) for the farmer's challenges among
-        ``challenges``; challenges of other farmers' plots are not found."""
+    def answer_targets(self, address: str, challenges: Sequence[bytes], claim: Any,
+                       now: float) -> Any:
+        """Claim the answering request (``claim``, see
+        :meth:`dataserv.storage.store.FarmerStore.claim`) and, in the same statement,
+        find the farmer's challenges among ``challenges``: (farmer exists,
+        {challenge: AnswerTarget}). Challenges of other farmers' plots are not found;
+        ClaimRefused if the claim is refused (then nothing is looked up).
+
+        The challenges are found through their own index, so an answer costs the same
+        whatever the number of the farmer's plots and challenges."""
         rows = yield self._query(
             "answer_targets",
-            "SELECT f.id, c.id, p.plot_id, p.k, c.challenge, c.fetched_at, c.answered_at"
-            " FROM farmers f"
-            " LEFT JOIN plots p ON p.farmer_id = f.id"
-            " LEFT JOIN challenges c ON c.plot = p.id AND c.challenge = ANY(%s::bytea[])"
-            " WHERE f.btc_addr = %s",
-            ([bytes(c) for c in challenges], address))
+            "SELECT cl, (SELECT id FROM farmers WHERE btc_addr = %(addr)s),"
+            "       t.row, t.plot_id, t.k, t.challenge, t.fetched_at, t.answered_at"
+            " FROM claim_request(%(addr)s, %(key)s, %(v2)s, %(at)s, %(expires)s) AS cl"
+            " LEFT JOIN LATERAL ("
+            "   SELECT c.id AS row, p.plot_id, p.k, c.challenge, c.fetched_at, c.answered_at"
+            "   FROM challenges c JOIN plots p ON p.id = c.plot"
+            "   JOIN farmers f ON f.id = p.farmer_id"
+            "   WHERE c.challenge = ANY(%(challenges)s::bytea[]) AND f.btc_addr = %(addr)s"
+            " ) t ON cl = 'ok'",
+            dict(zip(("addr", "key", "v2", "at", "expires"), claim_params(address, claim, now)),
+                 challenges=[bytes(c) for c in challenges]))
+        check_claim(rows[0][0])
         targets = {}
-        for _, row, plot_id, k, challenge, fetched_at, answered_at in rows:
+        for _, _, row, plot_id, k, challenge, fetched_at, answered_at in rows:
             if row is not None:
                 targets[bytes(challenge)] = AnswerTarget(
                     row, bytes(plot_id), k, bytes(challenge), fetched_at, answered_at)
-        return bool(rows), targets
+        return rows[0][1] is not None, targets
 
     @defer.inlineCallbacks
     def farmer_plot_ids(self, address: str) -> Any:

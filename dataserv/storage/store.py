@@ -95,14 +95,15 @@ class ClaimRefused(Exception):
         self.outcome = outcome
 
 
-def _claim_params(address: Any, claim: Any, now: Any) -> Any:
+def claim_params(address: Any, claim: Any, now: Any) -> Any:
     """The claim_request(p_addr, p_key, p_v2, p_at, p_expires) arguments."""
     if claim is None:
         return (address, None, False, now, None)
     return (address, claim.key, claim.v2, now, claim.expires)
 
 
-def _claimed(outcome: Any) -> None:
+def check_claim(outcome: Any) -> None:
+    """Raise ClaimRefused unless claim_request's ``outcome`` is "ok"."""
     if outcome != "ok":
         raise ClaimRefused(outcome)
 
@@ -137,11 +138,11 @@ class FarmerStore:
             "register",
             "SELECT * FROM register_claimed(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
             (address, payout, now, ip, network, limit, period)
-            + _claim_params(address, claim, now)[1:3]
+            + claim_params(address, claim, now)[1:3]
             + (None if claim is None else claim.expires,))
         if not rows:
             return None
-        _claimed(rows[0][0])
+        check_claim(rows[0][0])
         if rows[0][1] is not None:
             return RegistrationRefused(rows[0][1])
         return FarmerRecord(*rows[0][2:])
@@ -203,8 +204,8 @@ class FarmerStore:
         rows = yield self._query(
             name, "SELECT c, CASE WHEN c = 'ok' THEN " + call + " END"
             " FROM claim_request(%s, %s, %s, %s, %s) AS c",
-            params + _claim_params(address, claim, now))
-        _claimed(rows[0][0])
+            params + claim_params(address, claim, now))
+        check_claim(rows[0][0])
         return rows[0][1]
 
     @defer.inlineCallbacks
@@ -213,8 +214,8 @@ class FarmerStore:
         follow); ClaimRefused if refused."""
         rows = yield self._query(
             "claim", "SELECT claim_request(%s, %s, %s, %s, %s)",
-            _claim_params(address, claim, now))
-        _claimed(rows[0][0])
+            claim_params(address, claim, now))
+        check_claim(rows[0][0])
 
     @defer.inlineCallbacks
     def set_height(self, address: str, height: int, now: float, ip: Optional[str],
@@ -254,8 +255,8 @@ class FarmerStore:
         @defer.inlineCallbacks
         def interaction(cursor: Any) -> Any:
             yield cursor.execute("SELECT claim_request(%s, %s, %s, %s, %s)",
-                                 _claim_params(address, claim, now))
-            _claimed(cursor.fetchall()[0][0])
+                                 claim_params(address, claim, now))
+            check_claim(cursor.fetchall()[0][0])
             # Lock the farmer first: the audit's foreign key would otherwise take a
             # share lock that two audits of one farmer both hold and both try to
             # upgrade when they record the contact, which deadlocks.
