@@ -338,15 +338,23 @@ def daemon_latency(args):
         pace = args.interval * 32 / (args.farm_plots * args.per_round)
 
         from benchmarks.ab import postgres_cpu
+        from benchmarks.operating_costs import cpu_seconds
+
+        def daemon_cpu():
+            """The daemon's CPU seconds with its children's (the proof workers)."""
+            pids = [daemon.process.pid] + [int(p) for p in subprocess.run(
+                ["pgrep", "-P", str(daemon.process.pid)], capture_output=True,
+                text=True).stdout.split()]
+            return sum(cpu_seconds(pid) for pid in pids)
 
         def pings(seconds):
             """The pinger's figures, with the CPU the daemon and PostgreSQL used
             meanwhile."""
-            cpu, pg = daemon.cpu_seconds(), postgres_cpu(cluster.pgdata)
+            cpu, pg = daemon_cpu(), postgres_cpu(cluster.pgdata)
             out = json.loads(subprocess.check_output([
                 sys.executable, "-c", PINGER, str(daemon.port), str(seconds), server,
                 PINGER_SEED, str(args.ping_rate)]))
-            out["daemon_cpu_s"] = round(daemon.cpu_seconds() - cpu, 3)
+            out["daemon_cpu_s"] = round(daemon_cpu() - cpu, 3)
             out["postgres_cpu_s"] = round(postgres_cpu(cluster.pgdata) - pg, 3)
             return out
 

@@ -15,7 +15,6 @@ from twisted.application import service
 from twisted.internet import defer, task, threads
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
-from twisted.python.threadpool import ThreadPool
 from twisted.web import http, server
 
 from dataserv.daemon import memory, process
@@ -35,6 +34,7 @@ from dataserv.storage.store import FarmerStore
 from dataserv.registry.summary import Summariser
 from dataserv.proofs.rounds import ChallengeRounds
 from dataserv.proofs.rules import Proofs
+from dataserv.proofs.workers import VerificationProcesses
 from dataserv.storage.proofs_store import ProofStore
 
 log = Logger()
@@ -474,21 +474,6 @@ def _exit(status: Any) -> None:
     os._exit(status)
 
 
-class _PoolService(service.Service):
-    """Starts and stops a thread pool with the daemon."""
-
-    def __init__(self, pool: Any) -> None:
-        self.pool = pool
-
-    def startService(self) -> None:  # noqa: N802
-        super().startService()
-        self.pool.start()
-
-    def stopService(self) -> None:  # noqa: N802
-        super().stopService()
-        self.pool.stop()
-
-
 class Dataserv(service.MultiService):
     """The whole daemon; its parts are attributes so tests and tools can reach them."""
 
@@ -570,16 +555,13 @@ class Dataserv(service.MultiService):
             when_ready=self.database.when_ready, **summariser_hooks(reactor))
         self.summariser.setServiceParent(self)
         self.proof_store = ProofStore(self.database, reactor, timings=self.store.timings)
-        # Proofs are checked in a pool of their own, at a lowered priority (see
-        # proofs/verification.py): chiapos releases the GIL, so two threads use both cores.
-        self.verify_pool = ThreadPool(minthreads=0, maxthreads=2, name="proofs")
+        # Proofs are checked in worker processes, at a lowered priority (see
+        # proofs/workers.py); stopped after the web server, so answers in hand finish.
+        self.verification = VerificationProcesses(reactor)
+        self.verification.setServiceParent(self)
         self.metrics = Metrics()
-        self.proofs = Proofs(
-            self.proof_store, self.farmers, settings,
-            in_thread=lambda f, *args: threads.deferToThreadPool(
-                reactor, self.verify_pool, f, *args),
-            metrics=self.metrics)
-        _PoolService(self.verify_pool).setServiceParent(self)
+        self.proofs = Proofs(self.proof_store, self.farmers, settings,
+                             in_thread=self.verification.run, metrics=self.metrics)
         self.rounds = ChallengeRounds(self.proof_store, settings, reactor,
                                       when_ready=self.database.when_ready)
         self.rounds.setServiceParent(self)
