@@ -20,6 +20,9 @@
    v2 pings are timed, ``--ping-rate`` a second; idle first, then busy, ``--runs``
    times. ``--without-proofs`` sends the same answers with no proofs (the requests'
    own cost, nothing to verify).
+5. ``--rounds``: the challenge rounds' own work (score, draw, prune) at --farm-plots
+   plots with a full score window of challenges, on the real daemon, and ping p99 in
+   10 s runs with a round in them against runs without.
 """
 
 import argparse
@@ -428,6 +431,99 @@ def summarise(runs):
     return figures
 
 
+def rounds_latency(args):
+    """The challenge rounds' own work at ``args.farm_plots`` plots (score, draw,
+    prune), on the real daemon: plots of 100 farmers and a full score window of
+    challenge rows (59 rounds, three in four answered) written into the database,
+    then ``args.runs`` back-to-back 10 s ping runs at --ping-rate; the rounds the
+    daemon runs meanwhile (every 60 s, its default) land in some of them."""
+    import statistics
+    import urllib.request
+
+    from benchmarks import seed as seeding
+    from benchmarks.run import Daemon, free_port
+    from dataserv.identity.signing import FarmerKey
+    from dataserv.storage.pgcluster import Cluster
+
+    tmp = tempfile.mkdtemp(prefix="dataserv-bench-rounds-")
+    os.chmod(tmp, 0o755)
+    cluster = Cluster(os.path.join(tmp, "pg-data"))
+    dsn = cluster.start()
+    daemon = None
+    try:
+        daemon = Daemon(dsn, free_port(), tmp, "--no-limits", *args.flags)
+        daemon.wait_ready()
+        server = json.loads(urllib.request.urlopen(daemon.url + "/api/address").read())[
+            "address"]
+        keys = [FarmerKey.from_seed(b"benchmarks.proofs rounds %d" % i) for i in range(100)]
+        for key in keys + [FarmerKey.from_seed(PINGER_SEED.encode())]:
+            status, body = _signed(daemon.url, key, server, "GET",
+                                   "/api/register/" + key.address)
+            assert status == 200, body
+        conn = seeding.connect(dsn)
+        now = time.time()
+        with conn.cursor() as cur:
+            cur.execute(
+                "INSERT INTO plots (plot_id, farmer_id, seed, k, registered_at)"
+                " SELECT decode(md5('p' || i) || md5('q' || i), 'hex'), f.id,"
+                "  decode(md5('s' || i) || md5('t' || i), 'hex'), 32, %s"
+                " FROM generate_series(1, %s) i JOIN (SELECT id, row_number() OVER"
+                "  (ORDER BY id) - 1 AS n FROM farmers WHERE btc_addr = ANY(%s)) f"
+                "  ON f.n = i %% 100", (now - 7200, args.farm_plots, [k.address for k in keys]))
+            cur.execute(
+                "INSERT INTO challenges (plot, challenge, issued_at, fetched_at,"
+                " answered_at, proofs)"
+                " SELECT p.id, decode(md5(p.id || '-' || r || '-' || j)"
+                "  || md5(j || '-' || r || '-' || p.id), 'hex'), %(now)s - 60 * r,"
+                "  %(now)s - 60 * r + 5, CASE WHEN (p.id + j) %% 4 > 0"
+                "  THEN %(now)s - 60 * r + 6 END, (p.id + j) %% 3"
+                " FROM plots p, generate_series(1, 59) r, generate_series(1, %(per)s) j",
+                {"now": now, "per": args.per_round})
+            cur.execute("VACUUM ANALYZE challenges")
+        conn.close()
+
+        def scrape():
+            figures = {}
+            text = urllib.request.urlopen(daemon.url + "/metrics").read().decode()
+            for line in text.splitlines():
+                name, _, value = line.rpartition(" ")
+                figures[name] = float(value) if name and not line.startswith("#") else None
+            return figures
+
+        runs = []
+        for _ in range(args.runs):
+            before = scrape()
+            out = json.loads(subprocess.check_output([
+                sys.executable, "-c", PINGER, str(daemon.port), "10", server, PINGER_SEED,
+                str(args.ping_rate)]))
+            after = scrape()
+            rounds = (after["dataserv_challenge_rounds_total"]
+                      - before["dataserv_challenge_rounds_total"])
+            runs.append({"rounds": rounds, "p50_ms": round(out["p50_ms"], 3),
+                         "p99_ms": round(out["p99_ms"], 3)})
+            print(runs[-1], file=sys.stderr)
+        done = after["dataserv_challenge_rounds_total"]
+        with_round = [r["p99_ms"] for r in runs if r["rounds"]]
+        without = [r["p99_ms"] for r in runs if not r["rounds"]]
+        return {
+            "plots": args.farm_plots, "challenge_rows": 59 * args.per_round * args.farm_plots,
+            "round_seconds": round(after["dataserv_challenge_round_duration_seconds_sum"]
+                                   / after["dataserv_challenge_round_duration_seconds_count"], 2),
+            "all_tallies_seconds": round(after[
+                'dataserv_db_transaction_seconds_total{name="all_tallies"}'] / done, 2),
+            "draw_round_seconds": round(after[
+                'dataserv_db_transaction_seconds_total{name="draw_round"}'] / done, 2),
+            "p99_ms_runs_with_a_round": with_round, "p99_ms_runs_without": without,
+            "p99_increase_pct": round(100 * (statistics.median(with_round)
+                                             / statistics.median(without) - 1), 1)
+            if with_round and without else None}
+    finally:
+        if daemon is not None:
+            daemon.stop()
+        cluster.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--plots", type=int, default=3)
@@ -456,7 +552,14 @@ def main(argv=None):
                         help="with --daemon: SQL run once the daemon is up (experiments)")
     parser.add_argument("--flag", dest="flags", action="append", default=[],
                         help="a daemon flag (repeat), e.g. --flag=--pool-size=8")
+    parser.add_argument("--rounds", action="store_true",
+                        help="the rounds' own work at --farm-plots plots on the real "
+                             "daemon: round duration, ping p99 in --runs 10 s runs with "
+                             "and without a round in them")
     args = parser.parse_args(argv)
+    if args.rounds:
+        print(json.dumps(rounds_latency(args), indent=1))
+        return
     if args.daemon:
         print(json.dumps(summarise(daemon_latency(args)), indent=1))
         return
