@@ -413,11 +413,18 @@ class Farmers:
         self.recent.wrote(address, request.now)
         return record
 
-    @outages_as_unavailable
-    def ping(self, farmer_id: str, request: Request) -> Generator[Any, Any, None]:
-        """Keep-alive; one sooner than --max-ping after the last contact writes nothing."""
-        address = self._farmer_id(farmer_id)
-        claim = self._authenticate(address, request, "ping")
+    def ping(self, farmer_id: str, request: Request) -> "defer.Deferred[None]":
+        """Keep-alive; one sooner than --max-ping after the last contact writes nothing.
+
+        The hottest call of all: a ping throttled in memory is answered without a
+        generator (its Deferred has fired when this returns); the rest wait for the
+        group commit (:meth:`_submit_ping`).
+        """
+        try:
+            address = self._farmer_id(farmer_id)
+            claim = self._authenticate(address, request, "ping")
+        except Exception:
+            return defer.fail()
         throttled = self.recent.throttled(address, request.now)
         if throttled and (claim is None or self.alone):
             # Too soon: nothing is written. Alone on the database (PeerWatch), this
@@ -427,13 +434,19 @@ class Farmers:
                 self.throttled_claims.add((address, request.now, request.ip, claim, False))
                 if claim.v2:  # throttled: the farmer is known
                     self.v2_farmers.add(address)
-            return
-        # With other daemons on the database a throttled ping writes no contact, but
-        # its key is claimed in the group commit before the answer, so that a repeat
-        # of a request another daemon took is refused here too.
+            return defer.succeed(None)
+        return self._submit_ping(address, request, claim, throttled)
+
+    @outages_as_unavailable
+    def _submit_ping(self, address: str, request: Request, claim: Optional[Claim],
+                     throttled: bool) -> Generator[Any, Any, None]:
+        """A ping that waits for the group commit: its contact is written (unless
+        throttled), and with other daemons on the database its key is claimed there
+        before the answer, so that a repeat of a request another daemon took is
+        refused here too."""
         item = (address, request.now, request.ip, claim, not throttled)
         self.contacts_submitted += not throttled
-        # As _claimed, inline: this is the hottest path (one generator less per ping).
+        # As _claimed, inline: one generator less per ping.
         try:
             outcomes = yield self.pings.submit(item)
         except BaseException:
