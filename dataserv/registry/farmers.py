@@ -165,9 +165,10 @@ class FarmerStatus:
     last_audit_block: object
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Request:
-    """What the rules need from an HTTP request."""
+    """What the rules need from an HTTP request (not frozen: a frozen dataclass
+    costs a call per field to build, and one is built per request)."""
 
     date: object           # the Date header as sent (bytes/str) or None
     authorization: object  # the Authorization header or None
@@ -221,23 +222,21 @@ class RecentContacts:
         return len(self._written)
 
 
-class V2Farmers:
+class V2Farmers(Set[str]):
     """Farmers this process knows have used v2, so their legacy headers are refused
     without a round trip. Only a cache: the database's farmers.v2_since decides.
-    Bounded: when full it starts again empty."""
+    Bounded: when full it starts again empty. A set (``in`` is the set's own, as
+    cheap as it gets: every legacy request asks)."""
 
     def __init__(self, limit: int = 250000) -> None:
+        super().__init__()
         self.limit = limit
-        self._known: Set[str] = set()
 
     def add(self, address: str) -> None:
         """Remember that the farmer has used v2."""
-        if len(self._known) >= self.limit:
-            self._known.clear()
-        self._known.add(address)
-
-    def __contains__(self, address: object) -> bool:
-        return address in self._known
+        if len(self) >= self.limit:
+            self.clear()
+        super().add(address)
 
 
 class Farmers:
