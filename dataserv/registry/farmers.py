@@ -436,21 +436,30 @@ class Farmers:
             return defer.succeed(None)
         return self._submit_ping(address, request, claim, throttled)
 
-    @outages_as_unavailable
     def _submit_ping(self, address: str, request: Request, claim: Optional[Claim],
-                     throttled: bool) -> Generator[Any, Any, None]:
+                     throttled: bool) -> "defer.Deferred[None]":
         """A ping that waits for the group commit: its contact is written (unless
         throttled), and with other daemons on the database its key is claimed there
         before the answer, so that a repeat of a request another daemon took is
-        refused here too."""
+        refused here too. (Callbacks rather than a generator: this is every durable
+        ping.)"""
         item = (address, request.now, request.ip, claim, not throttled)
         self.contacts_submitted += not throttled
-        # As _claimed, inline: one generator less per ping.
-        try:
-            outcomes = yield self.pings.submit(item)
-        except BaseException:
-            self._unclaim(claim)
-            raise
+        d = self.pings.submit(item)
+        d.addCallbacks(self._pinged, self._ping_failed,
+                       callbackArgs=(item, throttled), errbackArgs=(claim,))
+        return d
+
+    def _ping_failed(self, failure: Failure, claim: Optional[Claim]) -> Failure:
+        """The batch failed (or the caller went): as _claimed, the key is given back,
+        and an outage is Unavailable."""
+        self._unclaim(claim)
+        if failure.check(DatabaseUnavailable):
+            raise Unavailable(str(failure.value))
+        return failure
+
+    def _pinged(self, outcomes: Any, item: tuple, throttled: bool) -> None:
+        address, claim = item[0], item[3]
         outcome = outcomes[item]
         if outcome.outcome != "ok":
             if outcome.outcome == "downgrade":
