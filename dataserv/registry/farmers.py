@@ -485,8 +485,10 @@ class Farmers:
     def _claim_throttled(self, items: Any) -> Any:
         """Claim the keys of pings throttled in memory (already answered, nothing to
         write). A refusal can only be noted now: a downgrade marks the farmer, and a
-        repeat of a request another daemon took first is counted and logged."""
-        outcomes = yield self._write_pings(items)
+        repeat of a request another daemon took first is counted and logged. Only the
+        refused come back (nearly always none)."""
+        outcomes = yield self.store.record_pings(
+            items, self.settings.max_ping, self.settings.online_seconds, refused_only=True)
         late = 0
         for item, outcome in outcomes.items():
             if outcome.outcome == "downgrade":
