@@ -306,9 +306,8 @@ class API:
     def _accept(self, route: Any, request: Any, call: Any, *args: Any, accepted: Any) -> Any:
         """A signed call that answers 200 with the text ``accepted``; "now" is read here,
         once, at request entry."""
-        refused = self._changes_nothing(request)
-        if refused is not None:
-            return refused
+        if request.method == b"HEAD":
+            return self._changes_nothing(request)
         rules_request = self._rules_request(request, self.clock.seconds())
         d = defer.maybeDeferred(call, *args, rules_request)  # type: ignore[call-overload]
         return self._answer(route, request, d, lambda _: self._text(request, 200, accepted))
@@ -559,9 +558,10 @@ class _Guarded(web_resource.Resource):
         # Twisted's Request set its own name (and version) before calling us.
         request.setHeader(b"Server", SERVER)
         request.defaultContentType = PLAIN
-        refused = self.api.refusal(request)
-        if refused is not None:
-            return refused
+        if self.api.rate_limiter is not None:
+            refused = self.api.refusal(request)
+            if refused is not None:
+                return refused
         path = request.path
         if path.startswith(_PING_PATH) and request.method == b"GET" \
                 and _PLAIN_SEGMENT.fullmatch(path, len(_PING_PATH)):
