@@ -20,8 +20,9 @@ commit unpacked with ``git archive``; its layout before the package was regroupe
 is known too), so that two versions are measured by the same harness.
 
 Figures: CPU time (process_time) of interleaved batches, the fastest batch as the
-figure (a busy machine only adds time); ``--profile FILE`` writes a cProfile of one
-batch (pstats) for a per-function comparison; ``--callgrind`` counts instructions
+figure (a busy machine only adds time); ``--profile FILE`` writes a cProfile (pstats);
+``--bytecodes`` counts the Python bytecodes each function runs per ping (exact and
+repeatable, for a per-function comparison); ``--callgrind`` counts instructions
 under valgrind (with and without the N measured requests, the difference divided
 by N: start-up, signing and warm-up cancel out), which a shared machine does not disturb.
 """
@@ -37,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 
 # Before anything imports dataserv: --source decides which one.
 if "--source" in sys.argv:
@@ -189,6 +191,34 @@ def measure(args, signed):
     return times
 
 
+def bytecodes(args, signed):
+    """Python bytecodes executed per request, in all and by function (their own, not
+    their callees'): {"file:function": count per request}. Deterministic: the same
+    code and requests give the same figures on any machine, however busy."""
+    addresses, warm_up, requests = signed
+    clock = task.Clock()
+    clock.advance(NOW)
+    site = build(args.mode, clock, addresses)[0]
+    serve(site, clock, warm_up)
+    counts = Counter()
+
+    def trace(frame, event, arg):
+        if event == "call":
+            frame.f_trace_opcodes = True
+            frame.f_trace_lines = False
+        elif event == "opcode":
+            code = frame.f_code
+            counts[os.path.basename(code.co_filename) + ":" + code.co_name] += 1
+        return trace
+
+    sys.settrace(trace)
+    try:
+        serve(site, clock, requests)
+    finally:
+        sys.settrace(None)
+    return {name: n / len(requests) for name, n in counts.items()}
+
+
 def callgrind(args, signed_path):
     """Instructions per request under callgrind: runs with N and 2N requests."""
     if shutil.which("valgrind") is None:
@@ -220,6 +250,9 @@ def main(argv=None):
     parser.add_argument("--profile", metavar="FILE", help="write a cProfile (pstats)")
     parser.add_argument("--callgrind", action="store_true",
                         help="count instructions per request under valgrind")
+    parser.add_argument("--bytecodes", type=int, metavar="N", nargs="?", const=25,
+                        help="count Python bytecodes per request; show the N costliest"
+                        " functions")
     parser.add_argument("--signed", help=argparse.SUPPRESS)  # pickled (addresses, requests)
     parser.add_argument("--sign-to", help=argparse.SUPPRESS)
     parser.add_argument("--use", type=int, help=argparse.SUPPRESS)
@@ -256,6 +289,12 @@ def main(argv=None):
         finally:
             os.unlink(f.name)
         print("%s: %.0f instructions per ping" % (args.mode, per_request))
+        return 0
+    if args.bytecodes is not None:
+        counts = bytecodes(args, signed)
+        print("%s: %.0f Python bytecodes per ping" % (args.mode, sum(counts.values())))
+        for name, n in sorted(counts.items(), key=lambda item: -item[1])[:args.bytecodes]:
+            print("%8.1f  %s" % (n, name))
         return 0
     times = measure(args, signed)
     print("%s: %.1f µs CPU per ping (fastest of %d batches of %d; median %.1f)" % (
