@@ -683,6 +683,20 @@ class RecordPingsTests(StoreTestCase):
         self.assertEqual((yield self.farmer_column(ALICE, "last_ip")), "10.0.0.1")
 
     @defer.inlineCallbacks
+    def test_refused_only(self):
+        """Keys only (throttled pings' claims, written behind): only the refused
+        items come back; the others are claimed all the same."""
+        yield self.register_all(ALICE, BOB)
+        yield self.pings((BOB, T + 1, None, self.claim("taken"), False))
+        claims = yield self.claims()
+        taken = (ALICE, T + 100, None, self.claim("taken"), False)
+        fresh = (BOB, T + 100, None, self.claim("fresh"), False)
+        result = yield self.store.record_pings([taken, fresh], 60, WINDOW, refused_only=True)
+        self.assertEqual({item: tuple(outcome) for item, outcome in result.items()},
+                         {taken: ("replayed", None, None)})
+        self.assertEqual((yield self.claims()), claims + 1)
+
+    @defer.inlineCallbacks
     def test_a_taken_key_writes_nothing(self):
         yield self.register_all(ALICE)
         yield self.pings((BOB, T + 1, None, self.claim("a"), False))

@@ -180,6 +180,16 @@ class ReplayKeyTests(SynchronousTestCase):
         }
         self.assertEqual(len(others | {key}), 6)
 
+    def test_legacy_key_bytes(self):
+        # Every daemon on one database must make the same key for one request: the
+        # key is SHA-256 of the NUL-separated names, cut to KEY_BYTES. Written out
+        # here, so that a faster construction cannot change it unnoticed.
+        for values, names in (((), ""), ((5, "ab"), "\x005\x00'ab'")):
+            text = "legacy\0%s\0GET\0height%s\0%s" % (VECTOR_ADDRESS, names, VECTOR_DATE)
+            self.assertEqual(
+                replay.legacy_key(VECTOR_ADDRESS, "GET", "height", values, VECTOR_DATE),
+                hashlib.sha256(text.encode()).digest()[:16])
+
     def test_v2_key_names_the_message(self):
         key = replay.v2_key(VECTOR_ADDRESS, VECTOR_MESSAGE)
         self.assertEqual(key, replay.v2_key(VECTOR_ADDRESS, verify(

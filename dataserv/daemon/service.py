@@ -117,22 +117,27 @@ class _Channel(http.HTTPChannel):
 
     limits = ConnectionLimits()
     limit_key = None
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._refused = False
-        self._receiving = False   # from a request's first byte until its last
-        self._body_bytes = 0
-        self._phase = _IDLE
-        self._due = math.inf       # when the current phase's deadline passes
-        self._send_due = math.inf  # when the last response must have been taken
-        self._timer: Any = None
-        self._timer_at = math.inf
-        self._grace_call: Any = None
+    # The connection's state starts as these class defaults (an instance sets its own
+    # once one changes): a connection costs no __init__ of its own.
+    _refused = False
+    _receiving = False    # from a request's first byte until its last
+    _body_bytes = 0
+    _phase = _IDLE
+    _due = math.inf       # when the current phase's deadline passes
+    _send_due = math.inf  # when the last response must have been taken
+    _timer: Any = None
+    _timer_at = math.inf
+    _grace_call: Any = None
+    # "Now" while dataReceived runs: the phases a request goes through within one
+    # delivery of bytes (its first byte, its end, often its answer) share one
+    # reading of the clock.
+    _turn: Optional[float] = None
 
     def _now(self) -> float:
-        seconds: float = self.site.reactor.seconds()
-        return seconds
+        now = self._turn
+        if now is None:
+            now = self.site.reactor.seconds()
+        return now
 
     def _enter(self, phase: str, seconds: float, now: float) -> None:
         """Start a phase that goes wrong ``seconds`` from now (0: never)."""
@@ -181,15 +186,20 @@ class _Channel(http.HTTPChannel):
     # -- the request ---------------------------------------------------------
 
     def dataReceived(self, data: Any) -> None:  # noqa: N802 (Twisted's name)
-        if not self._receiving and not self._handlingRequest:
-            self._receiving = True
-            now = self._now()
-            self._enter(_RECEIVING, self.limits.head_timeout or self.limits.idle_timeout,
-                        now)
-        elif self._receiving and not self.limits.head_timeout and self.limits.idle_timeout:
-            # No request deadline: as Twisted's idle timer, each byte restarts it.
-            self._due = self._now() + self.limits.idle_timeout
-        super().dataReceived(data)
+        outer = self._turn  # Twisted may deliver buffered bytes from within a delivery
+        self._turn = now = self.site.reactor.seconds()
+        try:
+            if not self._receiving and not self._handlingRequest:
+                self._receiving = True
+                self._enter(_RECEIVING, self.limits.head_timeout or self.limits.idle_timeout,
+                            now)
+            elif self._receiving and not self.limits.head_timeout \
+                    and self.limits.idle_timeout:
+                # No request deadline: as Twisted's idle timer, each byte restarts it.
+                self._due = now + self.limits.idle_timeout
+            super().dataReceived(data)
+        finally:
+            self._turn = outer
 
     def _request_expired(self) -> None:
         if self._receiving and not self._refused:
@@ -279,12 +289,15 @@ class _Channel(http.HTTPChannel):
         self._grace_call = self.callLater(REFUSED_GRACE, self.transport.abortConnection)
 
     def connectionLost(self, reason: Any) -> None:  # type: ignore[override]  # noqa: N802
-        for call in (self._timer, self._grace_call):
-            if call is not None and call.active():
-                call.cancel()
-        self._timer = None
+        timer = self._timer
+        if timer is not None:
+            self._timer = None
+            if timer.active():
+                timer.cancel()
         self._timer_at = -math.inf  # nothing arms it again
-        if self.factory is not None:
+        if self._grace_call is not None and self._grace_call.active():
+            self._grace_call.cancel()
+        if self.limit_key is not None and self.factory is not None:
             self.factory.connection_closed(self)
         super().connectionLost(reason)
 
@@ -294,7 +307,7 @@ class _TimedRequest(_Request):
 
     def __init__(self, channel: Any, *args: Any, **kwargs: Any) -> None:
         super().__init__(channel, *args, **kwargs)
-        self.started: float = channel.site.reactor.seconds()
+        self.started: float = channel._now()
 
 
 class Site(server.Site):
@@ -326,7 +339,7 @@ class Site(server.Site):
         self.connections: Any = Counter()  # open connections by client key
 
     def buildProtocol(self, addr: Any) -> Any:  # noqa: N802 (Twisted's name)
-        key = self._limit_key(addr)
+        key = self._limit_key(addr) if self.limits.per_ip else None
         if key is not None and self.connections[key] >= self.limits.per_ip:
             return None  # the port closes the socket
         channel = super().buildProtocol(addr)

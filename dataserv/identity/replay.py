@@ -15,7 +15,7 @@ signed message, which holds the path, Date and nonce; the signature's encoding i
 left out for the same reason.
 """
 
-import hashlib
+from hashlib import sha256
 from typing import Dict
 
 __all__ = ["KEY_BYTES", "ReplayCache", "legacy_key", "v2_key"]
@@ -27,14 +27,13 @@ def legacy_key(address: str, method: str, route: str, values: tuple, date: objec
     """The replay key of a legacy request: farmer, method, route and values, Date."""
     if isinstance(date, bytes):
         date = date.decode("ascii", "replace")
-    text = "\0".join(("legacy", address, method, route) + tuple(map(repr, values))
-                     + (str(date),))
-    return hashlib.sha256(text.encode("utf-8")).digest()[:KEY_BYTES]
+    text = "\0".join(("legacy", address, method, route, *map(repr, values), str(date)))
+    return sha256(text.encode("utf-8")).digest()[:KEY_BYTES]
 
 
 def v2_key(address: str, signed_message: bytes) -> bytes:
     """The replay key of a v2 request: farmer and signed message."""
-    return hashlib.sha256(b"v2\0" + address.encode("utf-8") + b"\0"
+    return sha256(b"v2\0" + address.encode("utf-8") + b"\0"
                           + signed_message).digest()[:KEY_BYTES]
 
 
@@ -58,7 +57,8 @@ class ReplayCache:
         expires = self._keys.get(key)
         if expires is not None and now < expires:
             return False
-        self._make_room(now)
+        if len(self._keys) >= self.limit:
+            self._make_room(now)
         self._keys[key] = now + self.window
         return True
 

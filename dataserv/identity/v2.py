@@ -31,6 +31,7 @@ __all__ = ["SCHEME", "is_v2", "message", "parse_authorization", "verify"]
 
 SCHEME = "DATASERV-V2"
 _PREFIX = SCHEME.encode("ascii") + b" "
+_TEXT_PREFIX = SCHEME + " "
 EMPTY_BODY_SHA256 = hashlib.sha256(b"").hexdigest()
 
 # A nonce is 8 to 64 URL-safe characters; the client sends 32 hex digits.
@@ -42,9 +43,9 @@ _MAX_TARGET_LENGTH = 8192
 
 def is_v2(authorization: object) -> bool:
     """Whether an Authorization header value (bytes or str) names the v2 scheme."""
-    if isinstance(authorization, str):
-        authorization = authorization.encode("latin-1", "replace")
-    return isinstance(authorization, bytes) and authorization.startswith(_PREFIX)
+    if isinstance(authorization, bytes):
+        return authorization.startswith(_PREFIX)
+    return isinstance(authorization, str) and authorization.startswith(_TEXT_PREFIX)
 
 
 def message(server_address: str, method: str, target: str, date: str, nonce: str,

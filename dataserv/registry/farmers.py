@@ -165,9 +165,10 @@ class FarmerStatus:
     last_audit_block: object
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Request:
-    """What the rules need from an HTTP request."""
+    """What the rules need from an HTTP request (not frozen: a frozen dataclass
+    costs a call per field to build, and one is built per request)."""
 
     date: object           # the Date header as sent (bytes/str) or None
     authorization: object  # the Authorization header or None
@@ -221,23 +222,21 @@ class RecentContacts:
         return len(self._written)
 
 
-class V2Farmers:
+class V2Farmers(Set[str]):
     """Farmers this process knows have used v2, so their legacy headers are refused
     without a round trip. Only a cache: the database's farmers.v2_since decides.
-    Bounded: when full it starts again empty."""
+    Bounded: when full it starts again empty. A set (``in`` is the set's own, as
+    cheap as it gets: every legacy request asks)."""
 
     def __init__(self, limit: int = 250000) -> None:
+        super().__init__()
         self.limit = limit
-        self._known: Set[str] = set()
 
     def add(self, address: str) -> None:
         """Remember that the farmer has used v2."""
-        if len(self._known) >= self.limit:
-            self._known.clear()
-        self._known.add(address)
-
-    def __contains__(self, address: object) -> bool:
-        return address in self._known
+        if len(self) >= self.limit:
+            self.clear()
+        super().add(address)
 
 
 class Farmers:
@@ -427,11 +426,18 @@ class Farmers:
         self.recent.wrote(address, request.now)
         return record
 
-    @outages_as_unavailable
-    def ping(self, farmer_id: str, request: Request) -> Generator[Any, Any, None]:
-        """Keep-alive; one sooner than --max-ping after the last contact writes nothing."""
-        address = self._farmer_id(farmer_id)
-        claim = self._authenticate(address, request, "ping")
+    def ping(self, farmer_id: str, request: Request) -> "defer.Deferred[None]":
+        """Keep-alive; one sooner than --max-ping after the last contact writes nothing.
+
+        The hottest call of all: a ping throttled in memory is answered without a
+        generator (its Deferred has fired when this returns); the rest wait for the
+        group commit (:meth:`_submit_ping`).
+        """
+        try:
+            address = self._farmer_id(farmer_id)
+            claim = self._authenticate(address, request, "ping")
+        except Exception:
+            return defer.fail()
         throttled = self.recent.throttled(address, request.now)
         if throttled and (claim is None or self.alone):
             # Too soon: nothing is written. Alone on the database (PeerWatch), this
@@ -441,18 +447,33 @@ class Farmers:
                 self.throttled_claims.add((address, request.now, request.ip, claim, False))
                 if claim.v2:  # throttled: the farmer is known
                     self.v2_farmers.add(address)
-            return
-        # With other daemons on the database a throttled ping writes no contact, but
-        # its key is claimed in the group commit before the answer, so that a repeat
-        # of a request another daemon took is refused here too.
+            return defer.succeed(None)
+        return self._submit_ping(address, request, claim, throttled)
+
+    def _submit_ping(self, address: str, request: Request, claim: Optional[Claim],
+                     throttled: bool) -> "defer.Deferred[None]":
+        """A ping that waits for the group commit: its contact is written (unless
+        throttled), and with other daemons on the database its key is claimed there
+        before the answer, so that a repeat of a request another daemon took is
+        refused here too. (Callbacks rather than a generator: this is every durable
+        ping.)"""
         item = (address, request.now, request.ip, claim, not throttled)
         self.contacts_submitted += not throttled
-        # As _claimed, inline: this is the hottest path (one generator less per ping).
-        try:
-            outcomes = yield self.pings.submit(item)
-        except BaseException:
-            self._unclaim(claim)
-            raise
+        d = self.pings.submit(item)
+        d.addCallbacks(self._pinged, self._ping_failed,
+                       callbackArgs=(item, throttled), errbackArgs=(claim,))
+        return d
+
+    def _ping_failed(self, failure: Failure, claim: Optional[Claim]) -> Failure:
+        """The batch failed (or the caller went): as _claimed, the key is given back,
+        and an outage is Unavailable."""
+        self._unclaim(claim)
+        if failure.check(DatabaseUnavailable):
+            raise Unavailable(str(failure.value))
+        return failure
+
+    def _pinged(self, outcomes: Any, item: tuple, throttled: bool) -> None:
+        address, claim = item[0], item[3]
         outcome = outcomes[item]
         if outcome.outcome != "ok":
             if outcome.outcome == "downgrade":
@@ -478,8 +499,10 @@ class Farmers:
     def _claim_throttled(self, items: Any) -> Any:
         """Claim the keys of pings throttled in memory (already answered, nothing to
         write). A refusal can only be noted now: a downgrade marks the farmer, and a
-        repeat of a request another daemon took first is counted and logged."""
-        outcomes = yield self._write_pings(items)
+        repeat of a request another daemon took first is counted and logged. Only the
+        refused come back (nearly always none)."""
+        outcomes = yield self.store.record_pings(
+            items, self.settings.max_ping, self.settings.online_seconds, refused_only=True)
         late = 0
         for item, outcome in outcomes.items():
             if outcome.outcome == "downgrade":

@@ -161,13 +161,16 @@ class FarmerStore:
         return FarmerRecord(*rows[0]) if rows else None
 
     @defer.inlineCallbacks
-    def record_pings(self, items: list, min_gap: float, window: float) -> Any:
+    def record_pings(self, items: list, min_gap: float, window: float,
+                     refused_only: bool = False) -> Any:
         """Claim and record a batch of pings in one statement and one commit.
 
         ``items`` are (address, at, ip, claim, contact) tuples; an item whose
         ``contact`` is false (a ping throttled in memory) only claims its key.
-        Returns {item: PingOutcome}. A batch that records no contact claims keys
-        only, which commits without waiting for the disk (see README, Security).
+        Returns {item: PingOutcome}; with ``refused_only``, only the items whose
+        claim was refused are in it (the others' rows are not even sent back). A
+        batch that records no contact claims keys only, which commits without
+        waiting for the disk (see README, Security).
         """
         items = list(items)
         columns = list(zip(*items)) if items else [(), (), (), (), ()]
@@ -185,6 +188,8 @@ class FarmerStore:
             sql = ("SELECT item, outcome, written, last_contact"
                    " FROM set_config('synchronous_commit', 'off', true),"
                    " LATERAL (" + sql + ") AS r")
+        if refused_only:
+            sql = "SELECT * FROM (" + sql + ") AS refused WHERE outcome <> 'ok'"
         for attempt in range(RETRIES):
             try:
                 rows = yield self._query("record_pings", sql, params)
