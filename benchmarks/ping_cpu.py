@@ -80,9 +80,14 @@ class FakeDatabase:
         return defer.fail(RuntimeError("unexpected statement: " + sql[:60]))
 
 
+LIMITS = False  # --limits: the per-IP, per-network and per-farmer limits on
+
+
 def build(mode, clock, addresses):
     """The daemon's HTTP stack over a fake database, as ``twistd dataserv`` builds it
-    with --no-limits (and --max-ping 0 for ``durable``)."""
+    with --no-limits (and --max-ping 0 for ``durable``); with ``--limits``, with every
+    limit on, the per-IP rate set out of reach (checked on every request, never
+    refusing: every request here comes from one address)."""
     config = _module("daemon.config", "config")
     service = _module("daemon.service", "service")
     store_module = _module("storage.store", "store")
@@ -91,7 +96,9 @@ def build(mode, clock, addresses):
     api_module = _module("web.api", "api")
     fields = config.Settings.__dataclass_fields__
     values = {"max_ping": 0} if mode == "durable" else {}
-    if "no_limits" in fields:
+    if LIMITS:
+        values.update(rate_limit=1e9, rate_burst=10 ** 9)
+    elif "no_limits" in fields:
         values["no_limits"] = True
     settings = config.Settings(**values)
     store = store_module.FarmerStore(FakeDatabase(), clock)
@@ -232,6 +239,8 @@ def callgrind(args, signed_path):
                        "--signed", signed_path, "--use", str(n), "--callgrind-once"]
             if args.source:
                 command += ["--source", args.source]
+            if args.limits:
+                command.append("--limits")
             subprocess.run(command, check=True, capture_output=True)
             with open(out) as f:
                 totals = [line for line in f if line.startswith(("summary:", "totals:"))]
@@ -246,6 +255,8 @@ def main(argv=None):
     parser.add_argument("--farmers", type=int, default=500)
     parser.add_argument("--batches", type=int, default=10)
     parser.add_argument("--v2", action="store_true", help="DATASERV-V2 pings")
+    parser.add_argument("--limits", action="store_true",
+                        help="every limit on (the per-IP rate out of reach), not --no-limits")
     parser.add_argument("--source", help="a directory holding the dataserv to measure")
     parser.add_argument("--profile", metavar="FILE", help="write a cProfile (pstats)")
     parser.add_argument("--callgrind", action="store_true",
@@ -258,6 +269,8 @@ def main(argv=None):
     parser.add_argument("--use", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--callgrind-once", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    global LIMITS
+    LIMITS = args.limits
     if args.sign_to:
         with open(args.sign_to, "wb") as f:
             pickle.dump(sign(args.requests, args.farmers, args.v2), f)
