@@ -295,7 +295,7 @@ class WindowTests(ProofsTestCase):
                          {"answer_targets": 1, "record_answers": 1})
 
     @defer.inlineCallbacks
-    def test_answers_are_found_through_the_challenges_index(self):
+    def test_answers_are_found_through_the_plot_challenge_index(self):
         # Not by reading every challenge of the farmer's plots (40,000 rows a round
         # for a farmer with 10,000 plots).
         yield self.register(ALICE)
@@ -304,7 +304,9 @@ class WindowTests(ProofsTestCase):
             "INSERT INTO challenges (plot, challenge, issued_at)"
             " SELECT p.id, decode(md5(p.id || '-' || i) || md5(i || '-' || p.id), 'hex'), %s"
             " FROM plots p, generate_series(1, 5000) AS i", (self.clock.seconds(),))
-        challenges = yield self.db.run_query("SELECT challenge FROM challenges LIMIT 32")
+        challenges = yield self.db.run_query(
+            "SELECT p.plot_id, c.challenge FROM challenges c JOIN plots p ON p.id = c.plot"
+            " ORDER BY c.id DESC LIMIT 32")
         yield self.db.run_operation("ANALYZE challenges")
         recorded = []
 
@@ -314,12 +316,13 @@ class WindowTests(ProofsTestCase):
                 return self.db.run_query(sql, params)
 
         exists, targets = yield ProofStore(Recording(), self.clock).answer_targets(
-            ALICE.address, [bytes(c) for c, in challenges], None, self.clock.seconds())
+            ALICE.address, [(bytes(p), bytes(c)) for p, c in challenges], None,
+            self.clock.seconds())
         self.assertEqual((exists, len(targets)), (True, 32))
         plan = yield self.db.run_query("EXPLAIN " + recorded[0][0], recorded[0][1])
         plan = "\n".join(line for line, in plan)
-        self.assertIn("challenges_challenge", plan)
-        self.assertNotIn("challenges_plot", plan)
+        self.assertIn("challenges_plot_challenge", plan)
+        self.assertNotIn("challenges_plot ", plan)
 
     @defer.inlineCallbacks
     def test_another_farmers_challenge_is_unknown(self):

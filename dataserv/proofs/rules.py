@@ -274,7 +274,8 @@ class Proofs:
         address, claim = self.farmers.signed(farmer_id, request, "answers")
         exists, targets = yield self.farmers.claimed(
             address, claim, self.store.answer_targets(
-                address, [challenge for _, challenge, _ in answers], claim, request.now),
+                address, [(plot_id, challenge) for plot_id, challenge, _ in answers],
+                claim, request.now),
             known=lambda found: found[0])
         if not exists:
             raise FarmerNotFound()

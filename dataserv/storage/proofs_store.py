@@ -183,16 +183,19 @@ class ProofStore:
         return self._interaction("fetch_challenges", interaction)
 
     @defer.inlineCallbacks
-    def answer_targets(self, address: str, challenges: Sequence[bytes], claim: Any,
-                       now: float) -> Any:
+    def answer_targets(self, address: str, answered: Sequence[Tuple[bytes, bytes]],
+                       claim: Any, now: float) -> Any:
         """Claim the answering request (``claim``, see
         :meth:`dataserv.storage.store.FarmerStore.claim`) and, in the same statement,
-        find the farmer's challenges among ``challenges``: (farmer exists,
-        {challenge: AnswerTarget}). Challenges of other farmers' plots are not found;
-        ClaimRefused if the claim is refused (then nothing is looked up).
+        find the challenges ``answered`` names as (plot id, challenge) among the
+        farmer's plots: (farmer exists, {challenge: AnswerTarget}). Challenges of
+        other farmers' plots are not found; ClaimRefused if the claim is refused
+        (then nothing is looked up).
 
-        The challenges are found through their own index, so an answer costs the same
-        whatever the number of the farmer's plots and challenges."""
+        Each pair is one probe of the (plot, challenge) index (the pairs are joined,
+        not two lists matched: a planner given lists chose to read every challenge row
+        of the plots), so an answer costs the same whatever the number of the
+        farmer's plots and challenges."""
         rows = yield self._query(
             "answer_targets",
             "SELECT cl, (SELECT id FROM farmers WHERE btc_addr = %(addr)s),"
@@ -200,12 +203,15 @@ class ProofStore:
             " FROM claim_request(%(addr)s, %(key)s, %(v2)s, %(at)s, %(expires)s) AS cl"
             " LEFT JOIN LATERAL ("
             "   SELECT c.id AS row, p.plot_id, p.k, c.challenge, c.fetched_at, c.answered_at"
-            "   FROM challenges c JOIN plots p ON p.id = c.plot"
-            "   JOIN farmers f ON f.id = p.farmer_id"
-            "   WHERE c.challenge = ANY(%(challenges)s::bytea[]) AND f.btc_addr = %(addr)s"
+            "   FROM unnest(%(plots)s::bytea[], %(challenges)s::bytea[])"
+            "        AS a(plot_id, challenge)"
+            "   JOIN plots p ON p.plot_id = a.plot_id"
+            "   JOIN farmers f ON f.id = p.farmer_id AND f.btc_addr = %(addr)s"
+            "   JOIN challenges c ON c.plot = p.id AND c.challenge = a.challenge"
             " ) t ON cl = 'ok'",
             dict(zip(("addr", "key", "v2", "at", "expires"), claim_params(address, claim, now)),
-                 challenges=[bytes(c) for c in challenges]))
+                 plots=[bytes(p) for p, _ in answered],
+                 challenges=[bytes(c) for _, c in answered]))
         check_claim(rows[0][0])
         targets = {}
         for _, _, row, plot_id, k, challenge, fetched_at, answered_at in rows:
