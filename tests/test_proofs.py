@@ -337,6 +337,20 @@ class WindowTests(ProofsTestCase):
 class BadInputTests(ProofsTestCase):
 
     @defer.inlineCallbacks
+    def test_unknown_paths_and_methods_are_short_text(self):
+        for method, path, status in (
+                ("GET", "/api/proofs/%s" % ALICE.nodeid, 404),
+                ("POST", "/api/proofs/%s/plots/x/y" % ALICE.nodeid, 404),
+                ("DELETE", "/api/proofs/%s/nothing" % ALICE.nodeid, 404),
+                ("GET", "/api/proofs/%s/answers" % ALICE.nodeid, 405)):
+            code, headers, body = yield self.send(ALICE, path, method=method, headers={})
+            self.assertEqual((code, headers.getRawHeaders(b"Content-Type")), (status, [PLAIN]),
+                             (method, path, body))
+            self.assertEqual(body, b"404 Not Found" if status == 404
+                             else b"405 Method Not Allowed")
+        self.assertEqual(headers.getRawHeaders(b"Allow"), [b"POST"])
+
+    @defer.inlineCallbacks
     def assertRefused(self, path, body, status, text, key=ALICE, method="POST", headers=None):
         code, headers, answer = yield self.send(key, path, body, method, headers)
         self.assertEqual((code, answer), (status, text))

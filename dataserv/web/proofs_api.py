@@ -18,6 +18,7 @@ from typing import Any
 
 from klein import Klein
 from twisted.internet import defer
+from werkzeug.exceptions import HTTPException
 
 from dataserv.proofs import rules
 from dataserv.web import render
@@ -47,6 +48,13 @@ class ProofsAPI:
     def resource(self) -> Any:
         """The twisted.web resource for these routes."""
         return self.app.resource()
+
+    @app.handle_errors(HTTPException)
+    def _http_error(self, request: Any, failure: Any) -> Any:
+        """This app's routing errors (a path under /api/proofs/ that is none of its
+        routes, a method it does not take) as the main app answers its own: short
+        text, not werkzeug's HTML."""
+        return self.api._http_error(request, failure)
 
     def _json(self, request: Any, value: Any) -> Any:
         return self.api._text(request, 200, render.json_bytes(value), JSON)
