@@ -34,6 +34,29 @@ def fail():
     raise ValueError("bad batch")
 
 
+class NotRunning:
+    """A reactor that has not started running yet."""
+
+    def __init__(self):
+        self.when_running = []
+
+    def callWhenRunning(self, f, *args):
+        self.when_running.append((f, args))
+
+
+class StartTests(unittest.SynchronousTestCase):
+
+    def test_workers_are_started_once_the_reactor_runs(self):
+        # twistd installs its signal handlers when the reactor runs: a process that
+        # spawned its workers before would die of a SIGTERM sent meanwhile.
+        not_running = NotRunning()
+        workers = VerificationProcesses(not_running, processes=1)
+        workers.startService()
+        self.addCleanup(workers._pool.shutdown)
+        self.assertEqual(len(not_running.when_running), 1)
+        self.assertFalse(workers._pool._processes)
+
+
 class VerificationProcessesTests(unittest.TestCase):
 
     def setUp(self):

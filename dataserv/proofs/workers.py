@@ -76,8 +76,15 @@ class VerificationProcesses(service.Service):
     def startService(self) -> None:
         super().startService()
         self._pool = self._new_pool()
-        for _ in range(self.processes):
-            self._pool.submit(_ready)  # start the workers now
+        # The workers are started once the reactor runs, not here: twistd starts the
+        # services before it installs its signal handlers, and a SIGTERM that came
+        # while this process was spawning them would kill it without a clean stop.
+        self.reactor.callWhenRunning(self._start_workers, self._pool)
+
+    def _start_workers(self, pool: ProcessPoolExecutor) -> None:
+        if pool is self._pool:  # not stopped meanwhile
+            for _ in range(self.processes):
+                pool.submit(_ready)
 
     def stopService(self) -> "defer.Deferred[None]":
         super().stopService()
