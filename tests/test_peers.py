@@ -12,7 +12,8 @@ from twisted.logger import Logger
 from twisted.trial import unittest
 
 from dataserv.identity.replay import ReplayCache
-from dataserv.registry.peers import CHECK_SECONDS, PeerWatch
+from dataserv.registry.peers import (CHECK_SECONDS, GATE_SECONDS, LEASE_SECONDS,
+                                     OPEN_POLL_SECONDS, PeerWatch)
 from dataserv.storage.database import connection_params, daemon_name
 from dataserv.storage.store import FarmerStore
 from tests import pg
@@ -102,7 +103,8 @@ class PeerWatchTests(unittest.SynchronousTestCase):
         self.clock = task.Clock()
         self.clock.advance(1000)
         self.store = FakeStore()
-        self.farmers = SimpleNamespace(alone=False, replays=ReplayCache(60))
+        self.farmers = SimpleNamespace(alone_until=0.0, claims_from=0.0,
+                                       replays=ReplayCache(60))
         self.events = []
         self.watch = PeerWatch(self.store, self.farmers, "dataserv/me/1", self.clock,
                                when_ready=lambda: defer.succeed(None))
@@ -112,10 +114,13 @@ class PeerWatchTests(unittest.SynchronousTestCase):
         self.watch.startService()
         self.addCleanup(self.watch.stopService)
 
+    def alone(self):
+        return self.clock.seconds() < self.farmers.alone_until
+
     def test_alone_once_the_keys_are_loaded(self):
         self.store.keys = [(b"k" * 16, 1050.0)]
         self.start()
-        self.assertTrue(self.farmers.alone)
+        self.assertTrue(self.alone())
         self.assertFalse(self.farmers.replays.claim(b"k" * 16, 1001))
         self.assertEqual(self.store.loads, 1)
         self.clock.advance(CHECK_SECONDS)
@@ -125,33 +130,68 @@ class PeerWatchTests(unittest.SynchronousTestCase):
         self.store.error = RuntimeError("database not answering")
         self.start()
         self.clock.advance(CHECK_SECONDS)
-        self.assertFalse(self.farmers.alone)
+        self.assertFalse(self.alone())
         self.assertEqual([e["log_format"].format(**e) for e in self.events],
                          ["the check for other daemons on the database failed: "
                           "database not answering"])
         self.store.error = None
         self.clock.advance(CHECK_SECONDS)
-        self.assertTrue(self.farmers.alone)
+        self.assertTrue(self.alone())
 
     def test_others_come_and_go(self):
         self.start()
-        self.assertTrue(self.farmers.alone)
+        self.assertTrue(self.alone())
         self.store.others = 2
         self.clock.advance(CHECK_SECONDS)
-        self.assertFalse(self.farmers.alone)
+        self.assertFalse(self.alone())
         self.store.others = 0
         self.clock.advance(CHECK_SECONDS)
-        self.assertTrue(self.farmers.alone)
+        self.assertTrue(self.alone())
 
-    def test_a_failed_check_keeps_what_was_known(self):
+    def test_a_failed_check_lets_the_lease_lapse(self):
+        # Unheard from, another daemon may have started: past the lease, throttled
+        # pings claim before their answer again.
         self.start()
         self.store.error = RuntimeError("down")
         self.clock.advance(CHECK_SECONDS)
-        self.assertTrue(self.farmers.alone)
+        self.assertTrue(self.alone())
+        self.clock.advance(LEASE_SECONDS - CHECK_SECONDS)
+        self.assertFalse(self.alone())
+        self.store.error = None
+        self.clock.advance(CHECK_SECONDS)
+        self.assertTrue(self.alone())
+
+    def test_no_signed_request_before_the_first_check(self):
+        ready = defer.Deferred()
+        self.watch._when_ready = lambda: ready
+        self.start()
+        self.assertEqual(self.farmers.claims_from, float("inf"))
+        opened = []
+        self.watch.when_open().addCallback(opened.append)
+        ready.callback(None)
+        self.assertEqual(self.farmers.claims_from, 0.0)
+        self.clock.advance(OPEN_POLL_SECONDS)
+        self.assertEqual(opened, [None])
+
+    def test_with_others_at_start_requests_wait_until_they_have_seen_this_one(self):
+        self.store.others = 1
+        self.start()
+        self.assertEqual(self.farmers.claims_from, 1000 + GATE_SECONDS)
+        opened = []
+        self.watch.when_open().addCallback(opened.append)
+        self.clock.pump([OPEN_POLL_SECONDS] * int(GATE_SECONDS / OPEN_POLL_SECONDS - 1))
+        self.assertEqual(opened, [])
+        self.clock.advance(2 * OPEN_POLL_SECONDS)
+        self.assertEqual(opened, [None])
+        # Others leaving later opens nothing that was closed: the gate is for start.
+        self.store.others = 0
+        self.clock.advance(CHECK_SECONDS)
+        self.assertEqual(self.farmers.claims_from, 1000 + GATE_SECONDS)
+        self.assertTrue(self.alone())
 
     def test_a_cache_that_dropped_keys_in_their_window_is_never_alone_again(self):
         self.farmers.replays = ReplayCache(60, limit=2)
         for key in (b"a", b"b", b"c"):
             self.farmers.replays.claim(key, 1000)
         self.start()
-        self.assertFalse(self.farmers.alone)
+        self.assertFalse(self.alone())

@@ -245,6 +245,37 @@ class AloneTests(Base):
         self.assertEqual((yield self.last_seen(ALICE)), self.t0)
 
     @defer.inlineCallbacks
+    def test_throttled_pings_claim_first_once_the_lease_lapses(self):
+        # PeerWatch trusts a check that found no other daemon for a while only.
+        yield self.registered(ALICE)
+        self.server.farmers.alone_until = self.clock.seconds() + 2
+        self.clock.advance(1)
+        batches = self.server.farmers.pings.batches
+        self.assertAnswer((yield self.ping(ALICE, self.signed(ALICE))), 200, PING_OK)
+        self.assertEqual(self.server.farmers.pings.batches, batches)
+        self.clock.advance(2)  # the lease is over, the ping still throttled
+        self.assertAnswer((yield self.ping(ALICE, self.signed(ALICE))), 200, PING_OK)
+        self.assertEqual(self.server.farmers.pings.batches, batches + 1)
+        self.assertEqual((yield self.last_seen(ALICE)), self.t0)
+
+    @defer.inlineCallbacks
+    def test_a_starting_daemon_answers_signed_requests_503(self):
+        # registry.peers: other daemons on the database have not all seen this one.
+        self.server.farmers.claims_from = self.clock.seconds() + 3
+        reply = yield self.get("/api/register/" + BOB.address, self.signed(BOB))
+        self.assertEqual((reply.status, reply.body),
+                         (503, b"Service unavailable: this server is starting. "
+                               b"Try again in a few seconds."))
+        self.assertIsNotNone(self.header(reply, b"Retry-After"))
+        health = yield self.get("/health")
+        self.assertEqual((health.status, health.json()["database"]), (503, "ok"))
+        self.assertIn("starting", health.json())
+        self.clock.advance(3)
+        reply = yield self.get("/api/register/" + BOB.address, self.signed(BOB))
+        self.assertEqual(reply.status, 200, reply.body)
+        self.assertEqual((yield self.get("/health")).status, 200)
+
+    @defer.inlineCallbacks
     def test_throttled_ping_is_answered_while_the_database_is_down(self):
         # It writes nothing, so it needs no database; its key waits in memory and
         # is claimed once the database answers again.

@@ -561,8 +561,9 @@ class Dataserv(service.MultiService):
         self.store = FarmerStore(self.database, reactor)
         self.verifier = Verifier(settings.address, settings.auth_timeout)
         self.farmers = Farmers(self.store, self.verifier, settings, reactor)
-        PeerWatch(self.store, self.farmers, self.database.daemon_name, reactor,
-                  when_ready=self.database.when_ready).setServiceParent(self)
+        self.peers = PeerWatch(self.store, self.farmers, self.database.daemon_name, reactor,
+                               when_ready=self.database.when_ready)
+        self.peers.setServiceParent(self)
         self.summariser = Summariser(
             self.store, settings, reactor, SnapshotRenderer(settings),
             when_ready=self.database.when_ready, **summariser_hooks(reactor))
@@ -588,9 +589,12 @@ class Dataserv(service.MultiService):
                          logFormatter=access_log_formatter(settings, reactor))
         self.site.displayTracebacks = False
         if settings.reuse_port:
-            self.http: Any = ReusePortService(reactor, settings.listen, self.site,
-                                         when_ready=self.summariser.when_summarised,
-                                         backlog=settings.backlog)
+            # Listening only once it answers, signed requests included.
+            self.http: Any = ReusePortService(
+                reactor, settings.listen, self.site,
+                when_ready=lambda: self.summariser.when_summarised().addCallback(
+                    lambda _: self.peers.when_open()),
+                backlog=settings.backlog)
         else:
             self.http = EndpointListener(reactor, settings.listen, self.site,  # type: ignore[arg-type]
                                          backlog=settings.backlog)

@@ -33,6 +33,13 @@ class Unavailable(Exception):
     """The database cannot be reached right now: nothing was decided, try again later."""
 
 
+class Starting(Unavailable):
+    """This daemon takes no signed request yet: the other daemons on its database
+    have not all seen it (see registry.peers). Nothing was decided; try again."""
+
+    text = "Service unavailable: this server is starting. Try again in a few seconds."
+
+
 class InvalidFarmerId(Rejected):
     """The <id> is neither a P2PKH address nor a nodeid."""
 
@@ -264,9 +271,13 @@ class Farmers:
             keep=lambda item: item[3].expires > clock.seconds(),
             what="replay keys of throttled pings")
         self.late_replays = 0  # throttled pings found (afterwards) to repeat a request
-        # Whether no other daemon shares the database (set by registry.peers.PeerWatch;
-        # until it knows, throttled pings claim their keys before their answer).
-        self.alone = False
+        # Until when this daemon may take itself to be alone on its database (set by
+        # registry.peers.PeerWatch after each check, for two check intervals; until it
+        # knows, throttled pings claim their keys before their answer); and from when
+        # it takes signed requests (a daemon that finds others at start waits until
+        # they have all seen it).
+        self.alone_until = 0.0
+        self.claims_from = 0.0
         self.timings = store.timings  # the store's transactions, for /metrics
         self.recent = RecentContacts(settings.max_ping)
         limited = not settings.no_limits
@@ -284,6 +295,15 @@ class Farmers:
         self.replays = replay.ReplayCache(self.replay_window)
         self.v2_farmers = V2Farmers()
         self.contacts_submitted = 0  # pings sent to be written (not throttled in memory)
+
+    @property
+    def alone(self) -> bool:
+        """Whether this daemon is alone on its database, as far as it knows now."""
+        return self.clock.seconds() < self.alone_until
+
+    @alone.setter
+    def alone(self, value: bool) -> None:
+        self.alone_until = float("inf") if value else 0.0
 
     # -- shared checks --------------------------------------------------------
 
@@ -335,6 +355,8 @@ class Farmers:
         the request for the legacy replay key."""
         if self.settings.skip_authentication:
             return None
+        if request.now < self.claims_from:
+            raise Starting()
         try:
             if v2.is_v2(request.authorization):
                 signed = self.verifier.verify_request(
@@ -439,7 +461,7 @@ class Farmers:
         except Exception:
             return defer.fail()
         throttled = self.recent.throttled(address, request.now)
-        if throttled and (claim is None or self.alone):
+        if throttled and (claim is None or request.now < self.alone_until):
             # Too soon: nothing is written. Alone on the database (PeerWatch), this
             # daemon's cache knows every key the database does, so the answer does
             # not wait: the key is claimed in the database a moment later.

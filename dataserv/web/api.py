@@ -226,9 +226,11 @@ class API:
         def failed(failure: Any) -> Any:
             error = failure.value
             if isinstance(error, rules.Unavailable):
-                self.metrics.database_error(getattr(error, "kind", "unavailable"))
+                if not isinstance(error, rules.Starting):
+                    self.metrics.database_error(getattr(error, "kind", "unavailable"))
                 request.setHeader(b"Retry-After", RETRY_AFTER)
-                return self._text(request, *UNAVAILABLE, PLAIN)
+                return self._text(request, UNAVAILABLE[0],
+                                  getattr(error, "text", UNAVAILABLE[1]), PLAIN)
             for kind in type(error).__mro__:
                 entry = ERRORS.get((route, kind))
                 if entry is not None:
@@ -537,6 +539,10 @@ class API:
                 "age_seconds": None if snap is None else round(now - snap.built_at, 3),
                 "online_farmers": None if snap is None else snap.online_farmers,
             }
+            if now < self.farmers.claims_from:  # see registry.peers
+                ok = False
+                details["starting"] = ("other daemons on the database have not all seen "
+                                       "this one yet")
             if not ok:
                 request.setHeader(b"Retry-After", RETRY_AFTER)
             return self._text(request, 200 if ok else 503,
