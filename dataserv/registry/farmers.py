@@ -321,7 +321,8 @@ class Farmers:
         if claim is None:  # --skip-authentication
             return defer.succeed(address)
         # Whether the farmer exists is the route's business: no mark in memory here.
-        d = self.claimed(address, claim, self.store.claim(address, claim, request.now))
+        d = self.claimed(address, claim, self.store.claim(address, claim, request.now),
+                         known=lambda _: False)
         return d.addCallback(lambda _: address)
 
     def signed(self, farmer_id: str, request: Request,
@@ -335,13 +336,6 @@ class Farmers:
             self._unclaim(claim)
             raise Unauthenticated(reason=NEEDS_V2)
         return address, claim
-
-    def claimed(self, address: str, claim: Optional[Claim], d: "defer.Deferred[Any]",
-                known: Callable[[Any], bool] = lambda _: False) -> "defer.Deferred[Any]":
-        """d's result, once the statement it stands for has had the request's claim
-        accepted (ClaimRefused becomes Unauthenticated; see _claimed). ``known(result)``
-        says whether the farmer exists, for the v2 mark in memory."""
-        return self._claimed(address, claim, d, known)
 
     def _farmer_id(self, text: Any) -> Any:
         try:
@@ -386,8 +380,9 @@ class Farmers:
             self.replays.release(claim.key)
 
     @defer.inlineCallbacks
-    def _claimed(self, address: Any, claim: Any, d: Any, known: Any = bool) -> Any:
-        """d's result, once the database has accepted the claim made with it.
+    def claimed(self, address: Any, claim: Any, d: Any, known: Any = bool) -> Any:
+        """d's result, once the database has accepted the claim made with it (in
+        the statement d stands for; the claimed writes here, and the proof routes).
 
         A refused claim is Unauthenticated; a failure before the database decided
         (e.g. it is unreachable) gives the key back, so the client can retry. An
@@ -436,7 +431,7 @@ class Farmers:
         if parsed_payout is None:
             self._unclaim(claim)
             raise InvalidPayout()
-        record = yield self._claimed(address, claim, self.store.register(
+        record = yield self.claimed(address, claim, self.store.register(
             address, parsed_payout, request.now, request.ip,
             network=limits.registration_network(request.ip),
             limit=self.registrations_per_network, period=limits.HOUR, claim=claim),
@@ -487,7 +482,7 @@ class Farmers:
         return d
 
     def _ping_failed(self, failure: Failure, claim: Optional[Claim]) -> Failure:
-        """The batch failed (or the caller went): as _claimed, the key is given back,
+        """The batch failed (or the caller went): as claimed, the key is given back,
         and an outage is Unavailable."""
         self._unclaim(claim)
         if failure.check(DatabaseUnavailable):
@@ -548,7 +543,7 @@ class Farmers:
         if height >= self.settings.height_limit:
             self._unclaim(claim)
             raise HeightLimitExceeded()
-        found = yield self._claimed(address, claim, self.store.set_height(
+        found = yield self.claimed(address, claim, self.store.set_height(
             address, height, request.now, request.ip, self.settings.online_seconds,
             rate=self.fill_rate, claim=claim))
         if not found:
@@ -563,7 +558,7 @@ class Farmers:
         upload, download = parse_amount(upload_text), parse_amount(download_text)
         claim = self._authenticate(address, request, "bandwidth", upload, download)
         self._spend(self.bandwidth_reports, address, request, TooManyBandwidthReports, claim)
-        found = yield self._claimed(address, claim, self.store.set_bandwidth(
+        found = yield self.claimed(address, claim, self.store.set_bandwidth(
             address, upload, download, request.now, request.ip, self.settings.online_seconds,
             claim))
         if not found:
@@ -580,7 +575,7 @@ class Farmers:
             raise InvalidResponse()
         claim = self._authenticate(address, request, "audit", block, response.lower())
         self._spend(self.audits, address, request, TooManyAudits, claim)
-        outcome = yield self._claimed(address, claim, self.store.add_audit(
+        outcome = yield self.claimed(address, claim, self.store.add_audit(
             address, block, response.lower(), request.now, request.ip,
             self.settings.online_seconds, claim), known=lambda result: result != "unknown")
         if outcome == "unknown":

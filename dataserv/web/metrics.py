@@ -17,7 +17,7 @@ exported by :meth:`Metrics.watch_rounds`.
 
 from bisect import bisect_left
 from collections import Counter
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import (
@@ -71,6 +71,15 @@ class RequestStats:
                 entry = self.latency[route] = [[0] * (len(LATENCY_BUCKETS) + 1), 0.0]
             entry[0][bisect_left(LATENCY_BUCKETS, seconds)] += 1
             entry[1] += seconds
+
+
+def _by_label(name: str, documentation: str, label: str,
+              counts: Mapping[str, float]) -> CounterMetricFamily:
+    """A counter family with one label, a sample per key of ``counts``, in order."""
+    family = CounterMetricFamily(name, documentation, labels=[label])
+    for value, n in sorted(counts.items()):
+        family.add_metric([value], n)
+    return family
 
 
 def _cumulative(bounds: Tuple[float, ...], counts: List[int]) -> List[Tuple[str, int]]:
@@ -139,52 +148,32 @@ class DaemonCollector:
         yield latency
 
     def _limits_and_errors(self) -> Iterator[Metric]:
-        refused = CounterMetricFamily(
-            "dataserv_refused", "Requests turned away by a limit, by limit.",
-            labels=["limit"])
-        for limit, n in sorted(self.metrics.refusals.items()):
-            refused.add_metric([limit], n)
-        yield refused
-        errors = CounterMetricFamily(
-            "dataserv_database_errors",
-            "Answers that were 503 because of the database, by kind.", labels=["kind"])
-        for kind, n in sorted(self.metrics.database_errors.items()):
-            errors.add_metric([kind], n)
-        yield errors
-        proofs = CounterMetricFamily(
+        counts = self.metrics
+        yield _by_label("dataserv_refused", "Requests turned away by a limit, by limit.",
+                        "limit", counts.refusals)
+        yield _by_label("dataserv_database_errors",
+                        "Answers that were 503 because of the database, by kind.", "kind",
+                        counts.database_errors)
+        yield _by_label(
             "dataserv_proofs",
             "Proofs of space received, by outcome: valid, invalid, duplicate (sent twice"
             " in one answer), or not checked: late, repeated, unfetched.",
-            labels=["outcome"])
-        for outcome, n in sorted(self.metrics.proofs.items()):
-            proofs.add_metric([outcome], n)
-        yield proofs
-        answers = CounterMetricFamily(
+            "outcome", counts.proofs)
+        yield _by_label(
             "dataserv_challenge_answers",
             "Answered challenges, by outcome: counted, late, repeated, unfetched.",
-            labels=["outcome"])
-        for outcome, n in sorted(self.metrics.answers.items()):
-            answers.add_metric([outcome], n)
-        yield answers
-        plots = CounterMetricFamily(
-            "dataserv_plot_changes", "Plots registered or removed through this daemon.",
-            labels=["change"])
-        for change, n in sorted(self.metrics.plot_changes.items()):
-            plots.add_metric([change], n)
-        yield plots
+            "outcome", counts.answers)
+        yield _by_label("dataserv_plot_changes",
+                        "Plots registered or removed through this daemon.", "change",
+                        counts.plot_changes)
 
     def _farmers(self) -> Iterator[Metric]:
         timings = self.farmers.timings
-        transactions = CounterMetricFamily(
-            "dataserv_db_transactions", "Database transactions by name.", labels=["name"])
-        seconds = CounterMetricFamily(
-            "dataserv_db_transaction_seconds", "Time spent in database transactions by name.",
-            labels=["name"])
-        for name, n in sorted(timings.counts.items()):
-            transactions.add_metric([name], n)
-            seconds.add_metric([name], timings.seconds.get(name, 0.0))
-        yield transactions
-        yield seconds
+        yield _by_label("dataserv_db_transactions", "Database transactions by name.", "name",
+                        timings.counts)
+        yield _by_label("dataserv_db_transaction_seconds",
+                        "Time spent in database transactions by name.", "name",
+                        {name: timings.seconds.get(name, 0.0) for name in timings.counts})
         yield CounterMetricFamily(
             "dataserv_throttled_ping_replays",
             "Throttled pings found, once their key was claimed, to repeat a request "
