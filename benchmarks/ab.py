@@ -26,21 +26,24 @@ import psycopg2
 from benchmarks import presign, run, seed
 
 
-def postgres_cpu(data_dir):
-    """CPU seconds of the postmaster and its children."""
-    with open(os.path.join(data_dir, "postmaster.pid")) as f:
-        pids = [int(f.readline())]
-    children = subprocess.run(["pgrep", "-P", str(pids[0])], capture_output=True, text=True)
-    pids += [int(p) for p in children.stdout.split()]
+def tree_cpu(pid):
+    """CPU seconds (user and system) of a process and its children."""
+    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
     ticks = 0
-    for pid in pids:
+    for each in [pid] + [int(p) for p in children.stdout.split()]:
         try:
-            with open("/proc/%d/stat" % pid) as f:
+            with open("/proc/%d/stat" % each) as f:
                 fields = f.read().rsplit(")", 1)[1].split()
             ticks += int(fields[11]) + int(fields[12])
         except OSError:
-            pass  # a backend that has just gone
+            pass  # a child that has just gone
     return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def postgres_cpu(data_dir):
+    """CPU seconds of the postmaster and its children."""
+    with open(os.path.join(data_dir, "postmaster.pid")) as f:
+        return tree_cpu(int(f.readline()))
 
 
 def wrapper(twistd, directory):

@@ -26,6 +26,7 @@
 """
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -296,39 +297,58 @@ def _signed(url, key, server, method, path, value=None):
     return r.status, r.read()
 
 
+@contextlib.contextmanager
+def _throwaway_daemon(prefix, flags, keys, durable=True):
+    """A throwaway PostgreSQL with ``twistd dataserv`` on it and ``keys`` registered
+    (v2-signed, as the client does): yields (daemon, cluster, dsn, server address,
+    a scratch directory); all of it gone afterwards."""
+    import urllib.request
+
+    from benchmarks.run import Daemon, free_port
+    from dataserv.storage.pgcluster import Cluster
+
+    tmp = tempfile.mkdtemp(prefix=prefix)
+    os.chmod(tmp, 0o755)
+    cluster = Cluster(os.path.join(tmp, "pg-data"), durable=durable)
+    dsn = cluster.start()
+    daemon = None
+    try:
+        daemon = Daemon(dsn, free_port(), tmp, *flags)
+        daemon.wait_ready()
+        server = json.loads(urllib.request.urlopen(daemon.url + "/api/address").read())[
+            "address"]
+        for key in keys:
+            status, body = _signed(daemon.url, key, server, "GET",
+                                   "/api/register/" + key.address)
+            assert status == 200, body
+        yield daemon, cluster, dsn, server, tmp
+    finally:
+        if daemon is not None:
+            daemon.stop()
+        cluster.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def daemon_latency(args):
     """Ping latency of the real daemon (twistd, PostgreSQL) idle and while it checks
     a round's proofs (paced over the interval), ``args.runs`` times; every run's
     figures."""
-    from benchmarks import seed as seeding
-    from benchmarks.run import Daemon, free_port
-    from dataserv.identity.signing import FarmerKey
-    from dataserv.storage.pgcluster import Cluster
-
-    seeds, items = daemon_items(args.plots, args.challenges, args.cache)
-    tmp = tempfile.mkdtemp(prefix="dataserv-bench-proofs-")
-    os.chmod(tmp, 0o755)
-    items_path = os.path.join(tmp, "items.pickle")
     import pickle
 
-    with open(items_path, "wb") as f:
-        pickle.dump(items, f)
-    cluster = Cluster(os.path.join(tmp, "pg-data"), durable=not args.no_fsync)
-    dsn = cluster.start()
-    daemon = None
+    from benchmarks import seed as seeding
+    from dataserv.identity.signing import FarmerKey
+
+    seeds, items = daemon_items(args.plots, args.challenges, args.cache)
+    farmer = FarmerKey.from_seed(FARMER_SEED.encode())
+    pinger = FarmerKey.from_seed(PINGER_SEED.encode())
     runs = []
-    try:
-        daemon = Daemon(dsn, free_port(), tmp, "--min-k", str(K), "--proof-window", "3600",
-                        *args.flags)
-        daemon.wait_ready()
-        server = json.loads(__import__("urllib.request").request.urlopen(
-            daemon.url + "/api/address").read())["address"]
-        farmer = FarmerKey.from_seed(FARMER_SEED.encode())
-        pinger = FarmerKey.from_seed(PINGER_SEED.encode())
-        for key in (farmer, pinger):
-            status, body = _signed(daemon.url, key, server, "GET",
-                                   "/api/register/" + key.address)
-            assert status == 200, body
+    with _throwaway_daemon("dataserv-bench-proofs-",
+                           ["--min-k", str(K), "--proof-window", "3600"] + args.flags,
+                           [farmer, pinger], durable=not args.no_fsync) as (
+            daemon, cluster, dsn, server, tmp):
+        items_path = os.path.join(tmp, "items.pickle")
+        with open(items_path, "wb") as f:
+            pickle.dump(items, f)
         for s in seeds:
             status, body = _signed(daemon.url, farmer, server, "POST",
                                    "/api/proofs/%s/plots" % farmer.nodeid,
@@ -340,15 +360,11 @@ def daemon_latency(args):
                 cur.execute(statement)
         pace = args.interval * 32 / (args.farm_plots * args.per_round)
 
-        from benchmarks.ab import postgres_cpu
-        from benchmarks.operating_costs import cpu_seconds
+        from benchmarks.ab import postgres_cpu, tree_cpu
 
         def daemon_cpu():
             """The daemon's CPU seconds with its children's (the proof workers)."""
-            pids = [daemon.process.pid] + [int(p) for p in subprocess.run(
-                ["pgrep", "-P", str(daemon.process.pid)], capture_output=True,
-                text=True).stdout.split()]
-            return sum(cpu_seconds(pid) for pid in pids)
+            return tree_cpu(daemon.process.pid)
 
         def pings(seconds):
             """The pinger's figures, with the CPU the daemon and PostgreSQL used
@@ -391,11 +407,6 @@ def daemon_latency(args):
                       idle["daemon_cpu_s"], busy["daemon_cpu_s"], idle["postgres_cpu_s"],
                       busy["postgres_cpu_s"]), file=sys.stderr)
         conn.close()
-    finally:
-        if daemon is not None:
-            daemon.stop()
-        cluster.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
     return runs
 
 
@@ -441,25 +452,12 @@ def rounds_latency(args):
     import urllib.request
 
     from benchmarks import seed as seeding
-    from benchmarks.run import Daemon, free_port
     from dataserv.identity.signing import FarmerKey
-    from dataserv.storage.pgcluster import Cluster
 
-    tmp = tempfile.mkdtemp(prefix="dataserv-bench-rounds-")
-    os.chmod(tmp, 0o755)
-    cluster = Cluster(os.path.join(tmp, "pg-data"))
-    dsn = cluster.start()
-    daemon = None
-    try:
-        daemon = Daemon(dsn, free_port(), tmp, "--no-limits", *args.flags)
-        daemon.wait_ready()
-        server = json.loads(urllib.request.urlopen(daemon.url + "/api/address").read())[
-            "address"]
-        keys = [FarmerKey.from_seed(b"benchmarks.proofs rounds %d" % i) for i in range(100)]
-        for key in keys + [FarmerKey.from_seed(PINGER_SEED.encode())]:
-            status, body = _signed(daemon.url, key, server, "GET",
-                                   "/api/register/" + key.address)
-            assert status == 200, body
+    keys = [FarmerKey.from_seed(b"benchmarks.proofs rounds %d" % i) for i in range(100)]
+    with _throwaway_daemon("dataserv-bench-rounds-", ["--no-limits"] + args.flags,
+                           keys + [FarmerKey.from_seed(PINGER_SEED.encode())]) as (
+            daemon, cluster, dsn, server, tmp):
         conn = seeding.connect(dsn)
         now = time.time()
         with conn.cursor() as cur:
@@ -517,11 +515,6 @@ def rounds_latency(args):
             "p99_increase_pct": round(100 * (statistics.median(with_round)
                                              / statistics.median(without) - 1), 1)
             if with_round and without else None}
-    finally:
-        if daemon is not None:
-            daemon.stop()
-        cluster.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main(argv=None):
