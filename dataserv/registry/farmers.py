@@ -30,7 +30,9 @@ class Rejected(Exception):
 
 
 class Unavailable(Exception):
-    """The database cannot be reached right now: nothing was decided, try again later."""
+    """The database cannot be reached right now: try again later. Nothing was
+    decided here; a write already sent to a server that stalled may still commit
+    when it continues (README, "If PostgreSQL goes away")."""
 
 
 class Starting(Unavailable):
