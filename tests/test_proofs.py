@@ -295,6 +295,30 @@ class WindowTests(ProofsTestCase):
                          {"answer_targets": 1, "record_answers": 1})
 
     @defer.inlineCallbacks
+    def test_an_answer_without_proofs_is_not_sent_to_a_worker(self):
+        # A farmer that finds nothing answers with empty lists: counted, 0 valid,
+        # with no trip to a verification worker (one with proofs takes one).
+        answers = yield self.one_challenge()
+        proofs = self.server.proofs
+        checked, check = [], proofs._in_thread
+
+        def recording(f, *args):
+            checked.append(args)
+            return check(f, *args)
+
+        proofs._in_thread = recording
+        found = next(i for i, a in enumerate(answers) if a["proofs"])
+        empty = [dict(a, proofs=[]) for i, a in enumerate(answers) if i != found]
+        self.assertTrue(empty)
+        outcomes = yield self.answer(ALICE, empty)
+        self.assertEqual([(o["outcome"], o["valid_proofs"]) for o in outcomes],
+                         [("counted", 0)] * len(empty))
+        self.assertEqual(checked, [])
+        outcomes = yield self.answer(ALICE, [answers[found]])
+        self.assertEqual(outcomes[0]["outcome"], "counted")
+        self.assertEqual(len(checked), 1)
+
+    @defer.inlineCallbacks
     def test_answers_are_found_through_the_plot_challenge_index(self):
         # Not by reading every challenge of the farmer's plots (40,000 rows a round
         # for a farmer with 10,000 plots).

@@ -303,10 +303,14 @@ class Proofs:
                 outcomes[challenge] = AnswerOutcome(challenge, "late")
             else:
                 to_check.append((target, proofs))
-        # Late and repeated answers are never checked: they cost no CPU.
-        valid = yield self._in_thread(count_valid, [
-            (target.plot_id, target.k, target.challenge, proofs)
-            for target, proofs in to_check])
+        # Late and repeated answers are never checked: they cost no CPU; nor does an
+        # answer with no proofs in it a trip to a worker.
+        checks = [(target.plot_id, target.k, target.challenge, proofs)
+                  for target, proofs in to_check]
+        if any(proofs for _, proofs in to_check):
+            valid = yield self._in_thread(count_valid, checks)
+        else:
+            valid = [0] * len(checks)
         written = yield self.store.record_answers(
             now, window, [(target.row, n) for (target, _), n in zip(to_check, valid)])
         for (target, _), n in zip(to_check, valid):
