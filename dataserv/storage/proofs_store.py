@@ -192,23 +192,14 @@ class ProofStore:
         other farmers' plots are not found; ClaimRefused if the claim is refused
         (then nothing is looked up).
 
-        Each pair is one probe of the (plot, challenge) index (the pairs are joined,
-        not two lists matched: a planner given lists chose to read every challenge row
-        of the plots), so an answer costs the same whatever the number of the
-        farmer's plots and challenges."""
+        The PL/pgSQL function answer_targets (schema 0010) does both with a plan made
+        once per connection, in which each pair is one probe of the plot id's index
+        and one of the (plot, challenge) index: an answer costs the same whatever the
+        number of the farmer's plots and challenges."""
         rows = yield self._query(
             "answer_targets",
-            "SELECT cl, (SELECT id FROM farmers WHERE btc_addr = %(addr)s),"
-            "       t.row, t.plot_id, t.k, t.challenge, t.fetched_at, t.answered_at"
-            " FROM claim_request(%(addr)s, %(key)s, %(v2)s, %(at)s, %(expires)s) AS cl"
-            " LEFT JOIN LATERAL ("
-            "   SELECT c.id AS row, p.plot_id, p.k, c.challenge, c.fetched_at, c.answered_at"
-            "   FROM unnest(%(plots)s::bytea[], %(challenges)s::bytea[])"
-            "        AS a(plot_id, challenge)"
-            "   JOIN plots p ON p.plot_id = a.plot_id"
-            "   JOIN farmers f ON f.id = p.farmer_id AND f.btc_addr = %(addr)s"
-            "   JOIN challenges c ON c.plot = p.id AND c.challenge = a.challenge"
-            " ) t ON cl = 'ok'",
+            "SELECT * FROM answer_targets(%(addr)s, %(key)s, %(v2)s, %(at)s, %(expires)s,"
+            " %(plots)s::bytea[], %(challenges)s::bytea[])",
             dict(zip(("addr", "key", "v2", "at", "expires"), claim_params(address, claim, now)),
                  plots=[bytes(p) for p, _ in answered],
                  challenges=[bytes(c) for _, c in answered]))
@@ -240,13 +231,8 @@ class ProofStore:
             return set()
         rows = yield self._query(
             "record_answers",
-            "UPDATE challenges c SET answered_at = %(now)s, proofs = u.n"
-            " FROM unnest(%(rows)s::bigint[], %(ns)s::int[]) AS u(id, n)"
-            " WHERE c.id = u.id AND c.answered_at IS NULL AND c.fetched_at IS NOT NULL"
-            "   AND %(now)s <= c.fetched_at + %(window)s"
-            " RETURNING c.id",
-            {"now": now, "window": window, "rows": [r for r, _ in answers],
-             "ns": [n for _, n in answers]})
+            "SELECT o_row FROM record_answers(%s, %s, %s::bigint[], %s::int[])",
+            (now, window, [r for r, _ in answers], [n for _, n in answers]))
         return {row[0] for row in rows}
 
     def prune_challenges(self, before: float) -> "defer.Deferred[Any]":
