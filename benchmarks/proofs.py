@@ -164,6 +164,7 @@ import http.client, json, sys, time
 from dataserv.identity.signing import FarmerKey, v2_headers_for
 port, seconds, server, seed = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3], sys.argv[4]
 rate = float(sys.argv[5])  # pings a second; 0 = one after the other, flat out
+arrivals = sys.argv[6] if len(sys.argv) > 6 else "paced"
 key = FarmerKey.from_seed(seed.encode())
 path = "/api/ping/" + key.nodeid
 c = http.client.HTTPConnection("127.0.0.1", port)
@@ -174,12 +175,24 @@ wanted = int(rate * seconds) + 10 if rate else int(seconds * 3000)
 signed = [{k.decode(): v.decode()
            for k, v in v2_headers_for(key, server, "GET", path).items()}
           for _ in range(wanted)]
+# When each ping is due (seconds from the start): every 1/rate s ("paced"), or at
+# random, as pings from many farmers arrive ("random": exponential gaps, the same
+# mean rate, the same draw every run). Paced pings fall in step with the daemon's
+# own timers (one started by a ping fires exactly on a later ping's turn).
+if arrivals == "random":
+    import random
+    draw, due, t = random.Random(1), [], 0.0
+    for _ in range(wanted):
+        due.append(t)
+        t += draw.expovariate(rate)
+else:
+    due = [i / rate if rate else 0.0 for i in range(wanted)]
 lat, codes = [], {}
 start = time.monotonic()
 end = start + seconds
 while time.monotonic() < end and len(lat) < wanted:
     if rate:
-        time.sleep(max(0.0, start + len(lat) / rate - time.monotonic()))
+        time.sleep(max(0.0, start + due[len(lat)] - time.monotonic()))
     headers = signed[len(lat)]
     t = time.perf_counter()
     c.request("GET", path, headers=headers)
@@ -372,7 +385,7 @@ def daemon_latency(args):
             cpu, pg = daemon_cpu(), postgres_cpu(cluster.pgdata)
             out = json.loads(subprocess.check_output([
                 sys.executable, "-c", PINGER, str(daemon.port), str(seconds), server,
-                PINGER_SEED, str(args.ping_rate)]))
+                PINGER_SEED, str(args.ping_rate), args.ping_arrivals]))
             out["daemon_cpu_s"] = round(daemon_cpu() - cpu, 3)
             out["postgres_cpu_s"] = round(postgres_cpu(cluster.pgdata) - pg, 3)
             return out
@@ -538,6 +551,9 @@ def main(argv=None):
     parser.add_argument("--ping-rate", type=float, default=200.0,
                         help="with --daemon: pings a second (0 = flat out, one after "
                              "the other)")
+    parser.add_argument("--ping-arrivals", choices=("paced", "random"), default="paced",
+                        help="with --daemon: pings every 1/--ping-rate s, or at random "
+                             "(exponential gaps, the same mean rate)")
     parser.add_argument("--no-fsync", action="store_true",
                         help="with --daemon: PostgreSQL without fsync or synchronous "
                              "commit (to tell disk waits from CPU)")
