@@ -304,7 +304,7 @@ class Proofs:
             else:
                 to_check.append((target, proofs))
         # Late and repeated answers are never checked: they cost no CPU; nor does an
-        # answer with no proofs in it a trip to a worker.
+        # answer with no proofs in it cost a trip to a worker.
         checks = [(target.plot_id, target.k, target.challenge, proofs)
                   for target, proofs in to_check]
         if any(proofs for _, proofs in to_check):
