@@ -135,6 +135,21 @@ class FarmPaceTests(SynchronousTestCase):
         self.assertEqual(client.times("register_plot"), [0, 7, 7])  # once is enough
         self.assertEqual(client.times("ping"), [7, 17])
 
+    def test_an_unknown_farmer_stops_farming_with_one_line(self):
+        """A 404 to a plot's registration or to the ping (a farmer that never
+        registered, or a server that lost it): farming ends with an error saying to
+        register, instead of trying again forever."""
+        unknown = Reply(404, Headers(), b"Farmer not found.")
+        for plots, script in ((1, {"register_plot": [unknown]}),
+                              (0, {"ping": [Reply(404, Headers(), b"Ping Failed: Farmer not found.")]})):
+            _, client, clock, done, _ = self.farm(plots=plots, **script)
+            failure = self.failureResultOf(done, farming.NotRegistered)
+            self.assertEqual(failure.getErrorMessage(), farming.NOT_REGISTERED)
+            calls = list(client.calls)
+            clock.pump([10] * 5)
+            self.assertEqual(client.calls, calls)
+            self.assertNotIn("challenges", [name for name, _ in calls])
+
     def test_retry_after_parsing(self):
         self.assertEqual(farming.retry_after(busy(503, b"5")), 5.0)
         self.assertIsNone(farming.retry_after(busy(503)))

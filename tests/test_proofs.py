@@ -13,7 +13,7 @@ import random
 from twisted.internet import defer
 
 from dataserv.client.farmer import FarmerClient
-from dataserv.client.farming import Farm
+from dataserv.client.farming import Farm, NotRegistered
 from dataserv.identity.signing import FarmerKey, headers_for, v2_headers_for
 from dataserv.proofs import plots as plot_rules
 from dataserv.proofs.rounds import ChallengeRounds
@@ -477,6 +477,20 @@ class FarmCommandTests(ProofsTestCase):
         yield self.rounds.run_round()
         status = yield self.farmer(ALICE)
         self.assertGreater(status["verified_bytes"], plot_rules.plot_bytes(plots.K))
+
+
+    @defer.inlineCallbacks
+    def test_farm_without_registering_says_so_and_stops(self):
+        provers = self.provers(ALICE)
+        directory = os.path.dirname(next(iter(provers.values())).prover.get_filename())
+        client = FarmerClient("http://dataserv.test", ALICE, self.settings.address,
+                              http=self.server.http)
+        farm = Farm(client, directory, self.clock, defer.maybeDeferred, out=io.StringIO())
+        failures = []
+        done = farm.run().addErrback(failures.append)
+        yield pumped([self.server.http], done)
+        self.assertEqual([f.type for f in failures], [NotRegistered])
+        self.assertEqual(farm.provers, {})
 
 
 class MetricsTests(ProofsTestCase):

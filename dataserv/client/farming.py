@@ -8,7 +8,8 @@ reactor's thread pool from the command line), never on the reactor thread.
 connection error (or any other failure of a step) an exponential back-off from
 BACKOFF_BASE seconds, doubling up to BACKOFF_CAP, each wait drawn between half and
 all of it (jitter, so farmers cut off together do not come back together); a step
-that succeeds brings it back to every ``every`` seconds.
+that succeeds brings it back to every ``every`` seconds. A farmer the server does
+not know (404) stops farming with one line that says to register.
 """
 
 import os
@@ -39,6 +40,14 @@ class ServerBusy(Exception):
     def __init__(self, what: str, status: int, retry_after: Optional[float]) -> None:
         super().__init__("%s: %d, retry after %s s" % (what, status, retry_after))
         self.retry_after = retry_after
+
+
+class NotRegistered(Exception):
+    """The server does not know this farmer (404): farming stops, since nothing it
+    sends can count until the farmer registers."""
+
+
+NOT_REGISTERED = "this farmer is not registered on the server: run `register` first"
 
 
 def retry_after(reply: Any) -> Optional[float]:
@@ -111,6 +120,8 @@ class Farm:
         found = yield self.in_thread(list_plots, self.directory)
         for path, k, seed in found:
             reply = _check("register plot", (yield self.client.register_plot(seed, k)))
+            if reply.status == 404:
+                raise NotRegistered(NOT_REGISTERED)
             if reply.status != 200:
                 self._say("plot %s refused: %d %s" % (path, reply.status, reply.text))
                 continue
@@ -158,15 +169,20 @@ class Farm:
     @defer.inlineCallbacks
     def step(self) -> Any:
         """Register (until that has gone through once), ping, answer; the seconds to
-        wait before the next step."""
+        wait before the next step (None: farming ended, the farmer is unknown)."""
         try:
             if not self.registered:
                 yield self.register()
                 self.registered = True
             reply = _check("ping", (yield self.client.ping()))
+            if reply.status == 404:
+                raise NotRegistered(NOT_REGISTERED)
             if reply.status != 200:
                 self._say("ping: %d %s" % (reply.status, reply.text))
             yield self.answer_once()
+        except NotRegistered as e:
+            self._finish(e)
+            return None
         except ServerBusy as e:
             wait = self.every if e.retry_after is None else e.retry_after
             wait = min(max(wait, 1.0), MAX_RETRY_AFTER)
@@ -181,8 +197,8 @@ class Farm:
         self.failures = 0
         return self.every
 
-    def _next(self, wait: float) -> None:
-        if self._done is not None and not self._done.called:
+    def _next(self, wait: Optional[float]) -> None:
+        if wait is not None and self._done is not None and not self._done.called:
             self._call = self.clock.callLater(wait, self._run_step)
 
     def _run_step(self) -> None:
@@ -190,7 +206,8 @@ class Farm:
         self.step().addCallback(self._next)
 
     def run(self) -> "defer.Deferred[None]":
-        """Farm until :meth:`stop`; a Deferred that fires then."""
+        """Farm until :meth:`stop`; a Deferred that fires then, or fails with
+        NotRegistered as soon as the server says it does not know the farmer."""
         self._done = defer.Deferred()
         self._run_step()
         return self._done
@@ -200,5 +217,12 @@ class Farm:
         if self._call is not None and self._call.active():
             self._call.cancel()
         self._call = None
+        self._finish(None)
+
+    def _finish(self, error: Optional[Exception]) -> None:
+        """End farming: run()'s Deferred fires (or fails with ``error``)."""
         if self._done is not None and not self._done.called:
-            self._done.callback(None)
+            if error is None:
+                self._done.callback(None)
+            else:
+                self._done.errback(error)
