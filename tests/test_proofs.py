@@ -459,15 +459,20 @@ class BadInputTests(ProofsTestCase):
 
 class FarmCommandTests(ProofsTestCase):
 
+    def client_and_farm(self, key):
+        """The client's farm command for key over the real routes, on key's plots."""
+        provers = self.provers(key)
+        directory = os.path.dirname(next(iter(provers.values())).prover.get_filename())
+        client = FarmerClient("http://dataserv.test", key, self.settings.address,
+                              http=self.server.http)
+        return client, Farm(client, directory, self.clock, defer.maybeDeferred,
+                            out=io.StringIO())
+
     @defer.inlineCallbacks
     def test_farm_registers_its_plots_and_answers(self):
         """The client's farm command, over the real routes: its plots are verified."""
-        provers = self.provers(ALICE)
-        directory = os.path.dirname(next(iter(provers.values())).prover.get_filename())
-        client = FarmerClient("http://dataserv.test", ALICE, self.settings.address,
-                              http=self.server.http)
+        client, farm = self.client_and_farm(ALICE)
         yield pumped([self.server.http], client.register())
-        farm = Farm(client, directory, self.clock, defer.maybeDeferred, out=io.StringIO())
         registered = yield pumped([self.server.http], farm.register())
         self.assertEqual(registered, 2)
         yield self.rounds.run_round()
@@ -478,14 +483,9 @@ class FarmCommandTests(ProofsTestCase):
         status = yield self.farmer(ALICE)
         self.assertGreater(status["verified_bytes"], plot_rules.plot_bytes(plots.K))
 
-
     @defer.inlineCallbacks
     def test_farm_without_registering_says_so_and_stops(self):
-        provers = self.provers(ALICE)
-        directory = os.path.dirname(next(iter(provers.values())).prover.get_filename())
-        client = FarmerClient("http://dataserv.test", ALICE, self.settings.address,
-                              http=self.server.http)
-        farm = Farm(client, directory, self.clock, defer.maybeDeferred, out=io.StringIO())
+        _, farm = self.client_and_farm(ALICE)
         failures = []
         done = farm.run().addErrback(failures.append)
         yield pumped([self.server.http], done)
