@@ -13,7 +13,7 @@ from twisted.trial import unittest
 
 from dataserv.identity.signing import FarmerKey
 from dataserv.proofs import verification
-from dataserv.proofs.workers import VerificationProcesses
+from dataserv.proofs.workers import VerificationProcesses, WorkersUnavailable
 from tests import plots
 
 
@@ -28,6 +28,11 @@ def die_once(marker):
         open(marker, "w").close()
         os.kill(os.getpid(), signal.SIGKILL)
     return "alive"
+
+
+def die():
+    """Run in a worker: kill its process."""
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def fail():
@@ -103,18 +108,28 @@ class VerificationProcessesTests(unittest.TestCase):
         self.assertNotEqual(pid, os.getpid())
 
     @defer.inlineCallbacks
+    def test_work_that_kills_its_worker_twice_is_refused(self):
+        # Tried once more in new workers, then WorkersUnavailable (the answers route
+        # makes it a 503); the pool is ready for the next call.
+        yield self.assertFailure(self.workers.run(die), WorkersUnavailable)
+        self.assertEqual(self.workers.replaced, 2)
+        self.flushLoggedErrors()
+        pid, _ = yield self.workers.run(whoami)
+        self.assertNotEqual(pid, os.getpid())
+
+    @defer.inlineCallbacks
     def test_stop_finishes_the_work_in_hand_and_ends_the_workers(self):
         first = self.workers.run(whoami)
         yield self.workers.stopService()
         pid, _ = yield first
         with self.assertRaises(ProcessLookupError):
             os.kill(pid, 0)
-        yield self.assertFailure(self.workers.run(whoami), RuntimeError)
+        yield self.assertFailure(self.workers.run(whoami), WorkersUnavailable)
 
 
 ORPHAN = """
 import os, signal
-from dataserv.proofs.workers import VerificationProcesses
+from dataserv.proofs.workers import VerificationProcesses, WorkersUnavailable
 from twisted.internet import reactor
 workers = VerificationProcesses(reactor)
 workers.startService()

@@ -17,6 +17,7 @@ from dataserv.client.farming import Farm, NotRegistered
 from dataserv.identity.signing import FarmerKey, headers_for, v2_headers_for
 from dataserv.proofs import plots as plot_rules
 from dataserv.proofs.rounds import ChallengeRounds
+from dataserv.proofs.workers import WorkersUnavailable
 from dataserv.storage.proofs_store import ProofStore
 from tests import plots
 from tests.test_api import APITestCase, Server, pumped
@@ -317,6 +318,25 @@ class WindowTests(ProofsTestCase):
         outcomes = yield self.answer(ALICE, [answers[found]])
         self.assertEqual(outcomes[0]["outcome"], "counted")
         self.assertEqual(len(checked), 1)
+
+    @defer.inlineCallbacks
+    def test_proofs_that_cannot_be_checked_now_are_a_503_and_nothing_is_recorded(self):
+        answers = yield self.one_challenge()
+        proofs = self.server.proofs
+        check = proofs._in_thread
+        proofs._in_thread = lambda f, *args: defer.fail(
+            WorkersUnavailable("a proof verification worker died twice"))
+        code, headers, body = yield self.send(
+            ALICE, "/api/proofs/%s/answers" % ALICE.nodeid,
+            json.dumps({"answers": answers}).encode(), "POST")
+        self.assertEqual((code, body), (503, b"Service unavailable: proofs cannot be"
+                                            b" checked right now. Try again in a few"
+                                            b" seconds."))
+        self.assertTrue(headers.getRawHeaders(b"Retry-After"))
+        self.assertEqual(self.server.metrics.database_errors, {})
+        proofs._in_thread = check  # the workers are back: the same answers count
+        outcomes = yield self.answer(ALICE, answers)
+        self.assertEqual({o["outcome"] for o in outcomes}, {"counted"})
 
     @defer.inlineCallbacks
     def test_answers_are_found_through_the_plot_challenge_index(self):

@@ -18,7 +18,9 @@ from twisted.internet import defer
 from dataserv.identity.addresses import address_to_nodeid
 from dataserv.proofs import plots, scoring
 from dataserv.proofs.verification import count_valid
-from dataserv.registry.farmers import FarmerNotFound, Rejected, outages_as_unavailable
+from dataserv.proofs.workers import WorkersUnavailable
+from dataserv.registry.farmers import (FarmerNotFound, Rejected, Unavailable,
+                                       outages_as_unavailable)
 
 # A body larger than this is refused before it is parsed (413).
 MAX_BODY = 64 * 1024
@@ -28,6 +30,15 @@ MAX_ANSWERS = 32
 MAX_PROOFS = 8
 # Challenges handed out by one fetch (the rest wait for the next fetch, unstarted).
 MAX_FETCH = 1000
+
+
+class VerificationUnavailable(Unavailable):
+    """The proofs of an answer could not be checked (the workers are being replaced,
+    or the daemon is stopping): nothing of the answer was recorded; try again."""
+
+    text = ("Service unavailable: proofs cannot be checked right now. Try again in a few"
+            " seconds.")
+    database_outage = False
 
 
 class BodyTooLarge(Rejected):
@@ -308,7 +319,10 @@ class Proofs:
         checks = [(target.plot_id, target.k, target.challenge, proofs)
                   for target, proofs in to_check]
         if any(proofs for _, proofs in to_check):
-            valid = yield self._in_thread(count_valid, checks)
+            try:
+                valid = yield self._in_thread(count_valid, checks)
+            except WorkersUnavailable as e:
+                raise VerificationUnavailable(str(e))
         else:
             valid = [0] * len(checks)
         written = yield self.store.record_answers(

@@ -44,6 +44,11 @@ def _start_worker(daemon: int) -> None:
     threading.Thread(target=watch, name="orphan check", daemon=True).start()
 
 
+class WorkersUnavailable(Exception):
+    """The work could not be done in a worker: the workers are stopped, or one died
+    again while its call was made once more."""
+
+
 def _ready() -> int:
     return os.getpid()
 
@@ -54,7 +59,9 @@ class VerificationProcesses(service.Service):
 
     :meth:`run` ``(f, *args)`` calls a module-level function in a worker and fires
     its Deferred in the reactor thread. A worker that dies (the kernel's OOM killer,
-    a signal) breaks the pool: it is replaced, logged, and the call made once more.
+    a signal) breaks the pool: it is replaced, logged, and the call made once more;
+    when that fails too, or the service is stopped, the Deferred fails with
+    WorkersUnavailable.
     """
 
     log = Logger()
@@ -105,7 +112,7 @@ class VerificationProcesses(service.Service):
                 retry: bool) -> None:
         pool = self._pool
         if pool is None:
-            d.errback(RuntimeError("proof verification is stopped"))
+            d.errback(WorkersUnavailable("proof verification is stopped"))
             return
         try:
             future = pool.submit(f, *args)
@@ -139,4 +146,5 @@ class VerificationProcesses(service.Service):
         if retry:
             self._submit(d, f, args, retry=False)
         else:
-            d.errback(error)
+            d.errback(WorkersUnavailable("a proof verification worker died twice (%s)"
+                                         % error))

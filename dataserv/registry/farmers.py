@@ -34,12 +34,15 @@ class Unavailable(Exception):
     decided here; a write already sent to a server that stalled may still commit
     when it continues (README, "If PostgreSQL goes away")."""
 
+    database_outage = True  # counted in dataserv_database_errors_total
+
 
 class Starting(Unavailable):
     """This daemon takes no signed request yet: the other daemons on its database
     have not all seen it (see registry.peers). Nothing was decided; try again."""
 
     text = "Service unavailable: this server is starting. Try again in a few seconds."
+    database_outage = False
 
 
 class InvalidFarmerId(Rejected):

@@ -226,7 +226,7 @@ class API:
         def failed(failure: Any) -> Any:
             error = failure.value
             if isinstance(error, rules.Unavailable):
-                if not isinstance(error, rules.Starting):
+                if error.database_outage:
                     self.metrics.database_error(getattr(error, "kind", "unavailable"))
                 request.setHeader(b"Retry-After", RETRY_AFTER)
                 return self._text(request, UNAVAILABLE[0],
