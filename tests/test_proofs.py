@@ -339,6 +339,18 @@ class WindowTests(ProofsTestCase):
         self.assertEqual({o["outcome"] for o in outcomes}, {"counted"})
 
     @defer.inlineCallbacks
+    def test_a_bug_in_a_proofs_route_is_one_line_and_logged(self):
+        answers = yield self.one_challenge()
+        self.server.proofs._in_thread = lambda f, *args: defer.fail(KeyError("a bug"))
+        code, headers, body = yield self.send(
+            ALICE, "/api/proofs/%s/answers" % ALICE.nodeid,
+            json.dumps({"answers": answers}).encode(), "POST")
+        self.assertEqual((code, body), (500, b"Internal server error."))
+        self.assertEqual(headers.getRawHeaders(b"Content-Type"),
+                         [b"text/plain; charset=utf-8"])
+        self.assertEqual(len(self.flushLoggedErrors(KeyError)), 1)
+
+    @defer.inlineCallbacks
     def test_answers_are_found_through_the_plot_challenge_index(self):
         # Not by reading every challenge of the farmer's plots (40,000 rows a round
         # for a farmer with 10,000 plots).

@@ -56,6 +56,12 @@ class ProofsAPI:
         text, not werkzeug's HTML."""
         return self.api._http_error(request, failure)
 
+    @app.handle_errors(Exception)
+    def _unexpected(self, request: Any, failure: Any) -> Any:
+        """A bug in these routes as in the main app's: logged with its traceback,
+        answered with one line (not Twisted's HTML page)."""
+        return self.api._unexpected(request, failure)
+
     def _json(self, request: Any, value: Any) -> Any:
         return self.api._text(request, 200, render.json_bytes(value), JSON)
 
