@@ -565,10 +565,9 @@ class _Guarded(web_resource.Resource):
         # Twisted's Request set its own name (and version) before calling us.
         request.setHeader(b"Server", SERVER)
         request.defaultContentType = PLAIN
-        if self.api.rate_limiter is not None:
-            refused = self.api.refusal(request)
-            if refused is not None:
-                return refused
+        refused = self.api.refusal(request)
+        if refused is not None:
+            return refused
         path = request.path
         if path.startswith(_PING_PATH) and request.method == b"GET" \
                 and _PLAIN_SEGMENT.fullmatch(path, len(_PING_PATH)):
