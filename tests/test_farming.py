@@ -150,6 +150,23 @@ class FarmPaceTests(SynchronousTestCase):
             self.assertEqual(client.calls, calls)
             self.assertNotIn("challenges", [name for name, _ in calls])
 
+    def test_a_server_without_the_proof_routes_stops_farming_with_its_answer(self):
+        """Any other 404 to a plot's registration (a server that does not take
+        proofs of space): farming ends too, not telling the farmer to register."""
+        _, client, clock, done, _ = self.farm(
+            plots=1, register_plot=[Reply(404, Headers(), b"404 Not Found")])
+        failure = self.failureResultOf(done, farming.CannotFarm)
+        self.assertNotIsInstance(failure.value, farming.NotRegistered)
+        self.assertEqual(failure.getErrorMessage(),
+                         "plot registration: not found on the server (404 Not Found);"
+                         " does it take proofs of space?")
+        calls = list(client.calls)
+        clock.pump([10] * 5)
+        self.assertEqual(client.calls, calls)
+        _, _, _, done, _ = self.farm(plots=1, register_plot=[Reply(404, Headers(), b"Gone")])
+        self.assertIn("(404 Gone)", self.failureResultOf(done, farming.CannotFarm)
+                      .getErrorMessage())
+
     def test_retry_after_parsing(self):
         self.assertEqual(farming.retry_after(busy(503, b"5")), 5.0)
         self.assertIsNone(farming.retry_after(busy(503)))

@@ -9,7 +9,9 @@ connection error (or any other failure of a step) an exponential back-off from
 BACKOFF_BASE seconds, doubling up to BACKOFF_CAP, each wait drawn between half and
 all of it (jitter, so farmers cut off together do not come back together); a step
 that succeeds brings it back to every ``every`` seconds. A farmer the server does
-not know (404) stops farming with one line that says to register.
+not know (404 "Farmer not found.") stops farming with one line that says to
+register; any other 404 (a server without the proof routes) stops it too, with the
+server's answer.
 """
 
 import os
@@ -42,12 +44,30 @@ class ServerBusy(Exception):
         self.retry_after = retry_after
 
 
-class NotRegistered(Exception):
-    """The server does not know this farmer (404): farming stops, since nothing it
-    sends can count until the farmer registers."""
+class CannotFarm(Exception):
+    """A 404 from the server: farming stops, since trying again cannot help."""
+
+
+class NotRegistered(CannotFarm):
+    """The server does not know this farmer: nothing it sends can count until the
+    farmer registers."""
 
 
 NOT_REGISTERED = "this farmer is not registered on the server: run `register` first"
+# How this server says it does not know a farmer (the ping's text ends with it).
+FARMER_NOT_FOUND = "Farmer not found."
+
+
+def _stop_on_404(what: str, reply: Any) -> None:
+    """Raise NotRegistered for a 404 that says the farmer is unknown, CannotFarm for
+    any other 404 (the server has no such route: it does not take proofs of space)."""
+    if reply.status != 404:
+        return
+    if reply.text.strip().endswith(FARMER_NOT_FOUND):
+        raise NotRegistered(NOT_REGISTERED)
+    text = " ".join(reply.text.split())[:80]
+    raise CannotFarm("%s: not found on the server (%s); does it take proofs of space?"
+                     % (what, text if text.startswith("404") else ("404 " + text).strip()))
 
 
 def retry_after(reply: Any) -> Optional[float]:
@@ -120,8 +140,7 @@ class Farm:
         found = yield self.in_thread(list_plots, self.directory)
         for path, k, seed in found:
             reply = _check("register plot", (yield self.client.register_plot(seed, k)))
-            if reply.status == 404:
-                raise NotRegistered(NOT_REGISTERED)
+            _stop_on_404("plot registration", reply)
             if reply.status != 200:
                 self._say("plot %s refused: %d %s" % (path, reply.status, reply.text))
                 continue
@@ -169,18 +188,17 @@ class Farm:
     @defer.inlineCallbacks
     def step(self) -> Any:
         """Register (until that has gone through once), ping, answer; the seconds to
-        wait before the next step (None: farming ended, the farmer is unknown)."""
+        wait before the next step (None: farming ended on a 404)."""
         try:
             if not self.registered:
                 yield self.register()
                 self.registered = True
             reply = _check("ping", (yield self.client.ping()))
-            if reply.status == 404:
-                raise NotRegistered(NOT_REGISTERED)
+            _stop_on_404("ping", reply)
             if reply.status != 200:
                 self._say("ping: %d %s" % (reply.status, reply.text))
             yield self.answer_once()
-        except NotRegistered as e:
+        except CannotFarm as e:
             self._finish(e)
             return None
         except ServerBusy as e:
@@ -207,7 +225,8 @@ class Farm:
 
     def run(self) -> "defer.Deferred[None]":
         """Farm until :meth:`stop`; a Deferred that fires then, or fails with
-        NotRegistered as soon as the server says it does not know the farmer."""
+        NotRegistered as soon as the server says it does not know the farmer, or
+        CannotFarm on any other 404."""
         self._done = defer.Deferred()
         self._run_step()
         return self._done
