@@ -11,7 +11,7 @@ from twisted.internet import defer
 from twisted.trial.unittest import SynchronousTestCase
 
 from dataserv.client import __main__ as command_line
-from dataserv.client.farmer import FarmerClient
+from dataserv.client.farmer import FarmerClient, NoServerAddress
 from dataserv.identity import v2
 from dataserv.identity.auth import Verifier, get_backend
 from dataserv.identity.signing import FarmerKey
@@ -20,16 +20,18 @@ SERVER = "15uC1tTcVsN3K4wycQ8Bj7m1UqL1GgtX8t"
 
 
 class FakeHTTP:
-    """Answers /api/address only, and counts the calls."""
+    """Answers /api/address only (``code`` and ``body``: this server's by default),
+    and counts the calls."""
 
-    def __init__(self):
+    def __init__(self, code=200, body=json.dumps({"address": SERVER}).encode()):
         self.calls = []
+        self.code, self.body = code, body
 
     def get(self, url, headers=None):
         self.calls.append(url)
-        body = json.dumps({"address": SERVER}).encode()
         response = type("Response", (), {
-            "code": 200, "headers": None, "content": lambda self: defer.succeed(body)})()
+            "code": self.code, "headers": None,
+            "content": lambda _: defer.succeed(self.body)})()
         return defer.succeed(response)
 
 
@@ -62,6 +64,23 @@ class HeaderTests(SynchronousTestCase):
         with self.assertRaises(v2.AuthenticationFailed):
             v2.verify(get_backend(), SERVER, 30, key.address, "GET", "/api/ping/" + key.address,
                       signed[b"Date"], signed[b"Authorization"], b"", time.time())
+
+    def test_a_server_that_does_not_say_its_address_is_one_clear_error(self):
+        """Not a dataserv server (or not answering properly): what came instead, not
+        a JSON parser's complaint; asked again next time."""
+        key = FarmerKey.from_seed(b"client test")
+        for code, body, shown in (
+                (404, b"<html>\n<h1>Not Found</h1></html>", "404 an HTML page"),
+                (200, b"{}", "200 {}"),
+                (200, b"not json", "200 not json"),
+                (503, b"Service unavailable", "503 Service unavailable")):
+            http = FakeHTTP(code, body)
+            client = FarmerClient("http://elsewhere", key, http=http)
+            failure = self.failureResultOf(client.signed_headers(), NoServerAddress)
+            self.assertEqual(failure.getErrorMessage(),
+                             "GET /api/address answered %s; is this a dataserv server?" % shown)
+            self.failureResultOf(client.signed_headers(), NoServerAddress)
+            self.assertEqual(len(http.calls), 2)
 
     def test_v2_curl_pair_for_a_path(self):
         """`headers PATH` prints a v2 pair for one GET of PATH (a ping by default)."""

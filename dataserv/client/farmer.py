@@ -54,6 +54,26 @@ class Reply:
         return json.loads(self.body)
 
 
+class NoServerAddress(Exception):
+    """The server did not say its address (GET /api/address): requests cannot be
+    signed for it."""
+
+
+def _server_address(reply: Reply) -> str:
+    """The address in a reply to GET /api/address, or NoServerAddress saying what came
+    instead (not a dataserv server, or one that is not answering properly)."""
+    try:
+        address = reply.json()["address"] if reply.status == 200 else None
+    except (ValueError, TypeError, KeyError):
+        address = None
+    if not isinstance(address, str) or not address:
+        text = " ".join(reply.text.split())
+        shown = "an HTML page" if text.startswith("<") else text[:80]
+        raise NoServerAddress("GET /api/address answered %d %s; is this a dataserv server?"
+                              % (reply.status, shown))
+    return address
+
+
 class FarmerClient:
     """Speaks every route for one farmer key; `http` is treq or a StubTreq.
 
@@ -94,7 +114,7 @@ class FarmerClient:
         """
         if self.server_address is None:
             reply = yield self.address()
-            self.server_address = reply.json()["address"]
+            self.server_address = _server_address(reply)
         if self.legacy:
             return headers_for(self.key, self.server_address)
         if path is None:
