@@ -6,18 +6,21 @@ The rules are stubbed (what they answer is the rules' business, tested in
 test_api.py over PostgreSQL); the requests go through the daemon's own Site.
 """
 
+import os
 import re
 
-from twisted.internet import defer, task
+from twisted.internet import defer, reactor, task
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
+from twisted.trial import unittest
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web import resource
 
 from dataserv.daemon.config import Settings
-from dataserv.daemon.service import Site
+from dataserv.daemon import service as service_module
+from dataserv.daemon.service import Dataserv, Site, io_turn
 from dataserv.identity.signing import FarmerKey
 from dataserv.registry import farmers as rules
 from dataserv.web import api as api_module
@@ -158,3 +161,63 @@ class PingPathTests(SynchronousTestCase):
                 lambda: defer.succeed(None), path=path, method=method)
             self.assertTrue(through_klein, (method, path))
             self.assertTrue(written.startswith(b"HTTP/1.1 "), (method, path))
+
+
+class _Pipe:
+    """A pipe's read end watched by the reactor: ``on_read`` after each read."""
+
+    def __init__(self, on_read):
+        self.read_fd, self.write_fd = os.pipe()
+        self.on_read = on_read
+
+    def fileno(self):
+        return self.read_fd
+
+    def doRead(self):  # noqa: N802 (IReadDescriptor)
+        os.read(self.read_fd, 64)
+        self.on_read()
+
+    def connectionLost(self, reason):  # noqa: N802
+        pass
+
+    def logPrefix(self):  # noqa: N802
+        return "pipe"
+
+    def close(self):
+        os.close(self.read_fd)
+        os.close(self.write_fd)
+
+
+class IOTurnTests(unittest.TestCase):
+    """io_turn, which an answer request waits for between its checks and its first
+    statement, on the real reactor."""
+
+    @defer.inlineCallbacks
+    def test_io_ready_meanwhile_is_handled_first_even_from_an_io_handler(self):
+        # A ping waiting on its connection while an answer is checked is read
+        # before the answer goes on (a single call for "now" would run first: the
+        # reactor runs those before it polls again).
+        order, turned = [], defer.Deferred()
+        other = _Pipe(lambda: order.append("other connection"))
+
+        def answer_arrives():
+            os.write(other.write_fd, b"x")  # ready now, seen at the next poll
+            io_turn(reactor).addCallback(lambda _: order.append("turn")).chainDeferred(
+                turned)
+
+        answer = _Pipe(answer_arrives)
+        for pipe in (answer, other):
+            reactor.addReader(pipe)
+            self.addCleanup(pipe.close)
+            self.addCleanup(reactor.removeReader, pipe)
+        os.write(answer.write_fd, b"x")
+        yield turned
+        self.assertEqual(order, ["other connection", "turn"])
+
+    def test_the_daemons_answers_pause_with_it(self):
+        clock, turns = task.Clock(), []
+        self.patch(service_module, "io_turn", lambda reactor: turns.append(reactor) or
+                   defer.succeed(None))
+        daemon = Dataserv(Settings(database="dbname=x", listen="tcp:0"), clock)
+        self.assertIsNone(self.successResultOf(daemon.proofs._pause()))
+        self.assertEqual(turns, [clock])

@@ -10,7 +10,7 @@ import json
 import os
 import random
 
-from twisted.internet import defer
+from twisted.internet import defer, reactor
 
 from dataserv.client.farmer import FarmerClient
 from dataserv.client.farming import Farm, NotRegistered
@@ -294,6 +294,35 @@ class WindowTests(ProofsTestCase):
         self.assertEqual({name: after[name] - before[1].get(name, 0) for name in after
                           if after[name] != before[1].get(name, 0)},
                          {"answer_targets": 1, "record_answers": 1})
+
+    @defer.inlineCallbacks
+    def test_an_answer_request_pauses_before_each_statement(self):
+        # Checked (body, signature), an answer waits for the pause (the daemon's: a
+        # reactor turn, so pings waiting meanwhile are served) before its look-up,
+        # and again, its proofs checked, before its write.
+        answers = yield self.one_challenge()
+        store, sent, at_release = self.server.proofs.store, [], []
+        for name in ("answer_targets", "record_answers"):
+            def recording(*args, _name=name, _real=getattr(store, name)):
+                sent.append(_name)
+                return _real(*args)
+            setattr(store, name, recording)
+
+        def pause():
+            gate = defer.Deferred()
+
+            def release():
+                at_release.append(list(sent))
+                gate.callback(None)
+
+            reactor.callLater(0, release)
+            return gate
+
+        self.server.proofs._pause = pause
+        outcomes = yield self.answer(ALICE, answers)
+        self.assertEqual({o["outcome"] for o in outcomes}, {"counted"})
+        self.assertEqual(at_release, [[], ["answer_targets"]])
+        self.assertEqual(sent, ["answer_targets", "record_answers"])
 
     @defer.inlineCallbacks
     def test_an_answer_without_proofs_is_not_sent_to_a_worker(self):

@@ -443,6 +443,14 @@ def access_log_formatter(settings: Settings, clock: IReactorTime) -> Optional[Ca
     return json_access_formatter(clock) if settings.access_log_format == "json" else None
 
 
+def io_turn(reactor: Any) -> Any:
+    """A Deferred that fires once the reactor has polled for I/O (and handled what
+    was ready), even when called from an I/O handler: a call made there for "now"
+    runs before the next poll, so this takes two. An answer request pauses so before
+    each of its statements (see proofs/rules.py, Proofs)."""
+    return task.deferLater(reactor, 0, task.deferLater, reactor, 0)
+
+
 def summariser_hooks(reactor: Any) -> Any:
     """A Summariser's hooks on a real reactor, as the daemon uses them: a reactor
     turn between slices, the reactor's thread pool for zlib, and freed heap handed
@@ -575,7 +583,8 @@ class Dataserv(service.MultiService):
         self.verification.setServiceParent(self)
         self.metrics = Metrics()
         self.proofs = Proofs(self.proof_store, self.farmers, settings,
-                             in_thread=self.verification.run, metrics=self.metrics)
+                             in_thread=self.verification.run, metrics=self.metrics,
+                             pause=lambda: io_turn(reactor))
         self.rounds = ChallengeRounds(self.proof_store, settings, reactor,
                                       when_ready=self.database.when_ready)
         self.rounds.setServiceParent(self)

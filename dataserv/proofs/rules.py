@@ -201,12 +201,17 @@ class Proofs:
     ``identify`` checks the id and the signature); ``in_thread(f, *args)`` runs the
     proof checks (the daemon's thread pool; at once by default); ``metrics`` (the
     daemon's :class:`dataserv.web.metrics.Metrics`) is told what became of every
-    answer and proof and of every plot registered.
+    answer and proof and of every plot registered; ``pause()``, when given, is waited
+    for before each of an answer's two statements (the daemon's lets the reactor
+    poll, so that pings that came meanwhile are served before PostgreSQL, woken by
+    the statement, can take the reactor's CPU).
     """
 
     def __init__(self, store: Any, farmers: Any, settings: Any,
                  in_thread: Optional[Callable[..., "defer.Deferred[Any]"]] = None,
-                 metrics: Any = None) -> None:
+                 metrics: Any = None,
+                 pause: Optional[Callable[[], "defer.Deferred[Any]"]] = None) -> None:
+        self._pause = pause
         self.store = store
         self.farmers = farmers
         self.settings = settings
@@ -283,6 +288,8 @@ class Proofs:
         # The request is claimed in the look-up's statement: one round trip less on
         # the busiest proofs route.
         address, claim = self.farmers.signed(farmer_id, request, "answers")
+        if self._pause is not None:
+            yield self._pause()
         exists, targets = yield self.farmers.claimed(
             address, claim, self.store.answer_targets(
                 address, [(plot_id, challenge) for plot_id, challenge, _ in answers],
@@ -325,6 +332,8 @@ class Proofs:
                 raise VerificationUnavailable(str(e))
         else:
             valid = [0] * len(checks)
+        if self._pause is not None:
+            yield self._pause()
         written = yield self.store.record_answers(
             now, window, [(target.row, n) for (target, _), n in zip(to_check, valid)])
         for (target, _), n in zip(to_check, valid):
