@@ -193,6 +193,13 @@ class FaultTests(unittest.TestCase):
         return [e for e in self.events
                 if text in (e.get("log_format") or "").format(**e)]
 
+    def lost_but_not_slow(self):
+        """The "connection lost" lines other than a call past the deadline: that one
+        second can pass on a loaded machine in any test here (the suite runs two
+        jobs), while what the tests rule out is a fault taken for a lost connection."""
+        return [e for e in self.lines(LOST) if not str(e.get("detail", "")).startswith(
+            "no answer within")]
+
     @defer.inlineCallbacks
     def under_load(self, name, begin, end, hold=HOLD):
         """Writers run; begin() the fault; /health during it; end() it after hold
@@ -288,7 +295,7 @@ class FaultTests(unittest.TestCase):
         self.assertEqual(during.json()["reason"], "database is read-only")
         self.assertGreater(times["answered_503"], 1)
         self.assertEqual(len(self.lines("database call failed: database is read-only")), 1)
-        self.assertEqual(self.lines(LOST), [])
+        self.assertEqual(self.lost_but_not_slow(), [])
 
     @defer.inlineCallbacks
     def test_disk_full(self):
@@ -306,7 +313,7 @@ class FaultTests(unittest.TestCase):
         self.assertEqual(during.status, 503)
         self.assertEqual(during.json()["reason"], "database disk is full")
         self.assertEqual(len(self.lines("database call failed: database disk is full")), 1)
-        self.assertEqual(self.lines(LOST), [])
+        self.assertEqual(self.lost_but_not_slow(), [])
 
     def tiny_tablespace(self):
         """A 1 MiB tmpfs as a tablespace holding the farmers table (root only)."""
@@ -349,7 +356,7 @@ class FaultTests(unittest.TestCase):
         self.assertEqual(during.json()["reason"], "database disk is full")
         self.assertGreater(times["answered_503"], 1)
         self.assertEqual(len(self.lines("database call failed: database disk is full")), 1)
-        self.assertEqual(self.lines(LOST), [])
+        self.assertEqual(self.lost_but_not_slow(), [])
 
     @defer.inlineCallbacks
     def test_connections_dropped_mid_write(self):
