@@ -1,7 +1,9 @@
 """benchmarks.hot_path serves real pings through the daemon's Site in every variant."""
 
 import io
+import os
 import sys
+import tempfile
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -14,9 +16,13 @@ class HotPathTests(SynchronousTestCase):
     def test_tiny_run(self):
         out = io.StringIO()
         self.patch(sys, "stdout", out)
+        tmp = os.path.abspath(self.mktemp())
+        os.mkdir(tmp)
+        self.patch(tempfile, "tempdir", tmp)
         self.assertEqual(hot_path.main(["--requests", "5", "--batches", "2"]), 0)
         lines = out.getvalue().splitlines()
         self.assertEqual([line[:32].strip() for line in lines[1:]], list(hot_path.VARIANTS))
+        self.assertEqual(os.listdir(tmp), [])  # its access logs are not left behind
 
     def test_serve_refuses_a_failed_answer(self):
         from dataserv.daemon.config import Settings
