@@ -175,8 +175,8 @@ class BuildComparisonTests(SynchronousTestCase):
 
     def fake_twistd(self, help_text):
         import os
-        import tempfile
-        directory = tempfile.mkdtemp()
+        directory = os.path.abspath(self.mktemp())
+        os.mkdir(directory)
         path = os.path.join(directory, "twistd")
         with open(path, "w") as f:
             f.write('#!/bin/sh\nif [ "$2" = --help ]; then echo "%s"; exit 0; fi\n'

@@ -5,7 +5,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 
 from twisted.internet import defer, reactor
@@ -99,7 +98,9 @@ class VerificationProcessesTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_a_dead_worker_is_replaced_and_the_work_done(self):
-        marker = os.path.join(tempfile.mkdtemp(), "died")
+        directory = os.path.abspath(self.mktemp())
+        os.mkdir(directory)
+        marker = os.path.join(directory, "died")
         answer = yield self.workers.run(die_once, marker)
         self.assertEqual(answer, "alive")
         self.assertEqual(self.workers.replaced, 1)
