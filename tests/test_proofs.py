@@ -18,6 +18,7 @@ from dataserv.identity.signing import FarmerKey, headers_for, v2_headers_for
 from dataserv.proofs import plots as plot_rules
 from dataserv.proofs.rounds import ChallengeRounds
 from dataserv.proofs.workers import WorkersUnavailable
+from dataserv.registry import farmers as farmer_rules
 from dataserv.storage.proofs_store import ProofStore
 from tests import plots
 from tests.test_api import APITestCase, Server, pumped
@@ -323,6 +324,26 @@ class WindowTests(ProofsTestCase):
         self.assertEqual({o["outcome"] for o in outcomes}, {"counted"})
         self.assertEqual(at_release, [[], ["answer_targets"]])
         self.assertEqual(sent, ["answer_targets", "record_answers"])
+
+    @defer.inlineCallbacks
+    def test_an_answer_cancelled_in_its_pause_gives_its_key_back(self):
+        # The client went away while the answer waited for its turn: nothing was
+        # written, so the same signed request, sent again, is taken.
+        answers = yield self.one_challenge()
+        path = "/api/proofs/%s/answers" % ALICE.nodeid
+        body = json.dumps({"answers": answers}).encode()
+        headers = v2_headers_for(ALICE, self.settings.address, "POST", path, body,
+                                 date=self.date())
+        request = farmer_rules.Request(headers[b"Date"], headers[b"Authorization"],
+                                       self.clock.seconds(), "127.0.0.1", "POST", path, body)
+        proofs = self.server.proofs
+        proofs._pause = defer.Deferred  # a turn that never comes
+        first = proofs.answer(ALICE.nodeid, body, request)
+        first.cancel()
+        self.failureResultOf(first, defer.CancelledError)
+        proofs._pause = None
+        outcomes = yield proofs.answer(ALICE.nodeid, body, request)
+        self.assertEqual({o.outcome for o in outcomes}, {"counted"})
 
     @defer.inlineCallbacks
     def test_an_answer_without_proofs_is_not_sent_to_a_worker(self):

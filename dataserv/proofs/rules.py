@@ -218,6 +218,12 @@ class Proofs:
         self._in_thread = in_thread or defer.maybeDeferred
         self.metrics = metrics if metrics is not None else _NoMetrics()
 
+    def _after_pause(self, f: Callable[..., Any], *args: Any) -> "defer.Deferred[Any]":
+        """f(*args) once the pause (if any) is over."""
+        if self._pause is None:
+            return defer.maybeDeferred(f, *args)
+        return self._pause().addCallback(lambda _: f(*args))
+
     def _check_k(self, k: int) -> None:
         smallest = self.settings.min_k
         if not smallest <= k <= plots.LARGEST_K:
@@ -288,11 +294,12 @@ class Proofs:
         # The request is claimed in the look-up's statement: one round trip less on
         # the busiest proofs route.
         address, claim = self.farmers.signed(farmer_id, request, "answers")
-        if self._pause is not None:
-            yield self._pause()
+        # Paused inside claimed(): cancelled meanwhile (the client went away), the
+        # request's key is given back like any failure before the database decided.
         exists, targets = yield self.farmers.claimed(
-            address, claim, self.store.answer_targets(
-                address, [(plot_id, challenge) for plot_id, challenge, _ in answers],
+            address, claim, self._after_pause(
+                self.store.answer_targets, address,
+                [(plot_id, challenge) for plot_id, challenge, _ in answers],
                 claim, request.now),
             known=lambda found: found[0])
         if not exists:
@@ -332,10 +339,9 @@ class Proofs:
                 raise VerificationUnavailable(str(e))
         else:
             valid = [0] * len(checks)
-        if self._pause is not None:
-            yield self._pause()
-        written = yield self.store.record_answers(
-            now, window, [(target.row, n) for (target, _), n in zip(to_check, valid)])
+        written = yield self._after_pause(
+            self.store.record_answers, now, window,
+            [(target.row, n) for (target, _), n in zip(to_check, valid)])
         for (target, _), n in zip(to_check, valid):
             if target.row in written:
                 outcomes[target.challenge] = AnswerOutcome(target.challenge, "counted", n)
