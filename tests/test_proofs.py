@@ -264,12 +264,18 @@ class WindowTests(ProofsTestCase):
         self.assertFalse({c["challenge"] for c in answered} & {a["challenge"] for a in answers})
 
     @defer.inlineCallbacks
-    def test_answer_request_repeated_on_another_daemon_is_refused(self):
+    def signed_answer(self):
+        """ALICE's answers to a round's challenges, as one answer request: (answers,
+        path, body, v2 headers)."""
         answers = yield self.one_challenge()
         path = "/api/proofs/%s/answers" % ALICE.nodeid
         body = json.dumps({"answers": answers}).encode()
-        headers = v2_headers_for(ALICE, self.settings.address, "POST", path, body,
-                                 date=self.date())
+        return answers, path, body, v2_headers_for(ALICE, self.settings.address, "POST",
+                                                   path, body, date=self.date())
+
+    @defer.inlineCallbacks
+    def test_answer_request_repeated_on_another_daemon_is_refused(self):
+        answers, path, body, headers = yield self.signed_answer()
         code, _, first = yield self.send(ALICE, path, body, "POST", headers)
         self.assertEqual(code, 200, first)
         other = Server(self.db, self.clock, self.settings)
@@ -329,11 +335,7 @@ class WindowTests(ProofsTestCase):
     def test_an_answer_cancelled_in_its_pause_gives_its_key_back(self):
         # The client went away while the answer waited for its turn: nothing was
         # written, so the same signed request, sent again, is taken.
-        answers = yield self.one_challenge()
-        path = "/api/proofs/%s/answers" % ALICE.nodeid
-        body = json.dumps({"answers": answers}).encode()
-        headers = v2_headers_for(ALICE, self.settings.address, "POST", path, body,
-                                 date=self.date())
+        answers, path, body, headers = yield self.signed_answer()
         request = farmer_rules.Request(headers[b"Date"], headers[b"Authorization"],
                                        self.clock.seconds(), "127.0.0.1", "POST", path, body)
         proofs = self.server.proofs
