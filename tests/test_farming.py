@@ -163,9 +163,11 @@ class FarmPaceTests(SynchronousTestCase):
         calls = list(client.calls)
         clock.pump([10] * 5)
         self.assertEqual(client.calls, calls)
-        _, _, _, done, _ = self.farm(plots=1, register_plot=[Reply(404, Headers(), b"Gone")])
-        self.assertIn("(404 Gone)", self.failureResultOf(done, farming.CannotFarm)
-                      .getErrorMessage())
+        for body, shown in ((b"Gone", "(404 Gone)"),
+                            (b"<html>\n<h1>Not Found</h1></html>", "(404 an HTML page)")):
+            _, _, _, done, _ = self.farm(plots=1, register_plot=[Reply(404, Headers(), body)])
+            self.assertIn(shown, self.failureResultOf(done, farming.CannotFarm)
+                          .getErrorMessage())
 
     def test_retry_after_parsing(self):
         self.assertEqual(farming.retry_after(busy(503, b"5")), 5.0)

@@ -53,6 +53,12 @@ class Reply:
         """The body parsed as JSON."""
         return json.loads(self.body)
 
+    def brief(self) -> str:
+        """The body on one line, for a message: "an HTML page" for one, else its
+        first 80 characters."""
+        text = " ".join(self.text.split())
+        return "an HTML page" if text.startswith("<") else text[:80]
+
 
 class NoServerAddress(Exception):
     """The server did not say its address (GET /api/address): requests cannot be
@@ -67,10 +73,8 @@ def _server_address(reply: Reply) -> str:
     except (ValueError, TypeError, KeyError):
         address = None
     if not isinstance(address, str) or not address:
-        text = " ".join(reply.text.split())
-        shown = "an HTML page" if text.startswith("<") else text[:80]
         raise NoServerAddress("GET /api/address answered %d %s; is this a dataserv server?"
-                              % (reply.status, shown))
+                              % (reply.status, reply.brief()))
     return address
 
 

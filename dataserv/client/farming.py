@@ -22,6 +22,7 @@ from typing import Any, Callable, Dict, List, Optional
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from dataserv.client.farmer import Reply
 from dataserv.client.plotting import Prover, create_plot, list_plots
 
 log = Logger()
@@ -58,14 +59,14 @@ NOT_REGISTERED = "this farmer is not registered on the server: run `register` fi
 FARMER_NOT_FOUND = "Farmer not found."
 
 
-def _stop_on_404(what: str, reply: Any) -> None:
+def _stop_on_404(what: str, reply: Reply) -> None:
     """Raise NotRegistered for a 404 that says the farmer is unknown, CannotFarm for
     any other 404 (the server has no such route: it does not take proofs of space)."""
     if reply.status != 404:
         return
     if reply.text.strip().endswith(FARMER_NOT_FOUND):
         raise NotRegistered(NOT_REGISTERED)
-    text = " ".join(reply.text.split())[:80]
+    text = reply.brief()
     raise CannotFarm("%s: not found on the server (%s); does it take proofs of space?"
                      % (what, text if text.startswith("404") else ("404 " + text).strip()))
 
