@@ -446,8 +446,8 @@ def access_log_formatter(settings: Settings, clock: IReactorTime) -> Optional[Ca
 def io_turn(reactor: Any) -> Any:
     """A Deferred that fires once the reactor has polled for I/O (and handled what
     was ready), even when called from an I/O handler: a call made there for "now"
-    runs before the next poll, so this takes two. An answer request pauses so before
-    each of its statements (see proofs/rules.py, Proofs)."""
+    runs before the next poll, so this takes two. An answer request waits for one
+    before each of its statements (see proofs/rules.py, Proofs)."""
     return task.deferLater(reactor, 0, task.deferLater, reactor, 0)
 
 
