@@ -189,8 +189,8 @@ class _Pipe:
 
 
 class IOTurnTests(unittest.TestCase):
-    """io_turn, which an answer request waits for between its checks and its first
-    statement, on the real reactor."""
+    """io_turn, which an answer request waits for before each of its statements, on
+    the real reactor."""
 
     @defer.inlineCallbacks
     def test_io_ready_meanwhile_is_handled_first_even_from_an_io_handler(self):
