@@ -35,6 +35,8 @@ import sys
 import tempfile
 import time
 
+from dataserv.client.farming import BATCH
+
 K = 21
 CLIENT = r'''
 import http.client, sys, time
@@ -210,6 +212,7 @@ import http.client, json, pickle, sys, time
 from dataserv.identity.signing import FarmerKey, v2_headers_for
 port, server, seed, items_path = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
 pace, seconds, with_proofs = float(sys.argv[5]), float(sys.argv[6]), sys.argv[7] == "1"
+size = int(sys.argv[8])
 key = FarmerKey.from_seed(seed.encode())
 with open(items_path, "rb") as f:
     items = pickle.load(f)
@@ -219,8 +222,8 @@ done = {"requests": 0, "answers": 0, "proofs_sent": 0, "counted": 0, "valid_proo
         "codes": {}}
 # Every request built and signed before the clock starts (see the pinger).
 requests = []
-for i in range(0, len(items), 32):
-    batch = items[i:i + 32]
+for i in range(0, len(items), size):
+    batch = items[i:i + size]
     body = json.dumps({"answers": [
         {"plot_id": p.hex(), "challenge": ch.hex(),
          "proofs": [x.hex() for x in proofs] if with_proofs else []}
@@ -371,7 +374,8 @@ def daemon_latency(args):
         for statement in args.setup_sql:
             with conn.cursor() as cur:
                 cur.execute(statement)
-        pace = args.interval * 32 / (args.farm_plots * args.per_round)
+        # Requests as the client sends them: BATCH answers each.
+        pace = args.interval * BATCH / (args.farm_plots * args.per_round)
 
         from benchmarks.ab import postgres_cpu, tree_cpu
 
@@ -405,7 +409,7 @@ def daemon_latency(args):
             answerer = subprocess.Popen(
                 [sys.executable, "-c", ANSWERER, str(daemon.port), server, FARMER_SEED,
                  items_path, str(pace), str(args.seconds + 2),
-                 "0" if args.without_proofs else "1"],
+                 "0" if args.without_proofs else "1", str(BATCH)],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
             assert answerer.stdout.readline().strip() == "ready"
             answerer.stdin.write("go\n")
