@@ -174,3 +174,49 @@ class FarmPaceTests(SynchronousTestCase):
         self.assertIsNone(farming.retry_after(busy(503)))
         self.assertIsNone(farming.retry_after(busy(503, b"-3")))
         self.assertIsNone(farming.retry_after(busy(503, b"Fri, 04 Dec 2026 14:00:00 GMT")))
+
+
+class AnswerBatchTests(SynchronousTestCase):
+    """How ``farm`` splits its answers into requests: at most so many answers and so
+    many bytes of body each, all of them, in order."""
+
+    def answers(self, proofs_each):
+        return [{"plot_id": "%064x" % i, "challenge": "%064x" % (i + 1000),
+                 "proofs": ["ab" * 8 * 32] * n} for i, n in enumerate(proofs_each)]
+
+    def assertSplit(self, answers, most, size):
+        batches = farming.answer_batches(answers, most, size)
+        self.assertEqual([a for batch in batches for a in batch], answers)
+        for batch in batches:
+            self.assertLessEqual(len(batch), most)
+            self.assertLessEqual(len(json.dumps({"answers": batch}).encode()), size)
+        # None could have taken the next batch's first answer as well.
+        for batch, following in zip(batches, batches[1:]):
+            grown = json.dumps({"answers": batch + following[:1]}).encode()
+            self.assertTrue(len(batch) == most or len(grown) > size)
+        return batches
+
+    def test_by_count(self):
+        batches = self.assertSplit(self.answers([1] * 70), 32, farming.MAX_BODY)
+        self.assertEqual([len(b) for b in batches], [32, 32, 6])
+        self.assertEqual(farming.answer_batches([], 32, farming.MAX_BODY), [])
+
+    def test_by_size_when_the_proofs_are_many(self):
+        """k=32 proofs, 8 to a challenge: 32 answers would be ~135 KB, twice what the
+        server takes."""
+        answers = self.answers([8] * 32)
+        self.assertGreater(len(json.dumps({"answers": answers})), farming.MAX_BODY)
+        batches = self.assertSplit(answers, 32, farming.MAX_BODY)
+        self.assertGreater(len(batches), 2)
+
+    def test_exactly_at_the_limit(self):
+        answers = self.answers([1, 0, 2, 1])
+        size = len(json.dumps({"answers": answers[:3]}))
+        self.assertEqual([len(b) for b in self.assertSplit(answers, 32, size)], [3, 1])
+        self.assertEqual([len(b) for b in self.assertSplit(answers, 32, size - 1)],
+                         [2, 2])
+
+    def test_the_client_takes_what_the_server_takes(self):
+        from dataserv.proofs import rules
+        self.assertEqual((farming.BATCH, farming.MAX_BODY),
+                         (rules.MAX_ANSWERS, rules.MAX_BODY))

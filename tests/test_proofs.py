@@ -13,6 +13,7 @@ import random
 from twisted.internet import defer, reactor
 
 from dataserv.client.farmer import FarmerClient
+from dataserv.client import farming
 from dataserv.client.farming import Farm, NotRegistered
 from dataserv.identity.signing import FarmerKey, headers_for, v2_headers_for
 from dataserv.proofs import plots as plot_rules
@@ -566,6 +567,28 @@ class FarmCommandTests(ProofsTestCase):
         yield self.rounds.run_round()
         status = yield self.farmer(ALICE)
         self.assertGreater(status["verified_bytes"], plot_rules.plot_bytes(plots.K))
+
+    @defer.inlineCallbacks
+    def test_farm_keeps_each_request_within_the_body_limit(self):
+        """With a body limit of 4 KB, the round's 32 answers go in several requests,
+        each within it, and all count."""
+        self.patch(farming, "MAX_BODY", 4096)
+        client, farm = self.client_and_farm(ALICE)
+        sizes = []
+        send = client.answers
+
+        def answers(batch):
+            sizes.append(len(json.dumps({"answers": batch})))
+            return send(batch)
+
+        client.answers = answers
+        yield pumped([self.server.http], client.register())
+        yield pumped([self.server.http], farm.register())
+        yield self.rounds.run_round()
+        counted = yield pumped([self.server.http], farm.answer_once())
+        self.assertEqual(counted, 32)
+        self.assertGreater(len(sizes), 3)
+        self.assertLessEqual(max(sizes), 4096)
 
     @defer.inlineCallbacks
     def test_farm_without_registering_says_so_and_stops(self):

@@ -14,6 +14,7 @@ register; any other 404 (a server without the proof routes) stops it too, with t
 server's answer.
 """
 
+import json
 import os
 import random
 import sys
@@ -26,8 +27,9 @@ from dataserv.client.farmer import Reply
 from dataserv.client.plotting import Prover, create_plot, list_plots
 
 log = Logger()
-# Answers per request: the server takes at most 32 (and 64 KiB).
+# Answers per request, and bytes of body: the most the server takes.
 BATCH = 32
+MAX_BODY = 64 * 1024
 # Seconds: the longest Retry-After obeyed, the first back-off and its cap.
 MAX_RETRY_AFTER = 300.0
 BACKOFF_BASE = 2.0
@@ -52,6 +54,26 @@ class CannotFarm(Exception):
 class NotRegistered(CannotFarm):
     """The server does not know this farmer: nothing it sends can count until the
     farmer registers."""
+
+
+def answer_batches(answers: List[dict], most: int, size: int) -> List[List[dict]]:
+    """``answers`` in order, split into requests of at most ``most`` answers whose
+    body (``{"answers": [...]}`` as JSON) is at most ``size`` bytes."""
+    envelope = len(json.dumps({"answers": []}))
+    batches: List[List[dict]] = []
+    batch: List[dict] = []
+    length = envelope
+    for answer in answers:
+        # Each answer after the first also costs its separator, ", ".
+        more = len(json.dumps(answer)) + (2 if batch else 0)
+        if batch and (len(batch) == most or length + more > size):
+            batches.append(batch)
+            batch, length, more = [], envelope, more - 2
+        batch.append(answer)
+        length += more
+    if batch:
+        batches.append(batch)
+    return batches
 
 
 NOT_REGISTERED = "this farmer is not registered on the server: run `register` first"
@@ -174,9 +196,8 @@ class Farm:
             return 0
         answers = yield self.in_thread(self._look_up, reply.json()["challenges"])
         counted = 0
-        for start in range(0, len(answers), BATCH):
-            result = _check("answers",
-                            (yield self.client.answers(answers[start:start + BATCH])))
+        for batch in answer_batches(answers, BATCH, MAX_BODY):
+            result = _check("answers", (yield self.client.answers(batch)))
             if result.status == 200:
                 counted += result.json()["counted"]
             else:
