@@ -5,8 +5,9 @@
    --challenges-per-round (4) challenges x ~1 proof. A replicated proof costs the
    Verifier exactly what a fresh one does (it has no cache: every call rebuilds the
    64 x-values' f-functions), so the throughput is the real one.
-2. Verifies the lot as the daemon does: batches of 32 answers handed to the reactor's
-   thread pool (1 and 2 threads), and reports the seconds per round of 10,000 plots.
+2. Verifies the lot in batches of one answer request (the client's BATCH) handed to
+   the reactor's thread pool (1 and 2 threads), and reports the seconds per round of
+   10,000 plots.
 3. Ping latency on the reactor thread while it verifies, against idle: paced (a
    round's proofs spread over the interval, batch by batch, as answers arrive) and
    flat out (two batches always in flight, several times a round's rate). A
@@ -72,7 +73,7 @@ def build_proofs(plots, challenges):
     return items
 
 
-def verify_round(items, threads, batch=32):
+def verify_round(items, threads, batch=BATCH):
     """Seconds to verify ``items`` in batches through a pool of ``threads``."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -87,7 +88,7 @@ def verify_round(items, threads, batch=32):
 
 def ping_latency(items, seconds, pace=None):
     """(idle p50, idle p99, busy p50, busy p99 in ms, proofs verified while busy, idle
-    and busy pings); ``pace`` seconds between batches of 32, or flat out."""
+    and busy pings); ``pace`` seconds between batches of BATCH, or flat out."""
     from klein import Klein
     from twisted.internet import reactor, threads
     from twisted.web.server import Site
@@ -107,17 +108,17 @@ def ping_latency(items, seconds, pace=None):
     def verify_more(start=0):
         if not busy["on"]:
             return
-        chunk = items[start:start + 32] or items[:32]
+        chunk = items[start:start + BATCH] or items[:BATCH]
         d = threads.deferToThreadPool(reactor, reactor.getThreadPool(), count_valid, chunk)
         def next_batch(found):
             busy["proofs"] += len(chunk)
-            following = (start + 32) % len(items)
+            following = (start + BATCH) % len(items)
             if pace is None:
                 verify_more(following)
 
         d.addCallback(next_batch)
         if pace is not None:
-            reactor.callLater(pace, verify_more, (start + 32) % len(items))
+            reactor.callLater(pace, verify_more, (start + BATCH) % len(items))
 
     def measure(name):
         return threads.deferToThread(subprocess.check_output, [
@@ -587,7 +588,7 @@ def main(argv=None):
         seconds, found = verify_round(replicated, n)
         assert found == figures["proofs"]
         figures["round_seconds_%d_thread" % n] = round(seconds, 2)
-    pace = args.interval * 32 / wanted
+    pace = args.interval * BATCH / wanted
     for name, mode in (("paced", pace), ("flat_out", None)):
         figures[name] = dict(zip(
             ("idle_p50_ms", "idle_p99_ms", "busy_p50_ms", "busy_p99_ms", "proofs_verified",

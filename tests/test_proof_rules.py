@@ -59,6 +59,9 @@ class BodyTests(SynchronousTestCase):
         self.assertEqual(rules.parse_answers(json.dumps({"answers": [item]}).encode()),
                          [(b"\x00" * 32, b"\x11" * 32, [b"\x22" * 160])])
         many = [dict(item, challenge="%064x" % i) for i in range(rules.MAX_ANSWERS + 1)]
+        self.assertEqual(rules.MAX_ANSWERS, 64)
+        self.assertEqual(len(rules.parse_answers(json.dumps({"answers": many[:64]}).encode())),
+                         64)
         self.assertRaises(rules.InvalidProofRequest, rules.parse_answers,
                           json.dumps({"answers": many}).encode())
         self.assertRaises(rules.InvalidProofRequest, rules.parse_answers,

@@ -28,7 +28,7 @@ from dataserv.client.plotting import Prover, create_plot, list_plots
 
 log = Logger()
 # Answers per request, and bytes of body: the most the server takes.
-BATCH = 32
+BATCH = 64
 MAX_BODY = 64 * 1024
 # Seconds: the longest Retry-After obeyed, the first back-off and its cap.
 MAX_RETRY_AFTER = 300.0

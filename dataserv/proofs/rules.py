@@ -26,7 +26,7 @@ from dataserv.registry.farmers import (FarmerNotFound, Rejected, Unavailable,
 MAX_BODY = 64 * 1024
 # At most this many challenges in one answer, and proofs for one challenge: a complete
 # plot gives about one per challenge (Poisson), more than 8 has a chance of about 1e-6.
-MAX_ANSWERS = 32
+MAX_ANSWERS = 64
 MAX_PROOFS = 8
 # Challenges handed out by one fetch (the rest wait for the next fetch, unstarted).
 MAX_FETCH = 1000
