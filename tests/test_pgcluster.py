@@ -8,9 +8,11 @@ import subprocess
 import sys
 import tempfile
 
+from twisted.internet import defer
 from twisted.trial import unittest
 
 from dataserv.storage import pgcluster
+from dataserv.storage.embedded import EmbeddedPostgres
 from dataserv.storage.pgcluster import Cluster, ClusterError, DataDirLock, find_bindir
 from tests.test_migrations import admin
 
@@ -248,3 +250,56 @@ class DataDirCreationTests(unittest.SynchronousTestCase):
         with self.assertRaises(ClusterError) as caught:
             self.prepared(data_dir)
         self.assertIn("not a directory", str(caught.exception))
+
+
+
+class EmbeddedServiceStartTests(unittest.SynchronousTestCase):
+    """twistd starts services before the reactor runs and installs its SIGTERM handler
+    only when it does: the embedded cluster's start waits for that, so a stop asked
+    for during initdb is handled (not a default-action kill in the middle of it)."""
+
+    class Reactor:
+        def __init__(self):
+            self.when_running = []
+
+        def callWhenRunning(self, f, *args):  # noqa: N802
+            self.when_running.append((f, args))
+
+        def run(self):
+            for f, args in self.when_running:
+                f(*args)
+
+    class Cluster:
+        pgdata = "/nowhere/pg"
+        socket_dir = "/nowhere"
+
+        def start(self):
+            return "dsn"
+
+        def stop(self):
+            return None
+
+        def dsn(self):
+            return "dsn"
+
+    def embedded(self):
+        reactor, cluster = self.Reactor(), self.Cluster()
+        embedded = EmbeddedPostgres(reactor, cluster)
+        ran = []
+        embedded._in_thread = lambda f: (ran.append(f.__name__), defer.succeed(f()))[1]
+        return embedded, reactor, ran
+
+    def test_the_start_waits_for_the_reactor(self):
+        embedded, reactor, ran = self.embedded()
+        embedded.startService()
+        self.assertEqual(ran, [])
+        reactor.run()
+        self.assertEqual(ran, ["start"])
+        self.assertEqual(self.successResultOf(embedded.dsn()), "dsn")
+
+    def test_stopped_before_the_reactor_ran_it_never_starts(self):
+        embedded, reactor, ran = self.embedded()
+        embedded.startService()
+        self.successResultOf(embedded.stopService())
+        reactor.run()
+        self.assertEqual(ran, ["stop"])

@@ -42,6 +42,14 @@ class EmbeddedPostgres(service.Service):
         super().startService()
         if self.lock is not None:
             self.lock.record_pid()  # twistd may have forked since the lock was taken
+        # twistd starts its services before the reactor runs and handles SIGTERM only
+        # from then on: a stop asked for while the cluster starts must find the
+        # handlers in place, so the start (and the line saying so) waits for them.
+        self.reactor.callWhenRunning(self._start)
+
+    def _start(self) -> None:
+        if not self.running:
+            return
         self.log.info("starting embedded PostgreSQL in {pgdata}", pgdata=self.cluster.pgdata)
         self._started = self._in_thread(self.cluster.start)
         self._started.addCallbacks(self._up, self._failed)
