@@ -64,13 +64,13 @@ def answer_batches(answers: List[dict], most: int, size: int) -> List[List[dict]
     batch: List[dict] = []
     length = envelope
     for answer in answers:
-        # Each answer after the first also costs its separator, ", ".
-        more = len(json.dumps(answer)) + (2 if batch else 0)
-        if batch and (len(batch) == most or length + more > size):
+        item = len(json.dumps(answer))
+        # Each answer after a batch's first also costs its separator, ", ".
+        if batch and (len(batch) == most or length + 2 + item > size):
             batches.append(batch)
-            batch, length, more = [], envelope, more - 2
+            batch, length = [], envelope
+        length += item + (2 if batch else 0)
         batch.append(answer)
-        length += more
     if batch:
         batches.append(batch)
     return batches
