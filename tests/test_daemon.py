@@ -513,6 +513,14 @@ class StartupRefusalTests(unittest.TestCase):
         self.assertFalse(os.path.exists(daemon.data_dir), "data dir created anyway")
 
     @defer.inlineCallbacks
+    def test_unknown_flag(self):
+        """One line, not twistd's whole --help before it."""
+        daemon = Daemon(self)
+        line = yield self.one_line(daemon, "--bogus")
+        self.assertIn("--bogus not recognized", line)
+        self.assertEqual(daemon.output().strip(), line)  # nothing on stdout either
+
+    @defer.inlineCallbacks
     def test_unreachable_data_dir(self):
         if os.geteuid() != 0:
             raise unittest.SkipTest("only root runs the cluster as another user")

@@ -180,6 +180,16 @@ class InvalidValueTests(ParsingTestsMixin, SynchronousTestCase):
     def test_negative_max_ping(self):
         self.assertRejected(["--max-ping", "-1"], names="--max-ping")
 
+    def test_unknown_flag(self):
+        message = self.assertRejected(["--bogus"], names="--bogus")
+        self.assertIn("not recognized", message)
+
+    def test_flag_without_its_value(self):
+        self.assertRejected(["--min-k"], names="--min-k")
+
+    def test_stray_argument(self):
+        self.assertRejected(["5000"], names="Wrong number of arguments")
+
     def test_online_time_not_a_number(self):
         self.assertRejected(["--online-time", "abc"], names="--online-time")
 

@@ -34,6 +34,14 @@ class Options(usage.Options):
         self.environ = environ
         self.settings: Any = None
 
+    def parseOptions(self, options: Any = None) -> None:  # noqa: N802 (Twisted's name)
+        """As usage.Options does, but an unknown flag, a flag without its value or a
+        stray argument is one line too (twistd would print the whole --help first)."""
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as e:
+            raise SystemExit("dataserv: error: %s (see twistd dataserv --help)" % (e,))
+
     def opt_version(self) -> None:  # noqa: N802 (Twisted's name)
         """Print dataserv's version and exit."""
         print("dataserv %s" % (__version__,))
