@@ -122,28 +122,23 @@ def main(argv=None):
     requests = [presign.signed_get("127.0.0.1:5000", "/api/ping/" + f.address, f,
                                    settings.address, date) for f in field]
     with tempfile.TemporaryDirectory(prefix="dataserv-hotpath-") as tmp:
-        return _measure(args, tmp, clock, field, settings, requests)
-
-
-def _measure(args: argparse.Namespace, tmp: str, clock: task.Clock, field: list,
-             settings: Settings, requests: list) -> int:
-    """Serve the requests through every variant's Site (access logs in tmp) and print
-    each one's CPU per ping."""
-    sites = {variant: build(variant, tmp, clock, field, settings) for variant in VARIANTS}
-    for site in sites.values():
-        serve(site, requests)  # warm-up: every signature verified once, then cached
-    cpu = {variant: [] for variant in VARIANTS}
-    for _ in range(args.batches):
-        for variant, site in sites.items():
-            started = time.process_time()
-            serve(site, requests)
-            cpu[variant].append((time.process_time() - started) / len(requests) * 1e6)
-    before = min(cpu["old counter (before)"])
-    print("%-32s %12s %10s %12s" % ("variant", "CPU us/ping", "vs before", "median us"))
-    for variant in VARIANTS:
-        best = min(cpu[variant])
-        print("%-32s %12.1f %+9.1f%% %12.1f" % (
-            variant, best, (best / before - 1) * 100, statistics.median(cpu[variant])))
+        sites = {variant: build(variant, tmp, clock, field, settings)
+                 for variant in VARIANTS}
+        for site in sites.values():
+            serve(site, requests)  # warm-up: every signature verified once, then cached
+        cpu = {variant: [] for variant in VARIANTS}
+        for _ in range(args.batches):
+            for variant, site in sites.items():
+                started = time.process_time()
+                serve(site, requests)
+                cpu[variant].append((time.process_time() - started) / len(requests) * 1e6)
+        before = min(cpu["old counter (before)"])
+        print("%-32s %12s %10s %12s" % ("variant", "CPU us/ping", "vs before",
+                                         "median us"))
+        for variant in VARIANTS:
+            best = min(cpu[variant])
+            print("%-32s %12.1f %+9.1f%% %12.1f" % (
+                variant, best, (best / before - 1) * 100, statistics.median(cpu[variant])))
     return 0
 
 
