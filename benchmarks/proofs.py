@@ -210,10 +210,10 @@ print(json.dumps({"pings": len(lat), "p50_ms": lat[len(lat) // 2] * 1e3,
 
 ANSWERER = r'''
 import http.client, json, pickle, sys, time
+from dataserv.client.farming import BATCH, MAX_BODY, answer_batches
 from dataserv.identity.signing import FarmerKey, v2_headers_for
 port, server, seed, items_path = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
 pace, seconds, with_proofs = float(sys.argv[5]), float(sys.argv[6]), sys.argv[7] == "1"
-size = int(sys.argv[8])
 key = FarmerKey.from_seed(seed.encode())
 with open(items_path, "rb") as f:
     items = pickle.load(f)
@@ -221,14 +221,14 @@ path = "/api/proofs/%s/answers" % key.nodeid
 c = http.client.HTTPConnection("127.0.0.1", port)
 done = {"requests": 0, "answers": 0, "proofs_sent": 0, "counted": 0, "valid_proofs": 0,
         "codes": {}}
-# Every request built and signed before the clock starts (see the pinger).
+# Every request built and signed before the clock starts (see the pinger), split
+# into requests as the client splits them.
+answers = [{"plot_id": p.hex(), "challenge": ch.hex(),
+            "proofs": [x.hex() for x in proofs] if with_proofs else []}
+           for p, ch, proofs in items]
 requests = []
-for i in range(0, len(items), size):
-    batch = items[i:i + size]
-    body = json.dumps({"answers": [
-        {"plot_id": p.hex(), "challenge": ch.hex(),
-         "proofs": [x.hex() for x in proofs] if with_proofs else []}
-        for p, ch, proofs in batch]}).encode()
+for batch in answer_batches(answers, BATCH, MAX_BODY):
+    body = json.dumps({"answers": batch}).encode()
     headers = {k.decode(): v.decode()
                for k, v in v2_headers_for(key, server, "POST", path, body).items()}
     headers["Content-Type"] = "application/json"
@@ -245,7 +245,7 @@ for n, (batch, body, headers) in enumerate(requests):
     done["requests"] += 1
     done["codes"][r.status] = done["codes"].get(r.status, 0) + 1
     done["answers"] += len(batch)
-    done["proofs_sent"] += sum(len(p) for _, _, p in batch)
+    done["proofs_sent"] += sum(len(a["proofs"]) for a in batch)
     if r.status == 200:
         out = json.loads(data)
         done["counted"] += out["counted"]
@@ -410,7 +410,7 @@ def daemon_latency(args):
             answerer = subprocess.Popen(
                 [sys.executable, "-c", ANSWERER, str(daemon.port), server, FARMER_SEED,
                  items_path, str(pace), str(args.seconds + 2),
-                 "0" if args.without_proofs else "1", str(BATCH)],
+                 "0" if args.without_proofs else "1"],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
             assert answerer.stdout.readline().strip() == "ready"
             answerer.stdin.write("go\n")
